@@ -1,0 +1,57 @@
+# twittercore: `make demo` and `make test` work from a fresh clone on a machine
+# with Python 3.11, gcc and the package index.  Everything lands in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SO     := src/twittercore/_merge.stamp
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: all install build test test-fast test-pure test-long demo bench bench-quick redis clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Compile the Cython kernel in place (the editable install imports from src/).
+$(SO): $(STAMP) src/twittercore/_merge.pyx setup.py
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+build: $(SO)
+
+# redis-server for the Redis baseline and backend: installed from the system
+# package manager where we may (root with apt); otherwise those parts skip.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	      || echo "redis: could not install redis-server; Redis parts will skip"; \
+	  else echo "redis: redis-server not found; Redis parts will skip"; fi; }
+
+test: build redis
+	$(PYTEST) -q -p no:cacheprovider tests
+	TWITTERCORE_NO_EXTENSIONS=1 $(PYTEST) -q -p no:cacheprovider -m "not slow" tests/test_kernel_switch.py
+	$(BIN)/python -m twittercore demo --users 500 --posts 5000 --reads 2000 --out $(VENV)/demo-ci
+	$(MAKE) --no-print-directory bench-quick
+
+test-long: build redis
+	$(PYTEST) -q -m slow tests
+
+demo: build
+	$(BIN)/python -m twittercore demo
+
+bench: build redis
+	$(BIN)/python benchmarks/compare.py
+
+bench-quick: build redis
+	$(BIN)/python benchmarks/compare.py --quick --out $(VENV)/bench-quick
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/twittercore/*.so src/twittercore/_merge.c $(SO)

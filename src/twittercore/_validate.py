@@ -1,0 +1,100 @@
+"""Argument checks shared by every store.
+
+They run before a store changes anything, so a rejected call changes nothing.
+The fast path is one ``type() is`` test; the slow path exists to build a
+message that says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from ._types import MAX_LIMIT, MAX_NODE, MAX_PAYLOAD
+from .errors import InvalidArgumentError, PayloadTooLargeError
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def uint64(value: Any, what: str) -> int:
+    """Return ``value`` as an int in [0, 2**64), or raise InvalidArgumentError."""
+    if type(value) is int and 0 <= value <= MAX_NODE:
+        return value
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidArgumentError(
+            f"{what}: expected an unsigned 64-bit int, got {_describe(value)} "
+            "(ids are integers in [0, 2**64))"
+        )
+    try:
+        as_int = operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{what}: expected an unsigned 64-bit int, got {_describe(value)} "
+            "(ids are integers in [0, 2**64); convert strings with int())"
+        ) from None
+    if not 0 <= as_int <= MAX_NODE:
+        raise InvalidArgumentError(
+            f"{what}: {as_int} is out of range (ids are integers in [0, 2**64))"
+        )
+    return as_int
+
+
+def optional_uint64(value: Any, what: str) -> int | None:
+    return None if value is None else uint64(value, what)
+
+
+def limit(value: Any) -> int:
+    """Return a page size in [1, MAX_LIMIT], or raise InvalidArgumentError."""
+    if type(value) is int and 0 < value <= MAX_LIMIT:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"limit: expected an int, got {_describe(value)} (pass e.g. limit=20)"
+        )
+    raise InvalidArgumentError(
+        f"limit: {value} is out of range (a page holds 1 to {MAX_LIMIT} events; "
+        "page further with max_id)"
+    )
+
+
+def payload(value: Any, what: str = "payload") -> bytes:
+    """Return ``value`` as bytes of at most MAX_PAYLOAD, or raise."""
+    if type(value) is not bytes:
+        if isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        elif isinstance(value, str):
+            raise InvalidArgumentError(
+                f"{what}: expected bytes, got str (payloads are opaque bytes; "
+                "encode text first, e.g. text.encode())"
+            )
+        else:
+            raise InvalidArgumentError(
+                f"{what}: expected bytes, got {_describe(value)} (payloads are opaque bytes)"
+            )
+    if len(value) > MAX_PAYLOAD:
+        raise PayloadTooLargeError(
+            f"{what}: {len(value)} bytes is larger than the maximum of {MAX_PAYLOAD} "
+            "(store large media elsewhere and publish a reference to it)"
+        )
+    return value
+
+
+def bounds(max_id: Any, since_id: Any, min_id: Any) -> tuple[int, int, bool]:
+    """Turn Twitter/Mastodon paging arguments into ``(lo, hi, oldest)``.
+
+    The page holds ids in ``(lo, hi]``.  ``oldest`` is True when ``min_id``
+    was given: the page is then the oldest ``limit`` ids above ``lo``
+    (Mastodon's ``min_id``), still returned newest first.
+    """
+    hi = MAX_NODE if max_id is None else uint64(max_id, "max_id")
+    lo = 0 if since_id is None else uint64(since_id, "since_id")
+    oldest = False
+    if min_id is not None:
+        lo = max(lo, uint64(min_id, "min_id"))
+        oldest = True
+    return lo, hi, oldest

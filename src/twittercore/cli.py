@@ -1,0 +1,41 @@
+"""``twittercore`` / ``python -m twittercore``: one entry point, one module per command.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; this file only dispatches, so commands stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS = {
+    "demo": ("twittercore.demo", "build a synthetic Twitter, replay it, verify G1-G3, report"),
+    "verify": ("twittercore.verify", "check a recorded history for G1, G2 and G3"),
+    "workload": ("twittercore.workload", "write a synthetic workload as JSON Lines"),
+    "bench": ("twittercore.benchcli", "run the comparison harness (benchmarks/compare.py)"),
+    "serve": ("twittercore.serve", "run the example Mastodon-compatible server"),
+    "load": ("twittercore.loadtool", "drive a server over HTTP, record and verify"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twittercore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    # Parse the command name first so only that command's module is imported.
+    argv = sys.argv[1:] if argv is None else argv
+    name = next((a for a in argv if not a.startswith("-")), None)
+    for command, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(command, help=help_text)
+        if command == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The public API every store offers, and the backend protocol behind it.
+
+:class:`Store` checks arguments and keeps the guarantees that do not depend
+on storage (validation before any change, a closed store refuses calls, the
+``tail`` loop); a backend subclass implements the ``_``-prefixed methods.
+Every backend answers every query identically for the same history (G5); the
+pure-Python :class:`~twittercore.memory.MemoryStore` is the executable
+specification.
+
+Positions: every effective mutation (each published event, each follow or
+unfollow that changes the graph, each delete) takes the next number of one
+store-wide sequence.  An event's id is its position.  So ids are strictly
+increasing in commit order, but not dense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time as _time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Union
+
+from . import _validate as v
+from ._types import Deletion, Event
+from .errors import ClosedError, InvalidArgumentError, NotFoundError
+
+__all__ = ["Store", "Change"]
+
+Change = Union[Event, Deletion]
+
+_TAIL_BATCH = 1024
+
+
+class Store:
+    """An open twittercore store.  Use it as a context manager, or call :meth:`close`.
+
+    Node ids (sinks and sources) are unsigned 64-bit ints; any such int names a
+    node, and a node without edges or events simply has empty answers.
+    """
+
+    _closed = False
+
+    # ------------------------------------------------------------------ life
+
+    def close(self) -> None:
+        """Release the store's resources.  Idempotent; later calls raise :class:`ClosedError`."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Store":
+        self._live()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> None:
+        if self._closed:
+            raise ClosedError(
+                f"{type(self).__name__}: the store is closed (open it again with twittercore.open())"
+            )
+
+    # ----------------------------------------------------------------- graph
+
+    def follow(self, sink: int, source: int) -> bool:
+        """Make ``sink`` follow ``source``.  Returns False if it already did.
+
+        Following backfills: ``home(sink)`` at once includes ``source``'s history.
+        """
+        self._live()
+        pair = (v.uint64(sink, "sink"), v.uint64(source, "source"))
+        return self._follow_many([pair]) == 1
+
+    def follow_many(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Apply many ``(sink, source)`` follows in one transaction; returns how many were new.
+
+        Either every pair is valid and all are applied, or none is.
+        """
+        self._live()
+        return self._follow_many(self._pairs(pairs))
+
+    def unfollow(self, sink: int, source: int) -> bool:
+        """Stop ``sink`` following ``source``.  Returns False if it did not follow.
+
+        ``home(sink)`` at once loses ``source``'s events, as on Twitter.
+        """
+        self._live()
+        pair = (v.uint64(sink, "sink"), v.uint64(source, "source"))
+        return self._unfollow_many([pair]) == 1
+
+    def unfollow_many(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Apply many ``(sink, source)`` unfollows in one transaction; returns how many existed."""
+        self._live()
+        return self._unfollow_many(self._pairs(pairs))
+
+    def is_following(self, sink: int, source: int) -> bool:
+        self._live()
+        return self._is_following(v.uint64(sink, "sink"), v.uint64(source, "source"))
+
+    def sources(self, sink: int, limit: int | None = None, after: int | None = None) -> list[int]:
+        """The sources ``sink`` follows, ascending, at most ``limit``, those ``> after``.
+
+        Page through millions with ``after=page[-1]``.
+        """
+        self._live()
+        return self._sources(v.uint64(sink, "sink"), *self._page(limit, after))
+
+    def sinks(self, source: int, limit: int | None = None, after: int | None = None) -> list[int]:
+        """The sinks following ``source`` (its followers), ascending, paged like :meth:`sources`."""
+        self._live()
+        return self._sinks(v.uint64(source, "source"), *self._page(limit, after))
+
+    def source_count(self, sink: int) -> int:
+        """How many sources ``sink`` follows."""
+        self._live()
+        return self._source_count(v.uint64(sink, "sink"))
+
+    def sink_count(self, source: int) -> int:
+        """How many sinks follow ``source``."""
+        self._live()
+        return self._sink_count(v.uint64(source, "source"))
+
+    # ---------------------------------------------------------------- events
+
+    def publish(self, source: int, payload: bytes) -> Event:
+        """Append ``payload`` to ``source``'s log and return the committed :class:`Event`."""
+        self._live()
+        item = (v.uint64(source, "source"), v.payload(payload))
+        return self._publish_many([item])[0]
+
+    def publish_many(self, items: Iterable[tuple[int, bytes]]) -> list[Event]:
+        """Publish many ``(source, payload)`` in one transaction, ids in the given order.
+
+        All items are checked first: either all are published or none is.
+        """
+        self._live()
+        checked = []
+        for n, item in enumerate(items):
+            try:
+                source, payload = item
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    f"items[{n}]: expected a (source, payload) pair, got {v._describe(item)}"
+                ) from None
+            checked.append(
+                (v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload"))
+            )
+        return self._publish_many(checked) if checked else []
+
+    def event(self, id: int) -> Event:
+        """The event with this id; :class:`NotFoundError` if it never existed or was deleted."""
+        self._live()
+        found = self._event(v.uint64(id, "id"))
+        if found is None:
+            raise NotFoundError(f"event {id}: no such event (it was never published, or deleted)")
+        return found
+
+    def delete(self, id: int) -> Event:
+        """Delete an event everywhere; returns it.  Tail subscribers get a :class:`Deletion`."""
+        self._live()
+        found = self._delete(v.uint64(id, "id"))
+        if found is None:
+            raise NotFoundError(f"event {id}: no such event (it was never published, or deleted)")
+        return found
+
+    def timeline_count(self, source: int) -> int:
+        """How many (undeleted) events ``source`` has published."""
+        self._live()
+        return self._timeline_count(v.uint64(source, "source"))
+
+    def last_id(self) -> int:
+        """The newest position in the store's total order (0 for an empty store)."""
+        self._live()
+        return self._last_seq()
+
+    # ----------------------------------------------------------------- reads
+
+    def timeline(
+        self,
+        source: int,
+        limit: int = 20,
+        max_id: int | None = None,
+        since_id: int | None = None,
+        min_id: int | None = None,
+    ) -> list[Event]:
+        """``source``'s own events, newest first, with Twitter/Mastodon paging.
+
+        ``max_id`` is inclusive and ``since_id`` exclusive; ``min_id`` (exclusive)
+        asks for the *oldest* ``limit`` events above it, still newest first.
+        """
+        self._live()
+        source = v.uint64(source, "source")
+        return self._timeline(source, v.limit(limit), *v.bounds(max_id, since_id, min_id))
+
+    def home(
+        self,
+        sink: int,
+        limit: int = 20,
+        max_id: int | None = None,
+        since_id: int | None = None,
+        min_id: int | None = None,
+    ) -> list[Event]:
+        """The merge of the logs of the sources ``sink`` follows now, newest first.
+
+        Read from one snapshot (G4); paging as in :meth:`timeline`.
+        """
+        self._live()
+        sink = v.uint64(sink, "sink")
+        return self._home(sink, v.limit(limit), *v.bounds(max_id, since_id, min_id))
+
+    # ------------------------------------------------------------------ live
+
+    def changes(self, sink: int, after: int, limit: int = _TAIL_BATCH) -> tuple[list[Change], int]:
+        """One non-blocking step of :meth:`tail`: ``(items, cursor)``.
+
+        ``items`` are the events (and deletion notices) for ``sink`` with
+        position ``> after``, in order, from one snapshot; resume with
+        ``after=cursor``.  No item at a position ``<= cursor`` can appear later.
+        """
+        self._live()
+        return self._changes(v.uint64(sink, "sink"), v.uint64(after, "after"), v.limit(limit))
+
+    def tail(self, sink: int, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
+        """Yield, in id order and forever, each event whose source ``sink`` followed
+        when it was published, and a :class:`Deletion` for each such event deleted.
+
+        ``after`` is the position to resume from (default: now).  ``timeout``
+        bounds the wait for the *next* item in seconds; when it passes with
+        nothing new the iterator ends.  Wakes within milliseconds of a publish
+        by another thread or process.
+        """
+        self._live()
+        sink = v.uint64(sink, "sink")
+        cursor = self._last_seq() if after is None else v.uint64(after, "after")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {v._describe(timeout)}")
+        return self._tail(sink, cursor, timeout)
+
+    def _tail(self, sink: int, cursor: int, timeout: float | None) -> Iterator[Change]:
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        while not self._closed:
+            items, cursor = self._changes(sink, cursor, _TAIL_BATCH)
+            if items:
+                yield from items
+                deadline = None if timeout is None else _time.monotonic() + timeout
+                continue
+            remaining = None if deadline is None else deadline - _time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            self._wait(cursor, remaining)
+
+    async def subscribe(self, sink: int, after: int | None = None, poll: float = 0.05) -> AsyncIterator[Change]:
+        """``async for`` twin of :meth:`tail` (never ends by itself).
+
+        The blocking wait runs in a worker thread, ``poll`` seconds at a time, so
+        the event loop stays free and cancellation is prompt.
+        """
+        self._live()
+        sink = v.uint64(sink, "sink")
+        cursor = self._last_seq() if after is None else v.uint64(after, "after")
+        while not self._closed:
+            items, cursor = self._changes(sink, cursor, _TAIL_BATCH)
+            if items:
+                for item in items:
+                    yield item
+                continue
+            await asyncio.to_thread(self._wait, cursor, poll)
+
+    # -------------------------------------------------------------- checking
+
+    def _check(self) -> None:
+        """Assert the backend's internal invariants (tests call this)."""
+
+    # --------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _pairs(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        checked = []
+        for n, pair in enumerate(pairs):
+            try:
+                sink, source = pair
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    f"pairs[{n}]: expected a (sink, source) pair, got {v._describe(pair)}"
+                ) from None
+            checked.append((v.uint64(sink, f"pairs[{n}] sink"), v.uint64(source, f"pairs[{n}] source")))
+        return checked
+
+    @staticmethod
+    def _page(limit: Any, after: Any) -> tuple[int | None, int | None]:
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+                raise InvalidArgumentError(f"limit: expected a positive int or None, got {v._describe(limit)}")
+        return limit, v.optional_uint64(after, "after")
+
+    # ------------------------------------------------------ backend protocol
+    # Arguments arrive checked.  Reads take (lo, hi, oldest): ids in (lo, hi];
+    # oldest=True selects the oldest `limit` of them.  Results are newest first.
+
+    def _close(self) -> None: ...
+    def _follow_many(self, pairs: list[tuple[int, int]]) -> int: ...
+    def _unfollow_many(self, pairs: list[tuple[int, int]]) -> int: ...
+    def _is_following(self, sink: int, source: int) -> bool: ...
+    def _sources(self, sink: int, limit: int | None, after: int | None) -> list[int]: ...
+    def _sinks(self, source: int, limit: int | None, after: int | None) -> list[int]: ...
+    def _source_count(self, sink: int) -> int: ...
+    def _sink_count(self, source: int) -> int: ...
+    def _publish_many(self, items: list[tuple[int, bytes]]) -> list[Event]: ...
+    def _event(self, id: int) -> Event | None: ...
+    def _delete(self, id: int) -> Event | None: ...
+    def _timeline_count(self, source: int) -> int: ...
+    def _last_seq(self) -> int: ...
+    def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]: ...
+    def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]: ...
+    def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]: ...
+    def _wait(self, after: int, timeout: float | None) -> bool: ...
