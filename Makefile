@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 # Compile the Cython kernel in place (the editable install imports from src/).
-$(SO): $(STAMP) src/twittercore/_merge.pyx setup.py
+$(SO): $(STAMP) $(wildcard src/twittercore/*.pyx) setup.py
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 

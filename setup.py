@@ -17,11 +17,8 @@ if not NO_EXTENSIONS:
 
     ext_modules = cythonize(
         [
-            Extension(
-                "twittercore._merge",
-                ["src/twittercore/_merge.pyx"],
-                extra_compile_args=["-O3"],
-            )
+            Extension(f"twittercore.{name}", [f"src/twittercore/{name}.pyx"], extra_compile_args=["-O3"])
+            for name in ("_merge", "_codec")
         ],
         compiler_directives={
             "language_level": "3",

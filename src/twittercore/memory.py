@@ -39,8 +39,7 @@ class MemoryStore(Store):
         self._in: dict[int, set[int]] = {}  # source -> sinks
         self._logs: dict[int, list[int]] = {}  # source -> ascending ids
         self._events: dict[int, Event] = {}
-        self._all_ids: list[int] = []  # every id ever published, ascending
-        self._all_events: dict[int, Event] = {}  # including deleted ones
+        self._all_ids: list[int] = []  # every id ever published (deleted too), ascending
         # sink -> [(seq, source, now_following)] in seq order
         self._edge_history: dict[int, list[tuple[int, int, bool]]] = {}
         self._deletions: list[tuple[int, int, int]] = []  # (seq, id, source)
@@ -117,7 +116,6 @@ class MemoryStore(Store):
             for source, payload in items:
                 event = Event(self._next(), source, payload, now)
                 self._events[event.id] = event
-                self._all_events[event.id] = event
                 self._all_ids.append(event.id)
                 self._logs.setdefault(source, []).append(event.id)
                 published.append(event)
@@ -178,11 +176,11 @@ class MemoryStore(Store):
             items: list[tuple[int, Change]] = []
             start = bisect.bisect_right(self._all_ids, after)
             for id in self._all_ids[start:]:
-                event = self._all_events[id]
-                if self._followed_at(sink, event.source, id):
+                event = self._events.get(id)  # deleted events vanish; their notice remains
+                if event is not None and self._followed_at(sink, event.source, id):
                     items.append((id, event))
             for seq, id, source in self._deletions:
-                if seq > after and self._followed_at(sink, source, id):
+                if seq > after and self._followed_at(sink, source, id):  # pragma: no branch
                     items.append((seq, Deletion(seq, id, source)))
             items.sort(key=lambda pair: pair[0])
             if len(items) > limit:

@@ -1,0 +1,84 @@
+"""Record codecs of the LMDB layout, pure Python.  Twin: :mod:`twittercore._codec`.
+
+Keys are big-endian so that LMDB's byte order is numeric order; packed id
+runs are native-endian uint64 so the merge kernel reads them in place.
+
+* ``events``:  id (8, BE) -> source (u64) · time (f64) · payload   (native)
+* ``logs``:    source (8, BE) · tag (8, BE) -> packed ids, ascending.  The tag
+  ``HEAD`` marks the one mutable chunk, laid out ``[floor, count, ids...]``
+  (``floor``: every older id of the source is ``<= floor``; ``count``: the
+  source's undeleted events).  Older chunks are sealed under tag = an upper
+  bound of their ids that is below every id of the next chunk.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+from ._types import Event
+
+HEAD = b"\xff" * 8
+SEAL = 128  # a head holds SEAL..2*SEAL-1 ids; the oldest SEAL are sealed together
+
+_EVENT = struct.Struct("=Qd")
+_BE = struct.Struct(">Q")
+_HEADER = struct.Struct("=QQ")
+be = _BE.pack
+
+
+def head_keys(records: Any) -> list[bytes]:
+    """Head keys for the sources in 16-byte ``(sink_be, source_be)`` records."""
+    view = memoryview(records).cast("B")
+    return [bytes(view[i + 8:i + 16]) + HEAD for i in range(0, len(view), 16)]
+
+
+def sources_of(records: Any) -> list[int]:
+    """Source ids from 16-byte ``(sink_be, source_be)`` records."""
+    view = memoryview(records).cast("B")
+    return [_BE.unpack_from(view, i + 8)[0] for i in range(0, len(view), 16)]
+
+
+def encode_events(first_id: int, items: Sequence[tuple[int, bytes]], time: float) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` records of the ``events`` table for a batch with consecutive ids."""
+    pack = _EVENT.pack
+    return [(be(first_id + n), pack(source, time) + payload) for n, (source, payload) in enumerate(items)]
+
+
+def group_ids(first_id: int, items: Sequence[tuple[int, bytes]]) -> dict[int, list[int]]:
+    """Source -> its ids in this batch (ascending), ids consecutive from ``first_id``."""
+    groups: dict[int, list[int]] = {}
+    for n, (source, _) in enumerate(items):
+        groups.setdefault(source, []).append(first_id + n)
+    return groups
+
+
+def append_head(head: Any, ids: Sequence[int]) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """Append ascending ``ids`` to a head; seal full chunks.
+
+    Returns the new head and the sealed chunks as ``(tag, packed_ids)``.
+    """
+    if head is None:
+        floor, count, old = 0, 0, array("Q")
+    else:
+        words = array("Q", bytes(head))
+        floor, count, old = words[0], words[1], words[2:]
+    old.extend(ids)
+    count += len(ids)
+    sealed = []
+    while len(old) >= 2 * SEAL:
+        chunk, old = old[:SEAL], old[SEAL:]
+        floor = chunk[-1]
+        sealed.append((floor, chunk.tobytes()))
+    return _HEADER.pack(floor, count) + old.tobytes(), sealed
+
+
+def decode_event(id: int, value: Any) -> Event:
+    source, time = _EVENT.unpack_from(value)
+    return Event(id, source, bytes(value[16:]), time)
+
+
+def decode_events(ids: Sequence[int], values: Sequence[Any]) -> list[Event]:
+    return [decode_event(id, value) for id, value in zip(ids, values)]

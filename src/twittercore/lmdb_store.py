@@ -1,0 +1,641 @@
+"""The embedded LMDB store: the default backend of :func:`twittercore.open`.
+
+One LMDB environment (a directory) holds the graph and the logs.  LMDB gives
+the guarantees their mechanism: a single writer at a time assigns ids from a
+counter inside its transaction, so ids increase in commit order; a reader sees
+one snapshot, which holds every commit up to some id and none after it, so no
+event can appear behind an id a reader has seen (G3, G4).
+
+Tables (see :mod:`twittercore._codec_py` for the record layouts):
+
+``meta``       ``seq`` -> the last position taken
+``events``     id -> source, time, payload
+``logs``       (source, tag) -> packed ascending ids; the head chunk is read
+               zero-copy by home reads, one B-tree lookup per followed source
+``following``  sink -> source   (dupsort: one sink's sources, sorted)
+``followers``  source -> sink   (dupsort: pages through millions of followers)
+``edgelog``    (sink, seq) -> source, op      graph changes in order, for tail
+``edgehist``   (sink, source, seq) -> op      "did sink follow source at seq?"
+``deletions``  seq -> id, source              deletion notices for tail
+
+The home read of a sink following k sources costs one lookup for the sink's
+sources, k head lookups and one per returned event; the merge runs in the
+compiled kernel on the heads in place.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time as _time
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+import lmdb
+
+from . import _kernel
+from ._types import Deletion, Event, EventBatch
+from .errors import ConfigurationError, StoreError
+from .store import Change, Store
+
+__all__ = ["LMDBStore"]
+
+_U64 = struct.Struct("=Q")
+_BE = struct.Struct(">Q")
+_BE2 = struct.Struct(">QQ")
+be = _BE.pack
+_SEQ = b"seq"
+_FOLLOW, _UNFOLLOW = b"\x01", b"\x00"
+_FANOUTS = ("read", "write", "hybrid")
+
+# Paths open in this process: LMDB must not be opened twice in one process
+# (closing the second handle drops the first one's POSIX locks).
+_open_paths: set[str] = set()
+_open_paths_lock = threading.Lock()
+
+
+def _codec_for(kernel: str | None) -> Any:
+    if _kernel.select(kernel).__name__.endswith("_py"):
+        from . import _codec_py
+
+        return _codec_py
+    from . import _codec
+
+    return _codec
+
+
+class LMDBStore(Store):
+    """A store in an LMDB directory; safe to share between threads and processes.
+
+    Options: ``durable`` (default True: fsync each commit), ``fanout``,
+    ``window``, ``celebrity_threshold``, ``clock``, ``kernel`` ("auto",
+    "cython" or "python": the merge and codec implementation), ``map_size``
+    (initial LMDB map in bytes; it grows by itself), ``max_readers``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durable: bool = True,
+        fanout: str = "read",
+        window: int = 800,
+        celebrity_threshold: int = 10_000,
+        clock: Callable[[], float] = _time.time,
+        kernel: str | None = None,
+        map_size: int | None = None,
+        max_readers: int = 1024,
+    ) -> None:
+        if fanout not in _FANOUTS:
+            raise ConfigurationError(f"fanout: expected one of {_FANOUTS}, got {fanout!r}")
+        if fanout != "read":
+            raise ConfigurationError(
+                f"fanout={fanout!r}: not available in this version of the LMDB store (use fanout='read')"
+            )
+        if not isinstance(durable, bool):
+            raise ConfigurationError(f"durable: expected True or False, got {durable!r}")
+        self._merge = _kernel.select(kernel)
+        self._codec = _codec_for(kernel)
+        self._clock = clock
+        self.path = os.path.abspath(path)
+        self.durable = durable
+        self.fanout = fanout
+        real = os.path.realpath(self.path)
+        with _open_paths_lock:
+            if real in _open_paths:
+                raise ConfigurationError(
+                    f"open({path!r}): this store is already open in this process "
+                    "(LMDB forbids two handles in one process; share the Store between threads)"
+                )
+            _open_paths.add(real)
+        self._real = real
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self._env = lmdb.open(
+                self.path,
+                map_size=map_size or (1 << 34),
+                max_dbs=16,
+                max_readers=max_readers,
+                sync=durable,
+                metasync=durable,
+                readahead=False,
+                lock=True,
+            )
+        except lmdb.Error as exc:
+            with _open_paths_lock:
+                _open_paths.discard(real)
+            raise StoreError(f"open({path!r}): LMDB refused the directory: {exc}") from exc
+        except OSError as exc:
+            with _open_paths_lock:
+                _open_paths.discard(real)
+            raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from exc
+        env = self._env
+        with env.begin(write=True) as txn:
+            self._meta = env.open_db(b"meta", txn=txn)
+            self._events = env.open_db(b"events", txn=txn)
+            self._logs = env.open_db(b"logs", txn=txn)
+            self._following = env.open_db(b"following", txn=txn, dupsort=True, dupfixed=True)
+            self._followers = env.open_db(b"followers", txn=txn, dupsort=True, dupfixed=True)
+            self._edgelog = env.open_db(b"edgelog", txn=txn)
+            self._edgehist = env.open_db(b"edgehist", txn=txn)
+            self._deletions = env.open_db(b"deletions", txn=txn)
+        self._write_lock = threading.Lock()
+        # In-process readers, counted so the map can be resized safely.
+        self._gate = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._resizing = False
+        self._changed = threading.Condition()
+
+    # ------------------------------------------------------------------ life
+
+    def _close(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+        with self._write_lock, self._gate:
+            while self._readers:
+                self._gate.wait()
+            self._env.close()
+        with _open_paths_lock:
+            _open_paths.discard(self._real)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fanout={self.fanout!r}, durable={self.durable}"
+        return f"<LMDBStore {self.path!r} {state}>"
+
+    # ---------------------------------------------------------- transactions
+
+    def _read(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(txn)`` in a read snapshot (default table: logs, zero-copy values)."""
+        gate = self._gate
+        while True:
+            with gate:
+                while self._resizing:
+                    gate.wait()
+                self._readers += 1
+            try:
+                txn = self._env.begin(db=self._logs, buffers=True)
+                try:
+                    return work(txn)
+                finally:
+                    txn.abort()
+            except lmdb.MapResizedError:
+                pass  # another process grew the map: adopt its size, then retry
+            finally:
+                with gate:
+                    self._readers -= 1
+                    gate.notify_all()
+            self._resize(0)
+
+    def _write(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(txn)`` in one write transaction, growing the map as needed.
+
+        ``work`` must derive everything from the transaction: after a map-full
+        abort it runs again from scratch.
+        """
+        with self._write_lock:
+            while True:
+                with self._gate:
+                    while self._resizing:
+                        self._gate.wait()
+                    self._readers += 1
+                grow = None
+                try:
+                    with self._env.begin(write=True) as txn:
+                        return work(txn)
+                except lmdb.MapFullError:
+                    grow = self._env.info()["map_size"] * 2
+                except lmdb.MapResizedError:
+                    grow = 0
+                except lmdb.Error as exc:
+                    raise StoreError(f"{self.path}: the write failed: {exc}") from exc
+                finally:
+                    with self._gate:
+                        self._readers -= 1
+                        self._gate.notify_all()
+                self._resize(grow)
+
+    def _resize(self, size: int) -> None:
+        """Set the map size (0: adopt the size another process chose) once no txn is open here."""
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._resizing = True
+            try:
+                while self._readers:
+                    self._gate.wait()
+                self._env.set_mapsize(size)
+            finally:
+                self._resizing = False
+                self._gate.notify_all()
+
+    def _seq(self, txn: Any) -> int:
+        value = txn.get(_SEQ, db=self._meta)
+        return 0 if value is None else _U64.unpack(value)[0]
+
+    def _set_seq(self, txn: Any, seq: int) -> None:
+        txn.put(_SEQ, _U64.pack(seq), db=self._meta)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # ----------------------------------------------------------------- graph
+
+    def _follow_many(self, pairs: list[tuple[int, int]]) -> int:
+        def work(txn: Any) -> int:
+            seq = self._seq(txn)
+            cursor = txn.cursor(self._following)
+            fresh: set[tuple[int, int]] = set()
+            rows = []
+            for sink, source in pairs:
+                if (sink, source) in fresh:
+                    continue
+                sink_key, source_key = be(sink), be(source)
+                if cursor.set_key_dup(sink_key, source_key):
+                    continue
+                fresh.add((sink, source))
+                seq += 1
+                rows.append((sink_key, source_key, be(seq)))
+            if rows:
+                self._apply_edges(txn, rows, _FOLLOW)
+                self._set_seq(txn, seq)
+            return len(rows)
+
+        added = self._write(work)
+        if added:
+            self._notify()
+        return added
+
+    def _unfollow_many(self, pairs: list[tuple[int, int]]) -> int:
+        def work(txn: Any) -> int:
+            seq = self._seq(txn)
+            cursor = txn.cursor(self._following)
+            gone: set[tuple[int, int]] = set()
+            rows = []
+            for sink, source in pairs:
+                if (sink, source) in gone:
+                    continue
+                sink_key, source_key = be(sink), be(source)
+                if not cursor.set_key_dup(sink_key, source_key):
+                    continue
+                gone.add((sink, source))
+                seq += 1
+                rows.append((sink_key, source_key, be(seq)))
+            if rows:
+                self._apply_edges(txn, rows, _UNFOLLOW)
+                self._set_seq(txn, seq)
+            return len(rows)
+
+        removed = self._write(work)
+        if removed:
+            self._notify()
+        return removed
+
+    def _apply_edges(self, txn: Any, rows: list[tuple[bytes, bytes, bytes]], op: bytes) -> None:
+        """Add or remove edges and log them; ``rows`` are (sink, source, seq) keys."""
+        if op == _FOLLOW:
+            txn.cursor(self._following).putmulti([(k, s) for k, s, _ in rows], dupdata=True)
+            txn.cursor(self._followers).putmulti([(s, k) for k, s, _ in rows], dupdata=True)
+        else:
+            for sink_key, source_key, _ in rows:
+                txn.delete(sink_key, source_key, db=self._following)
+                txn.delete(source_key, sink_key, db=self._followers)
+        txn.cursor(self._edgelog).putmulti([(k + q, s + op) for k, s, q in rows])
+        txn.cursor(self._edgehist).putmulti([(k + s + q, op) for k, s, q in rows])
+
+    def _is_following(self, sink: int, source: int) -> bool:
+        return self._read(lambda txn: txn.cursor(self._following).set_key_dup(be(sink), be(source)))
+
+    def _neighbours(self, table: Any, node: int, limit: int | None, after: int | None) -> list[int]:
+        key = be(node)
+
+        def work(txn: Any) -> list[int]:
+            cursor = txn.cursor(table)
+            if after is None:
+                if not cursor.set_key(key):
+                    return []
+            elif after == (1 << 64) - 1 or not cursor.set_range_dup(key, be(after + 1)):
+                return []
+            out = []
+            unpack = _BE.unpack
+            for value in cursor.iternext_dup(keys=False):
+                out.append(unpack(value)[0])
+                if limit is not None and len(out) >= limit:
+                    break
+            return out
+
+        return self._read(work)
+
+    def _sources(self, sink: int, limit: int | None, after: int | None) -> list[int]:
+        return self._neighbours(self._following, sink, limit, after)
+
+    def _sinks(self, source: int, limit: int | None, after: int | None) -> list[int]:
+        return self._neighbours(self._followers, source, limit, after)
+
+    def _count(self, table: Any, node: int) -> int:
+        def work(txn: Any) -> int:
+            cursor = txn.cursor(table)
+            return cursor.count() if cursor.set_key(be(node)) else 0
+
+        return self._read(work)
+
+    def _source_count(self, sink: int) -> int:
+        return self._count(self._following, sink)
+
+    def _sink_count(self, source: int) -> int:
+        return self._count(self._followers, source)
+
+    # ---------------------------------------------------------------- events
+
+    def _publish_many(self, items: list[tuple[int, bytes]]) -> EventBatch:
+        now = self._clock()
+        codec = self._codec
+        head_key = codec.HEAD
+
+        def work(txn: Any) -> int:
+            first = self._seq(txn) + 1
+            records = codec.encode_events(first, items, now)
+            consumed, added = txn.cursor(self._events).putmulti(records, append=True)
+            if added != len(records):  # pragma: no cover - ids only grow
+                raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
+            logs = self._logs
+            get, put = txn.get, txn.put
+            for source, ids in codec.group_ids(first, items).items():
+                prefix = be(source)
+                head, sealed = codec.append_head(get(prefix + head_key, db=logs), ids)
+                for tag, chunk in sealed:
+                    put(prefix + be(tag), chunk, db=logs)
+                put(prefix + head_key, head, db=logs)
+            self._set_seq(txn, first + len(items) - 1)
+            return first
+
+        first = self._write(work)
+        self._notify()
+        return EventBatch(first, items, now)
+
+    def _event(self, id: int) -> Event | None:
+        def work(txn: Any) -> Event | None:
+            value = txn.get(be(id), db=self._events)
+            return None if value is None else self._codec.decode_event(id, value)
+
+        return self._read(work)
+
+    def _delete(self, id: int) -> Event | None:
+        key = be(id)
+
+        def work(txn: Any) -> Event | None:
+            value = txn.get(key, db=self._events)
+            if value is None:
+                return None
+            event = self._codec.decode_event(id, value)
+            txn.delete(key, db=self._events)
+            self._unlog(txn, event.source, id)
+            seq = self._seq(txn) + 1
+            txn.put(be(seq), key + be(event.source), db=self._deletions, append=True)
+            self._set_seq(txn, seq)
+            return event
+
+        event = self._write(work)
+        if event is not None:
+            self._notify()
+        return event
+
+    def _unlog(self, txn: Any, source: int, id: int) -> None:
+        """Remove ``id`` from the chunk of ``source``'s log that holds it; count it off the head."""
+        prefix = be(source)
+        head_key = prefix + self._codec.HEAD
+        cursor = txn.cursor(self._logs)
+        if not cursor.set_range(prefix + be(id)) or cursor.key()[:8] != prefix:
+            raise StoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
+        chunk_key = cursor.key()
+        words = array("Q", cursor.value())
+        body = 2 if chunk_key == head_key else 0
+        position = words.index(id, body)
+        del words[position]
+        if body:
+            words[1] -= 1
+            cursor.put(chunk_key, words.tobytes())
+            return
+        if len(words):
+            cursor.put(chunk_key, words.tobytes())
+        else:
+            cursor.delete()
+        head = array("Q", txn.get(head_key, db=self._logs))
+        head[1] -= 1
+        txn.put(head_key, head.tobytes(), db=self._logs)
+
+    def _timeline_count(self, source: int) -> int:
+        def work(txn: Any) -> int:
+            head = txn.get(be(source) + self._codec.HEAD)
+            return 0 if head is None else _U64.unpack_from(head, 8)[0]
+
+        return self._read(work)
+
+    def _last_seq(self) -> int:
+        return self._read(self._seq)
+
+    # ----------------------------------------------------------------- reads
+
+    def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
+        return self._read(lambda txn: self._read_page(txn, [be(source)], limit, lo, hi, oldest))
+
+    def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
+        def work(txn: Any) -> list[Event]:
+            records = txn.cursor(self._following).getmulti(
+                [be(sink)], dupdata=True, dupfixed_bytes=8, keyfixed=True
+            )
+            if not oldest:
+                return self._newest_page(txn, self._codec.head_keys(records), limit, lo, hi)
+            prefixes = [key[:8] for key in self._codec.head_keys(records)]
+            return self._read_page(txn, prefixes, limit, lo, hi, oldest)
+
+        return self._read(work)
+
+    def _read_page(self, txn: Any, prefixes: list[bytes], limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
+        if oldest:
+            runs = [self._ids_after(txn, prefix, lo, limit) for prefix in prefixes]
+            ids = self._merge.oldest(runs, limit, lo, hi)
+            ids.reverse()
+            return self._fetch(txn, ids)
+        return self._newest_page(txn, [prefix + self._codec.HEAD for prefix in prefixes], limit, lo, hi)
+
+    def _newest_page(self, txn: Any, head_keys: list[bytes], limit: int, lo: int, hi: int) -> list[Event]:
+        get = txn.get
+        heads = [get(key) for key in head_keys]
+        newest_floored = self._merge.newest_floored
+        ids, incomplete = newest_floored(heads, limit, lo, hi)
+        while incomplete:
+            # Rare: a head is too short for this page (deep max_id, or deletes).
+            for index in incomplete:
+                heads[index] = self._extend(txn, head_keys[index][:8], heads[index], hi, limit)
+            ids, incomplete = newest_floored(heads, limit, lo, hi)
+        return self._fetch(txn, ids)
+
+    def _extend(self, txn: Any, prefix: bytes, head: Any, hi: int, need: int) -> bytes:
+        """A head-shaped run holding the source's ids up to ``hi`` from its older chunks.
+
+        Loads chunks backwards from the one holding ``min(floor, hi)`` until
+        ``need`` ids are in hand; the floor of the result is the tag of the
+        next older chunk, or 0 when the log is exhausted.
+        """
+        floor = _U64.unpack_from(head, 0)[0]
+        bound = min(floor, hi)
+        cursor = txn.cursor(self._logs)
+        loaded: list[Any] = []
+        count = 0
+        positioned = cursor.set_range(prefix + be(bound))
+        while positioned and cursor.key()[:8] == prefix and cursor.key()[8:] != self._codec.HEAD:
+            chunk = cursor.value()
+            loaded.append(chunk)
+            count += len(chunk) // 8
+            if count >= need:
+                break
+            positioned = cursor.prev()
+        new_floor = 0
+        if loaded and cursor.prev() and cursor.key()[:8] == prefix:
+            new_floor = _BE.unpack_from(cursor.key(), 8)[0]
+        ids = array("Q", [new_floor, 0])
+        for chunk in reversed(loaded):
+            ids.frombytes(bytes(chunk))
+        return ids.tobytes()
+
+    def _ids_after(self, txn: Any, prefix: bytes, lo: int, need: int) -> bytes:
+        """The source's ids ``> lo``, ascending, at least ``need`` of them when it has them."""
+        cursor = txn.cursor(self._logs)
+        head_tag = self._codec.HEAD
+        out = array("Q")
+        if lo == (1 << 64) - 1 or not cursor.set_range(prefix + be(lo + 1)):
+            return b""
+        while cursor.key()[:8] == prefix:
+            words = array("Q", bytes(cursor.value()))
+            if cursor.key()[8:] == head_tag:
+                out.extend(words[2:])
+                break
+            out.extend(words)
+            if len(out) >= need and out[-1] > lo:
+                break
+            if not cursor.next():
+                break
+        return out.tobytes()
+
+    def _fetch(self, txn: Any, ids: list[int]) -> list[Event]:
+        if not ids:
+            return []
+        pairs = txn.cursor(self._events).getmulti([be(id) for id in ids])
+        return self._codec.decode_events(ids, [value for _, value in pairs])
+
+    # ------------------------------------------------------------------ live
+
+    def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]:
+        sink_key = be(sink)
+
+        def work(txn: Any) -> tuple[list[Change], int]:
+            last = self._seq(txn)
+            if last <= after:
+                return [], after
+            records = txn.cursor(self._following).getmulti(
+                [sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True
+            )
+            candidates = {key[:8] for key in self._codec.head_keys(records)}
+            cursor = txn.cursor(self._edgelog)
+            if cursor.set_range(sink_key + be(after + 1)):
+                for key, value in cursor:
+                    if key[:8] != sink_key:
+                        break
+                    candidates.add(bytes(value[:8]))
+            runs = [self._ids_after(txn, prefix, after, limit) for prefix in candidates]
+            ids = self._merge.oldest(runs, limit, after, last)
+            upto = ids[-1] if len(ids) == limit else last
+            items: list[tuple[int, Change]] = []
+            history = txn.cursor(self._edgehist)
+            for event in self._fetch(txn, ids):
+                if self._followed_at(history, sink_key, be(event.source), event.id):
+                    items.append((event.id, event))
+            deletions = txn.cursor(self._deletions)
+            if deletions.set_range(be(after + 1)):
+                for key, value in deletions:
+                    seq = _BE.unpack(key)[0]
+                    if seq > upto:
+                        break
+                    id, source = _BE2.unpack(value)
+                    if self._followed_at(history, sink_key, value[8:16], id):
+                        items.append((seq, Deletion(seq, id, source)))
+            items.sort(key=lambda pair: pair[0])
+            return [item for _, item in items], upto
+
+        return self._read(work)
+
+    @staticmethod
+    def _followed_at(history: Any, sink_key: bytes, source_key: bytes, position: int) -> bool:
+        """Did the sink follow the source just before ``position``?  (edgehist: last op < position)"""
+        pair = sink_key + bytes(source_key)
+        if history.set_range(pair + be(position)):
+            if not history.prev():
+                return False
+        elif not history.last():
+            return False
+        return history.key()[:16] == pair and history.value() == _FOLLOW
+
+    def _wait(self, after: int, timeout: float | None) -> bool:
+        """Block until the store passes ``after``: at once for this process's
+        commits, within ~1 ms for another process's (it polls the counter)."""
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        interval = 0.0001
+        while not self._closed:
+            if self._last_seq() > after:
+                return True
+            remaining = None if deadline is None else deadline - _time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(interval if remaining is None else min(interval, remaining))
+            interval = min(interval * 2, 0.001)
+        return False
+
+    # -------------------------------------------------------------- checking
+
+    def _check(self) -> None:
+        """Assert the layout's invariants over the whole store (slow; tests call it)."""
+
+        def work(txn: Any) -> None:
+            seq = self._seq(txn)
+            head_tag = self._codec.HEAD
+            logged: dict[int, int] = {}
+            cursor = txn.cursor(self._logs)
+            previous_source, previous_tag, count = None, 0, 0
+            for key, value in cursor:
+                source, tag = _BE2.unpack(key)
+                words = array("Q", bytes(value))
+                if source != previous_source:
+                    previous_source, previous_tag, count = source, 0, 0
+                if bytes(key[8:]) == head_tag:
+                    floor, total, ids = words[0], words[1], words[2:]
+                    assert floor >= previous_tag or previous_tag == 0, (source, floor, previous_tag)
+                    count += len(ids)
+                    assert total == count, (source, total, count)
+                else:
+                    ids = words
+                    assert len(ids) > 0, (source, tag)
+                    assert ids[-1] <= tag, (source, tag)
+                assert list(ids) == sorted(set(ids)), source
+                assert not ids or ids[0] > previous_tag, (source, tag)
+                for id in ids:
+                    assert id not in logged, id
+                    logged[id] = source
+                previous_tag = tag
+                if bytes(key[8:]) != head_tag:
+                    count += len(ids)
+            events = 0
+            for key, value in txn.cursor(self._events):
+                id = _BE.unpack(key)[0]
+                assert 0 < id <= seq, id
+                assert logged.get(id) == _U64.unpack_from(value, 0)[0], id
+                events += 1
+            assert events == len(logged)
+            following = {(_BE.unpack(k)[0], _BE.unpack(v)[0]) for k, v in txn.cursor(self._following)}
+            followers = {(_BE.unpack(v)[0], _BE.unpack(k)[0]) for k, v in txn.cursor(self._followers)}
+            assert following == followers
+
+        self._read(work)
