@@ -1,0 +1,111 @@
+"""``twittercore serve``: run the example Mastodon-compatible server with uvicorn.
+
+The server is an example, not part of the installed package: it lives in
+``examples/mastodon_server`` of the source checkout, next to ``src/``.  This
+command finds it there, puts the checkout on ``sys.path`` and hands uvicorn an
+app factory; every worker process opens the store in the data dir itself
+(the LMDB store is safe for several processes).
+
+    twittercore serve --data DIR --port 8000 --workers 2
+    twittercore serve --data DIR --create-account alice   # prints alice's token, then serves
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+__all__ = ["add_arguments", "run", "checkout_root"]
+
+
+def checkout_root() -> Path:
+    """The source checkout holding ``examples/mastodon_server``, or a clear error."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "examples" / "mastodon_server" / "app.py").is_file():
+        raise ConfigurationError(
+            f"serve: examples/mastodon_server not found next to {Path(__file__).resolve().parent} "
+            "(the example server ships in the source checkout, not in the installed package: "
+            "clone the repository and `pip install -e '.[server]'` from it)"
+        )
+    return root
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="data dir: the store and the server's accounts (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the store")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
+        help="enables POST /api/v1/accounts (registration) for holders of this token "
+        "(default: $TWITTERCORE_ADMIN_TOKEN; without it, create accounts with --create-account)",
+    )
+    parser.add_argument(
+        "--create-account", action="append", default=[], metavar="NAME",
+        help="create this account before serving and print its bearer token (repeatable)",
+    )
+    parser.add_argument("--memory", action="store_true", help="keep statuses in the in-memory reference store (one worker only)")
+    parser.add_argument("--no-durable", action="store_true", help="do not fsync each commit (survives a process crash, not a machine crash)")
+    parser.add_argument("--log-level", default="warning")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        root = checkout_root()
+        if args.memory and args.workers != 1:
+            raise ConfigurationError("serve: --memory keeps the store inside one process; use --workers 1")
+        if args.workers < 1:
+            raise ConfigurationError(f"serve: --workers {args.workers}: expected at least 1")
+    except ConfigurationError as exc:
+        print(f"twittercore {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+    except ImportError:
+        print("twittercore serve: needs uvicorn and starlette (pip install 'twittercore[server]')", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # spawned workers inherit sys.path
+    from examples.mastodon_server.__main__ import create_account
+
+    data = os.path.abspath(args.data)
+    os.makedirs(data, exist_ok=True)
+    options = {"durable": False} if args.no_durable else {}
+    if not args.memory:
+        for name in args.create_account:
+            from examples.mastodon_server.state import StateError
+
+            try:
+                id, token = create_account(data, name)
+            except StateError as exc:
+                print(f"twittercore serve: --create-account {name}: {exc}", file=sys.stderr)
+                return 1
+            print(f"account {name} id={id} token={token}", flush=True)
+    # Workers read their settings from the environment (uvicorn rebuilds the app in each).
+    os.environ["TWITTERCORE_DATA"] = data
+    os.environ["TWITTERCORE_STORE_OPTIONS"] = json.dumps(options)
+    if args.memory:
+        os.environ["TWITTERCORE_STORE"] = ":memory:"
+    if args.admin_token:
+        os.environ["TWITTERCORE_ADMIN_TOKEN"] = args.admin_token
+    if args.memory and args.create_account:
+        print("twittercore serve: --create-account needs the on-disk store; with --memory use the admin token", file=sys.stderr)
+        return 2
+    print(f"twittercore serve: http://{args.host}:{args.port} data={data} workers={args.workers}", flush=True)
+    uvicorn.run(
+        "examples.mastodon_server.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        # Streams stay open: do not wait for them forever on shutdown.
+        timeout_graceful_shutdown=3,
+    )
+    return 0
