@@ -1,0 +1,351 @@
+"""The history format: what a run did and what its readers saw, as JSON Lines.
+
+A history lists acknowledged publishes, follows, unfollows and deletes, and
+observations (the ids a sink saw, in order: a page read or a batch of tail
+deliveries).  :mod:`twittercore.verify` checks G1-G3 on it.  Ids and node ids
+are opaque (ints or strings), so a history recorded from any implementation,
+for example an HTTP server with string ids, can be checked black-box.  The
+format is specified in ``docs/history-format.md``.
+
+Write with :class:`HistoryWriter`, read with :func:`records` (raw dicts) or
+:func:`load` (the indexed :class:`History` the verifier uses).
+
+>>> import io
+>>> buffer = io.StringIO()
+>>> with HistoryWriter(buffer, clock=None) as h:
+...     h.follow(1, 2)
+...     h.publish(2, 10)
+...     h.observe(1, [10], kind="page", limit=20)
+>>> print(buffer.getvalue().splitlines()[2])
+{"op":"publish","source":2,"id":10}
+>>> history = load([io.StringIO(buffer.getvalue())])
+>>> history.ordered, len(history.observations)
+(True, 1)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from .errors import InvalidArgumentError
+
+__all__ = ["HistoryWriter", "History", "Observation", "records", "load", "FORMAT"]
+
+FORMAT = "twittercore-history"
+VERSION = 1
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+Source = "str | os.PathLike[str] | IO[str]"
+
+
+class HistoryWriter:
+    """Append history records to one JSON Lines file; safe to share between threads.
+
+    Each record gets ``t`` (when the call returned) and ``t0`` (when it began,
+    if given) from ``clock``, a clock shared by every process whose files will
+    be merged; the default ``time.monotonic_ns`` is system-wide on Linux.
+    With ``clock=None`` no times are written and line order is the order of
+    events (right for one sequential client).
+    """
+
+    def __init__(self, target: Source, *, clock: Callable[[], int] | None = time.monotonic_ns) -> None:
+        if isinstance(target, (str, os.PathLike)):
+            self._file: IO[str] = open(target, "w", encoding="utf-8", buffering=1 << 20)
+            self._owned = True
+        else:
+            self._file, self._owned = target, False
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._write({"format": FORMAT, "version": VERSION})
+
+    def __enter__(self) -> "HistoryWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush, and close the file if this writer opened it."""
+        with self._lock:
+            self._file.flush()
+            if self._owned:
+                self._file.close()
+
+    def now(self) -> int | None:
+        """The writer's clock, to pass as ``t0`` when a call begins."""
+        return None if self._clock is None else self._clock()
+
+    def _write(self, record: dict[str, Any], t0: int | None = None) -> None:
+        if self._clock is not None and "format" not in record:
+            record["t"] = t = self._clock()
+            record["t0"] = t if t0 is None else t0
+        line = _dumps(record) + "\n"
+        with self._lock:
+            self._file.write(line)
+
+    # ------------------------------------------------------------ mutations
+
+    def publish(self, source: Any, id: Any, *, t0: int | None = None) -> None:
+        """``source``'s publish was acknowledged with event id ``id``."""
+        self._write({"op": "publish", "source": source, "id": id}, t0)
+
+    def publish_many(self, items: Iterable[tuple[Any, Any]], *, t0: int | None = None) -> None:
+        """Several acknowledged ``(source, id)`` publishes, in acknowledgement order."""
+        self._write({"op": "publish", "items": [list(item) for item in items]}, t0)
+
+    def follow(self, sink: Any, source: Any, *, t0: int | None = None) -> None:
+        """``sink`` follows ``source`` from now on (recorded when the call returned)."""
+        self._write({"op": "follow", "sink": sink, "source": source}, t0)
+
+    def follow_many(self, pairs: Iterable[tuple[Any, Any]], *, t0: int | None = None) -> None:
+        self._write({"op": "follow", "pairs": [list(pair) for pair in pairs]}, t0)
+
+    def unfollow(self, sink: Any, source: Any, *, t0: int | None = None) -> None:
+        self._write({"op": "unfollow", "sink": sink, "source": source}, t0)
+
+    def unfollow_many(self, pairs: Iterable[tuple[Any, Any]], *, t0: int | None = None) -> None:
+        self._write({"op": "unfollow", "pairs": [list(pair) for pair in pairs]}, t0)
+
+    def delete(self, id: Any, *, t0: int | None = None) -> None:
+        """Event ``id`` was deleted."""
+        self._write({"op": "delete", "id": id}, t0)
+
+    # ---------------------------------------------------------- observations
+
+    def observe(
+        self,
+        sink: Any,
+        ids: Iterable[Any],
+        kind: str = "page",
+        *,
+        t0: int | None = None,
+        limit: int | None = None,
+        max_id: Any = None,
+        since_id: Any = None,
+        min_id: Any = None,
+        stream: Any = None,
+        after: Any = None,
+    ) -> None:
+        """``sink`` observed ``ids`` in this order.
+
+        ``kind="page"``: one home-timeline read, ids newest first as returned,
+        with the ``limit`` and bounds it was asked with.  ``kind="tail"``: a
+        batch of live deliveries, oldest first; batches with the same
+        ``(sink, stream)`` form one stream (``after``: where it started).
+        ``kind="timeline"``: a read of ``sink``'s *own* timeline (a profile).
+        """
+        if kind not in ("page", "tail", "timeline"):
+            raise InvalidArgumentError(f"observe: unknown kind {kind!r} (use 'page', 'tail' or 'timeline')")
+        record: dict[str, Any] = {"op": "observe", "kind": kind, "sink": sink, "ids": list(ids)}
+        for name, value in (
+            ("limit", limit), ("max_id", max_id), ("since_id", since_id),
+            ("min_id", min_id), ("stream", stream), ("after", after),
+        ):  # fmt: skip
+            if value is not None:
+                record[name] = value
+        self._write(record, t0)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def records(sources: Iterable[Source]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, record)`` for every record of every file, ``where`` = ``"file:line"``."""
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            name, handle = os.fspath(source), open(source, encoding="utf-8")
+        else:
+            name, handle = getattr(source, "name", "<stream>"), source
+        with handle if handle is not source else _nullcontext(handle) as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise InvalidArgumentError(f"{name}:{number}: not JSON: {exc} (is this a history file?)") from None
+                if "format" in record:
+                    if record["format"] != FORMAT:
+                        raise InvalidArgumentError(f"{name}:{number}: format {record['format']!r} is not {FORMAT!r}")
+                    continue
+                yield f"{name}:{number}", record
+
+
+class _nullcontext:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class Observation:
+    """One read as the verifier sees it: interned event numbers, oldest first."""
+
+    __slots__ = ("kind", "sink", "events", "t0", "t", "limit", "max_id", "since_id", "min_id", "stream", "after", "where")
+
+    def __init__(self, kind: str, sink: int, events: list[int], t0: int, t: int, where: str) -> None:
+        self.kind, self.sink, self.events, self.t0, self.t, self.where = kind, sink, events, t0, t, where
+        self.limit = self.max_id = self.since_id = self.min_id = self.stream = self.after = None
+
+
+class History:
+    """A loaded history, indexed for checking.
+
+    Events and nodes are interned to small ints: ``ids[e]`` is event ``e``'s
+    original id, ``source[e]`` its source (-1 if no publish was acknowledged),
+    ``ack0[e]``/``ack[e]`` the times its publish began and returned,
+    ``rank[e]`` its place in the reference order.  ``follows[sink][source]``
+    lists ``(t0, t, following)`` changes in time order; ``deleted[e]`` is the
+    earliest time a delete of ``e`` began.  Timeline observations have the
+    source as their ``sink`` and ``kind == "timeline"``.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[Any, int] = {}
+        self.ids: list[Any] = []
+        self.source: list[int] = []
+        self.ack0: list[int] = []
+        self.ack: list[int] = []
+        self.rank: list[int] = []
+        self.nodes: list[Any] = []
+        self.node_index: dict[Any, int] = {}
+        self.follows: dict[int, dict[int, list[tuple[int, int, bool]]]] = {}
+        self.deleted: dict[int, int] = {}
+        self.observations: list[Observation] = []
+        self.ordered = True  # every event id is an int: the id order is the reference order
+        self.timed = False  # records carry a shared clock ("t"); otherwise line order is time
+        self.problems: list[str] = []  # inconsistencies of the history itself
+
+    def event(self, id: Any) -> int:
+        e = self.index.get(id)
+        if e is None:
+            e = self.index[id] = len(self.ids)
+            self.ids.append(id)
+            self.source.append(-1)
+            self.ack0.append(-1)
+            self.ack.append(-1)
+            if type(id) is not int:
+                self.ordered = False
+        return e
+
+    def node(self, name: Any) -> int:
+        n = self.node_index.get(name)
+        if n is None:
+            n = self.node_index[name] = len(self.nodes)
+            self.nodes.append(name)
+        return n
+
+    def describe(self, e: int) -> str:
+        """``event 12 (source 4)`` in the history's own names."""
+        source = self.source[e]
+        return f"event {self.ids[e]!r}" + ("" if source < 0 else f" (source {self.nodes[source]!r})")
+
+
+def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
+    """Read and merge history files into one :class:`History`.
+
+    Times: if every record has ``t`` the files share that clock; if none has,
+    line order is time (files taken in the order given).  ``ordered`` forces
+    (True) or refuses (False) using int ids as the reference order; by default
+    ids that are all ints are taken to be ordered, as twittercore's are.
+    """
+    h = History()
+    timed = untimed = 0
+    seq = 0
+    publishes: list[tuple[int, int, int, int]] = []  # (t, seq, n, event) for the acknowledgement order
+    for where, record in records(sources):
+        seq += 1
+        if "t" in record:
+            timed += 1
+            t = record["t"]
+            t0 = record.get("t0", t)
+        else:
+            untimed += 1
+            t = t0 = seq
+        if timed and untimed:
+            raise InvalidArgumentError(
+                f"{where}: some records have a time \"t\" and some do not "
+                "(merge only files recorded with one shared clock, or all without times)"
+            )
+        op = record.get("op")
+        if op == "observe":
+            _load_observation(h, record, where, t0, t)
+        elif op == "publish":
+            items = record["items"] if "items" in record else [(record["source"], record["id"])]
+            for n, (source, id) in enumerate(items):
+                e = h.event(id)
+                s = h.node(source)
+                if h.source[e] >= 0:
+                    if h.source[e] != s:
+                        h.problems.append(f"{where}: {h.describe(e)} acknowledged again for source {source!r}")
+                    continue
+                h.source[e], h.ack0[e], h.ack[e] = s, t0, t
+                publishes.append((t, seq, n, e))
+        elif op in ("follow", "unfollow"):
+            change = (t0, t, op == "follow")  # one tuple shared by a batch: 1M follows stay small
+            pairs = record["pairs"] if "pairs" in record else [(record["sink"], record["source"])]
+            node = h.node
+            for sink, source in pairs:
+                per_sink = h.follows.get(node(sink))
+                if per_sink is None:
+                    per_sink = h.follows[node(sink)] = {}
+                changes = per_sink.setdefault(node(source), [])
+                changes.append(change)
+        elif op == "delete":
+            e = h.event(record["id"])
+            h.deleted[e] = min(t0, h.deleted.get(e, t0))
+        else:
+            raise InvalidArgumentError(
+                f"{where}: unknown op {op!r} (expected publish, follow, unfollow, delete or observe)"
+            )
+    h.timed = bool(timed)
+    if ordered is None:
+        ordered = h.ordered
+    elif ordered and not h.ordered:
+        raise InvalidArgumentError("history: ordered ids requested but some ids are not ints (drop --ordered)")
+    h.ordered = ordered
+    if h.timed:  # records of several threads may be written out of clock order
+        for per_sink in h.follows.values():
+            for changes in per_sink.values():
+                if len(changes) > 1:
+                    changes.sort(key=lambda c: c[1])
+    if ordered:
+        h.rank = list(h.ids)
+    else:
+        h.rank = [-1] * len(h.ids)
+        publishes.sort()
+        for position, (_, _, _, e) in enumerate(publishes):
+            h.rank[e] = position
+        # Observed events nobody acknowledged go after every acknowledged one.
+        rank = len(publishes)
+        for e, r in enumerate(h.rank):
+            if r < 0:
+                h.rank[e] = rank
+                rank += 1
+    return h
+
+
+def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t: int) -> None:
+    kind = record.get("kind", "page")
+    if kind not in ("page", "tail", "timeline"):
+        raise InvalidArgumentError(f"{where}: unknown observation kind {kind!r} (page, tail or timeline)")
+    event = h.event
+    events = [event(id) for id in record["ids"]]
+    if kind != "tail":
+        events.reverse()  # pages come newest first; the verifier reads oldest first
+    obs = Observation(kind, h.node(record["sink"]), events, t0, t, where)
+    obs.limit = record.get("limit")
+    obs.stream = record.get("stream")
+    for name in ("max_id", "since_id", "min_id", "after"):
+        if record.get(name) is not None:
+            setattr(obs, name, record[name])
+    h.observations.append(obs)
