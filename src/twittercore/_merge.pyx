@@ -1,273 +1,617 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """k-way merge of sorted id runs, compiled.  Twin: :mod:`twittercore._merge_py`.
 
 Layouts (see the twin's docstring): a *run* is a buffer of native uint64 ids,
 ascending; a *head* is a run behind a two-word header ``[floor, count]``.
 
-The inner loop touches no Python object: each run is reduced once to a
-``(pointer, start, stop)`` triple (bytes through ``PyBytes_AS_STRING``, other
-buffers through one ``PyObject_GetBuffer``), then a binary heap of C structs
-picks the newest ids.
+How a call goes (``newest``; ``oldest`` is the mirror image):
+
+1. One pass over the runs reduces each to ``(pointer, position)`` of its
+   newest id in bounds and, on the side, keeps the ``limit`` largest of those
+   newest ids in a small min-heap.  Its root ``T`` is a threshold: at least
+   ``limit`` runs start at ``>= T``, so (ids being distinct across runs in
+   practice) no run starting below ``T`` can reach the answer.
+2. Only the runs starting at ``>= T`` (about ``limit`` of them) enter the
+   merge heap.  Should duplicates across runs leave the answer short once the
+   merge falls below ``T``, the other runs join the heap then; the answer is
+   exact either way.
+3. A max-heap of ``(key, run)`` entries, the key held inline so a comparison
+   never follows a pointer, pops the answer; one run left drains directly.
+
+No Python object is touched per id; per run the pass reads the object's type
+and size and one id.  ``bytes``, ``bytearray`` and ``memoryview`` runs are
+read in place (a memoryview through its own ``Py_buffer``, which saves the
+``PyObject_GetBuffer``/``PyBuffer_Release`` pair); any other buffer goes
+through ``PyObject_GetBuffer``.  The GIL is held throughout: a call is a few
+microseconds, and holding it is what keeps the borrowed pointers valid.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
+
+from operator import index as _index
+
+from .errors import InvalidArgumentError
 
 MAX_ID = 0xFFFFFFFFFFFFFFFF
 HEADER_WORDS = 2
 
-cdef struct Run:
-    const uint64_t* ids
-    Py_ssize_t lo       # first index still in bounds
-    Py_ssize_t pos      # next index to take (newest: walks down; oldest: walks up)
-    Py_ssize_t index    # position of the run in the caller's sequence
+cdef extern from *:
+    """
+    #include <string.h>
+    /* LMDB hands out values at 2-byte alignment: load through memcpy, which
+       compiles to one plain load on the targets we build for. */
+    static inline uint64_t tc_load(const char *p, Py_ssize_t i) {
+        uint64_t v;
+        memcpy(&v, p + 8 * i, 8);
+        return v;
+    }
+
+    /* Borrow the bytes of a run without PyObject_GetBuffer: 1 and (*p, *len)
+       for bytes, and (unless `pinned_only`) for bytearray and C-contiguous
+       live memoryviews; 0 when the caller must take a buffer export. */
+    static inline int tc_borrow(PyObject *o, int pinned_only, const char **p, Py_ssize_t *len) {
+        PyTypeObject *t = Py_TYPE(o);
+        if (t == &PyBytes_Type) {
+            *p = PyBytes_AS_STRING(o);
+            *len = PyBytes_GET_SIZE(o);
+            return 1;
+        }
+        if (pinned_only) return 0;
+    #if defined(_Py_MEMORYVIEW_RELEASED) && defined(_Py_MEMORYVIEW_C) && !defined(Py_LIMITED_API)
+        if (t == &PyMemoryView_Type) {
+            PyMemoryViewObject *mv = (PyMemoryViewObject *)o;
+            if ((mv->flags & _Py_MEMORYVIEW_RELEASED) || !(mv->flags & _Py_MEMORYVIEW_C)
+                    || mv->view.buf == NULL)
+                return 0;
+            *p = (const char *)mv->view.buf;
+            *len = mv->view.len;
+            return 1;
+        }
+    #endif
+        if (t == &PyByteArray_Type) {
+            *p = PyByteArray_AS_STRING(o);
+            *len = PyByteArray_GET_SIZE(o);
+            return 1;
+        }
+        return 0;
+    }
+    """
+    uint64_t tc_load(const char* p, Py_ssize_t i) nogil
+    int tc_borrow(PyObject* o, int pinned_only, const char** p, Py_ssize_t* len)
+
+# Per-call arrays live on the C stack up to this many runs (or ids); only
+# bigger calls pay for malloc.
+cdef enum:
+    STACK = 64
 
 
-cdef class _Runs:
-    """Borrowed C views of a sequence of buffers; releases them on dealloc."""
-    cdef Run* runs
-    cdef Py_buffer* views
-    cdef Py_ssize_t n
-    cdef Py_ssize_t nviews
-    cdef uint64_t* floors
-
-    def __dealloc__(self):
-        cdef Py_ssize_t i
-        for i in range(self.nviews):
-            PyBuffer_Release(&self.views[i])
-        free(self.runs)
-        free(self.views)
-        free(self.floors)
+cdef struct Src:
+    const char* ids
+    Py_ssize_t pos      # index of the run's current id
+    Py_ssize_t end      # index one step past the last id the walk may take
 
 
-cdef inline Py_ssize_t _upper(const uint64_t* ids, Py_ssize_t lo, Py_ssize_t hi, uint64_t key) nogil:
-    """First index in [lo, hi) whose id is > key (ids ascending)."""
-    cdef Py_ssize_t mid
+cdef struct Entry:
+    uint64_t key        # the current id (``~id`` when walking up), inline
+    Py_ssize_t src
+
+
+cdef struct Floor:
+    uint64_t floor
+    Py_ssize_t index
+
+
+cdef struct Scan:
+    # Filled by _scan, owned by the caller (which frees the arrays).
+    Src* src
+    Entry* sel            # the best ``limit`` runs: a min-heap while scanning
+    Entry* big            # the heap of every run, should _merge need it
+    Floor* floors
+    Py_buffer* views
+    Py_ssize_t n          # runs with ids in bounds
+    Py_ssize_t nsel
+    bint selected         # runs were left out of ``sel``
+    Py_ssize_t nfloors
+    Py_ssize_t nviews
+    Py_ssize_t total      # ids in bounds, an upper bound (lo is not bisected)
+
+
+cdef inline Py_ssize_t _upper(const char* ids, Py_ssize_t n, uint64_t key) noexcept nogil:
+    """First index in ``[0, n)`` whose id is ``> key`` (ids ascending). O(log n)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if ids[mid] <= key:
+        if tc_load(ids, mid) <= key:
             lo = mid + 1
         else:
             hi = mid
     return lo
 
 
-cdef _Runs _prepare(object runs, Py_ssize_t header, uint64_t lo, uint64_t hi, bint newest_first):
-    """Reduce each buffer to the slice of ids in (lo, hi]; drop empty ones."""
-    cdef list seq = runs if type(runs) is list else list(runs)
-    cdef Py_ssize_t k = PyList_GET_SIZE(seq)
-    cdef _Runs out = _Runs.__new__(_Runs)
-    cdef Py_ssize_t i, count, start, stop
-    cdef PyObject* item
-    cdef const uint64_t* words
-    cdef Py_buffer* view
-    out.runs = <Run*> malloc((k + 1) * sizeof(Run))
-    out.views = <Py_buffer*> malloc((k + 1) * sizeof(Py_buffer))
-    out.floors = <uint64_t*> malloc((k + 1) * sizeof(uint64_t))
-    if out.runs == NULL or out.views == NULL or out.floors == NULL:
-        raise MemoryError()
-    for i in range(k):
-        item = PyList_GET_ITEM(seq, i)
-        if <object> item is None:
-            continue
-        if type(<object> item) is bytes:
-            words = <const uint64_t*> PyBytes_AS_STRING(<object> item)
-            count = PyBytes_GET_SIZE(<object> item) >> 3
-        else:
-            view = &out.views[out.nviews]
-            PyObject_GetBuffer(<object> item, view, PyBUF_SIMPLE)
-            out.nviews += 1
-            words = <const uint64_t*> view.buf
-            count = view.len >> 3
-        if count < header:
-            raise ValueError(f"runs[{i}]: a head needs its {header}-word header")
-        if header:
-            out.floors[out.n] = words[0]
-        words += header
-        count -= header
-        # Fast path: most reads have no max_id, so the newest id is in bounds.
-        if count and words[count - 1] <= hi:
-            stop = count
-        else:
-            stop = _upper(words, 0, count, hi)
-        if stop and words[0] > lo:
-            start = 0
-        else:
-            start = _upper(words, 0, stop, lo)
-        out.runs[out.n].ids = words
-        out.runs[out.n].lo = start
-        out.runs[out.n].index = i
-        if newest_first:
-            out.runs[out.n].pos = stop - 1
-            if stop <= start:
-                out.runs[out.n].pos = -1
-        else:
-            out.runs[out.n].pos = start
-            out.runs[out.n].lo = stop  # for ascending walks `lo` holds the end
-        out.n += 1
-    return out
-
-
-# A binary heap of run indexes keyed by each run's current id.
-cdef inline uint64_t _key(Run* runs, Py_ssize_t r) nogil:
-    return runs[r].ids[runs[r].pos]
-
-
-cdef void _sift_down(Run* runs, Py_ssize_t* heap, Py_ssize_t size, Py_ssize_t at, bint max_heap) nogil:
-    cdef Py_ssize_t child, item = heap[at]
-    cdef uint64_t key = _key(runs, item), ck
+cdef inline void _sift_down(Entry* heap, Py_ssize_t size, Py_ssize_t at) noexcept nogil:
+    """Max-heap sift-down of ``heap[at]``; the larger child is chosen without a branch."""
+    cdef Entry item = heap[at]
+    cdef Py_ssize_t child
     while True:
         child = 2 * at + 1
         if child >= size:
             break
         if child + 1 < size:
-            if max_heap:
-                if _key(runs, heap[child + 1]) > _key(runs, heap[child]):
-                    child += 1
-            elif _key(runs, heap[child + 1]) < _key(runs, heap[child]):
-                child += 1
-        ck = _key(runs, heap[child])
-        if (max_heap and ck <= key) or (not max_heap and ck >= key):
+            child += heap[child + 1].key > heap[child].key
+        if heap[child].key <= item.key:
             break
         heap[at] = heap[child]
         at = child
     heap[at] = item
 
 
-cdef Py_ssize_t _merge(Run* runs, Py_ssize_t n, Py_ssize_t limit, uint64_t* out, bint newest_first) nogil:
-    cdef Py_ssize_t* heap = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t size = 0, i, got = 0, r
-    cdef uint64_t id
-    if heap == NULL:
-        return -1
-    for i in range(n):
-        if newest_first:
-            if runs[i].pos >= runs[i].lo:
-                heap[size] = i
-                size += 1
-        elif runs[i].pos < runs[i].lo:
-            heap[size] = i
-            size += 1
-    i = size // 2 - 1
+cdef inline void _heapify(Entry* heap, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t i = size // 2 - 1
     while i >= 0:
-        _sift_down(runs, heap, size, i, newest_first)
+        _sift_down(heap, size, i)
         i -= 1
-    while size and got < limit:
-        r = heap[0]
-        id = _key(runs, r)
+
+
+cdef inline void _sel_push(Entry* sel, Py_ssize_t* size, Entry e) noexcept nogil:
+    """Push onto the min-heap ``sel``. O(log size)."""
+    cdef Py_ssize_t at = size[0], parent
+    size[0] += 1
+    while at:
+        parent = (at - 1) >> 1
+        if sel[parent].key <= e.key:
+            break
+        sel[at] = sel[parent]
+        at = parent
+    sel[at] = e
+
+
+cdef inline void _sel_replace(Entry* sel, Py_ssize_t size, Entry e) noexcept nogil:
+    """Replace the root of the min-heap ``sel`` with ``e`` (a bigger key). O(log size)."""
+    cdef Py_ssize_t at = 0, child
+    while True:
+        child = 2 * at + 1
+        if child >= size:
+            break
+        if child + 1 < size:
+            child += sel[child + 1].key < sel[child].key
+        if sel[child].key >= e.key:
+            break
+        sel[at] = sel[child]
+        at = child
+    sel[at] = e
+
+
+cdef Py_ssize_t _limit(object limit) except -1:
+    cdef Py_ssize_t value
+    if type(limit) is not int:
+        try:
+            limit = _index(limit)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"limit: expected an int, got {type(limit).__name__}") from None
+    try:
+        value = limit
+    except OverflowError:
+        if limit < 0:
+            raise InvalidArgumentError(f"limit: must be positive, got {limit}") from None
+        return 0x7FFFFFFFFFFFFFFF  # more than any run can hold: no limit
+    if value <= 0:
+        raise InvalidArgumentError(f"limit: must be positive, got {limit}")
+    return value
+
+
+cdef uint64_t _bound(object value, object name) except? 0xFFFFFFFFFFFFFFFF:
+    """``value`` as a uint64 id; ``name`` says what it was in the error."""
+    if type(value) is not int:
+        try:
+            value = _index(value)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"{name}: expected an int, got {type(value).__name__}") from None
+    try:
+        return value
+    except OverflowError:
+        raise InvalidArgumentError(f"{name}: must be in [0, 2**64-1], got {value}") from None
+
+
+cdef class _Item:
+    """Names ``ids[i]`` in an error message without formatting it up front."""
+    cdef Py_ssize_t i
+
+    def __str__(self):
+        return f"ids[{self.i}]"
+
+
+cdef void _release(Scan* s):
+    cdef Py_ssize_t i
+    for i in range(s.nviews):
+        PyBuffer_Release(&s.views[i])
+    s.nviews = 0
+
+
+cdef int _scan(Scan* s, PyObject** items, Py_ssize_t k, Py_ssize_t header, bint pinned_only,
+               Py_ssize_t limit, uint64_t lo, uint64_t hi, bint desc) except -1:
+    """One pass over the runs: bounds, the merge entries and the threshold heap.
+
+    Returns 1 when a run needs a buffer export while ``pinned_only`` is false:
+    the caller then pins the sequence and scans again with ``pinned_only``
+    (an export may run foreign code, which must not be able to free or move
+    a buffer already borrowed).  O(k log limit) worst case, O(k) typically.
+    """
+    cdef Py_ssize_t i, count, pos, m = limit if limit < k else k
+    cdef bint select = limit < k, empty = lo >= hi
+    cdef const char* p
+    cdef Py_ssize_t nbytes
+    cdef uint64_t first, floor
+    cdef PyObject* item
+    cdef Py_buffer* view
+    # Locals, not s.*: stores through the arrays would otherwise force
+    # every counter back to memory on each run.
+    cdef Src* src = s.src
+    cdef Entry* sel = s.sel
+    cdef Entry e
+    cdef Py_ssize_t n = 0, nsel = 0, nfloors = 0, total = 0
+    s.n = s.nsel = s.nfloors = s.total = 0
+    for i in range(k):
+        item = items[i]
+        if item == <PyObject*> None:
+            continue
+        if not tc_borrow(item, pinned_only, &p, &nbytes):
+            if not pinned_only:
+                return 1
+            view = &s.views[s.nviews]
+            try:
+                PyObject_GetBuffer(<object> item, view, PyBUF_SIMPLE)
+            except (TypeError, ValueError, BufferError) as exc:
+                raise InvalidArgumentError(
+                    f"runs[{i}]: expected a buffer of packed uint64 ids, got "
+                    f"{type(<object> item).__name__} ({exc})") from None
+            s.nviews += 1
+            p = <const char*> view.buf
+            nbytes = view.len
+        if nbytes & 7:
+            raise InvalidArgumentError(
+                f"runs[{i}]: {nbytes} bytes is not a whole number of 8-byte ids "
+                "(pack runs with pack())")
+        count = nbytes >> 3
+        if header:
+            if count < header:
+                raise InvalidArgumentError(
+                    f"runs[{i}]: a head needs its {header}-word header [floor, count], "
+                    f"got {count} words")
+            floor = tc_load(p, 0)
+            p += 8 * header
+            count -= header
+            if floor > hi:
+                floor = hi
+            if floor > lo:
+                s.floors[nfloors].floor = floor
+                s.floors[nfloors].index = i
+                nfloors += 1
+        if count == 0 or empty:
+            continue
+        if desc:
+            pos = count - 1
+            first = tc_load(p, pos)
+            if first > hi:  # rare: only reads with max_id bisect
+                pos = _upper(p, count, hi) - 1
+                if pos < 0:
+                    continue
+                first = tc_load(p, pos)
+            if first <= lo:
+                continue
+            src[n].end = -1
+            total += pos + 1
+        else:
+            pos = 0
+            first = tc_load(p, 0)
+            if first <= lo:
+                pos = _upper(p, count, lo)
+                if pos == count:
+                    continue
+                first = tc_load(p, pos)
+            if first > hi:
+                continue
+            src[n].end = count
+            total += count - pos
+            first = ~first
+        src[n].ids = p
+        src[n].pos = pos
+        e.key = first
+        e.src = n
+        n += 1
+        # Keys are "bigger is better" in both directions: keep the m best.
+        if not select:
+            sel[nsel] = e
+            nsel += 1
+        elif nsel < m:
+            _sel_push(sel, &nsel, e)
+        elif first > sel[0].key:
+            _sel_replace(sel, m, e)
+    s.n = n
+    s.selected = nsel < n
+    s.nsel = nsel
+    s.nfloors = nfloors
+    s.total = total
+    return 0
+
+
+cdef Py_ssize_t _merge(Scan* s, Py_ssize_t limit, uint64_t* out, bint desc,
+                       uint64_t lo, uint64_t hi) noexcept nogil:
+    """Pop up to ``limit`` distinct ids, best first, into ``out``; returns how many.
+
+    ``s.sel`` becomes the max-heap.  O(limit log limit) unless duplicates
+    across runs pull the other runs in (then O(n + limit log n)).
+    """
+    cdef Entry* heap = s.sel
+    cdef Src* src
+    cdef Py_ssize_t size = s.nsel, got = 0, i
+    cdef Py_ssize_t step = -1 if desc else 1
+    cdef uint64_t flip = 0 if desc else 0xFFFFFFFFFFFFFFFF
+    cdef uint64_t key, id
+    # Every run left out of the heap starts at or below the threshold.
+    cdef bint pending = s.selected
+    cdef uint64_t threshold = heap[0].key if pending else 0
+    # keys of ids in bounds are >= kmin: id > lo walking down, id <= hi walking up
+    cdef uint64_t kmin = lo + 1 if desc else ~hi
+    if size == 0:
+        return 0
+    _heapify(heap, size)
+    while got < limit:
+        if pending and (size == 0 or heap[0].key < threshold):
+            # Duplicates across runs left the answer short above the
+            # threshold: from here on every run can matter.
+            heap = s.big = <Entry*> malloc(s.n * sizeof(Entry))
+            if heap == NULL:
+                return -1
+            size = _reload(s, heap, desc, kmin)
+            pending = False
+            continue
+        if size == 0:
+            break
+        if size == 1 and not pending:
+            # One run left (or k == 1): copy it out.
+            src = &s.src[heap[0].src]
+            key = heap[0].key
+            while True:
+                id = key ^ flip
+                if got == 0 or out[got - 1] != id:
+                    out[got] = id
+                    got += 1
+                    if got == limit:
+                        break
+                src.pos += step
+                if src.pos == src.end:
+                    break
+                key = tc_load(src.ids, src.pos) ^ flip
+                if key < kmin:
+                    break
+            break
+        key = heap[0].key
+        id = key ^ flip
         if got == 0 or out[got - 1] != id:
             out[got] = id
             got += 1
-        if newest_first:
-            runs[r].pos -= 1
-            if runs[r].pos < runs[r].lo:
-                size -= 1
-                heap[0] = heap[size]
-        else:
-            runs[r].pos += 1
-            if runs[r].pos >= runs[r].lo:
-                size -= 1
-                heap[0] = heap[size]
-        if size:
-            _sift_down(runs, heap, size, 0, newest_first)
-    free(heap)
+        src = &s.src[heap[0].src]
+        src.pos += step
+        if src.pos != src.end:
+            key = tc_load(src.ids, src.pos) ^ flip
+            if key >= kmin:
+                heap[0].key = key
+                _sift_down(heap, size, 0)
+                continue
+        size -= 1
+        heap[0] = heap[size]
+        _sift_down(heap, size, 0)
     return got
 
 
-cdef list _to_list(uint64_t* ids, Py_ssize_t n):
-    cdef list out = [None] * n
+cdef Py_ssize_t _reload(Scan* s, Entry* heap, bint desc, uint64_t kmin) noexcept nogil:
+    """Rebuild the heap from every run's current position; returns its size. O(n)."""
+    cdef Py_ssize_t i, size = 0
+    cdef uint64_t flip = 0 if desc else 0xFFFFFFFFFFFFFFFF, key
+    cdef Src* src
+    for i in range(s.n):
+        src = &s.src[i]
+        if src.pos == src.end:
+            continue
+        key = tc_load(src.ids, src.pos) ^ flip
+        if key < kmin:
+            continue
+        heap[size].key = key
+        heap[size].src = i
+        size += 1
+    _heapify(heap, size)
+    return size
+
+
+cdef list _to_list(const uint64_t* ids, Py_ssize_t n):
+    cdef list out = PyList_New(n)
     cdef Py_ssize_t i
+    cdef object value
     for i in range(n):
-        out[i] = ids[i]
+        value = PyLong_FromUnsignedLongLong(ids[i])
+        Py_INCREF(value)  # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(out, i, value)
     return out
 
 
-cdef list _collect(_Runs prepared, Py_ssize_t limit, bint newest_first):
-    if limit <= 0:
-        raise ValueError("limit must be positive")
-    cdef uint64_t* buf = <uint64_t*> malloc(limit * sizeof(uint64_t))
-    cdef Py_ssize_t got
-    if buf == NULL:
-        raise MemoryError()
-    with nogil:
-        got = _merge(prepared.runs, prepared.n, limit, buf, newest_first)
+cdef object _run(object runs, object limit_, object lo_, object hi_, Py_ssize_t header,
+                 bint desc, list incomplete):
+    """The shared body of newest / oldest / newest_floored."""
+    cdef Py_ssize_t limit = _limit(limit_)
+    cdef uint64_t lo = _bound(lo_, "lo"), hi = _bound(hi_, "hi")
+    cdef object seq
     try:
+        seq = PySequence_Fast(runs, "")
+    except TypeError:
+        raise InvalidArgumentError(
+            f"runs: expected a sequence of buffers, got {type(runs).__name__}") from None
+    cdef Py_ssize_t k = PySequence_Fast_GET_SIZE(seq), m = limit if limit < k else k
+    cdef Py_ssize_t got = 0, cap, i
+    cdef Scan s
+    cdef Src stack_src[STACK]
+    cdef Entry stack_sel[STACK]
+    cdef uint64_t stack_out[STACK]
+    cdef Floor stack_floors[STACK]
+    cdef uint64_t* out = stack_out
+    cdef uint64_t cutoff
+    cdef bint full
+    s.src = stack_src
+    s.sel = stack_sel
+    s.floors = stack_floors
+    s.views = NULL
+    s.big = NULL
+    s.nviews = 0
+    try:
+        if k > STACK:
+            s.src = <Src*> malloc(k * sizeof(Src))
+            if header:
+                s.floors = <Floor*> malloc(k * sizeof(Floor))
+            if s.src == NULL or s.floors == NULL:
+                raise MemoryError()
+        if m > STACK:
+            s.sel = <Entry*> malloc(m * sizeof(Entry))
+            if s.sel == NULL:
+                raise MemoryError()
+        if _scan(&s, PySequence_Fast_ITEMS(seq), k, header, False, limit, lo, hi, desc):
+            # Pin every item (a tuple of our own) and export every buffer
+            # that is not immutable bytes.
+            seq = tuple(seq)
+            s.views = <Py_buffer*> malloc(k * sizeof(Py_buffer))
+            if s.views == NULL:
+                raise MemoryError()
+            _scan(&s, PySequence_Fast_ITEMS(seq), k, header, True, limit, lo, hi, desc)
+        cap = limit if limit < s.total else s.total
+        if cap > STACK:
+            out = <uint64_t*> malloc(cap * sizeof(uint64_t))
+            if out == NULL:
+                raise MemoryError()
+        got = _merge(&s, limit, out, desc, lo, hi)
         if got < 0:
             raise MemoryError()
-        return _to_list(buf, got)
+        ids = _to_list(out, got)
+        if header:
+            full = got == limit
+            cutoff = out[got - 1] if full else 0
+            for i in range(s.nfloors):
+                if not full or s.floors[i].floor > cutoff:
+                    incomplete.append(s.floors[i].index)
+        return ids
     finally:
-        free(buf)
+        _release(&s)
+        free(s.views)
+        free(s.big)
+        if out != stack_out:
+            free(out)
+        if s.src != stack_src:
+            free(s.src)
+        if s.sel != stack_sel:
+            free(s.sel)
+        if s.floors != stack_floors:
+            free(s.floors)
 
 
-def newest(runs, Py_ssize_t limit, uint64_t lo=0, uint64_t hi=MAX_ID):
+def newest(runs, limit, lo=0, hi=MAX_ID):
     """The ``limit`` largest distinct ids in ``(lo, hi]`` over all runs, descending.
 
-    O(k + limit log k) for k runs.
+    O(k + limit log limit) for k runs, typically; ``None`` runs are skipped.
 
     >>> newest([pack([1, 4, 9]), pack([2, 3, 10])], 3)
     [10, 9, 4]
+    >>> newest([pack([1, 4, 9]), None, pack([2, 3, 10])], 10, lo=2, hi=9)
+    [9, 4, 3]
     """
-    return _collect(_prepare(runs, 0, lo, hi, True), limit, True)
+    return _run(runs, limit, lo, hi, 0, True, None)
 
 
-def oldest(runs, Py_ssize_t limit, uint64_t lo=0, uint64_t hi=MAX_ID):
+def oldest(runs, limit, lo=0, hi=MAX_ID):
     """The ``limit`` smallest distinct ids in ``(lo, hi]`` over all runs, ascending.
+
+    O(k + limit log limit) for k runs, typically.
 
     >>> oldest([pack([1, 4, 9]), pack([2, 3, 10])], 3, lo=1)
     [2, 3, 4]
     """
-    return _collect(_prepare(runs, 0, lo, hi, False), limit, False)
+    return _run(runs, limit, lo, hi, 0, False, None)
 
 
-def newest_floored(heads, Py_ssize_t limit, uint64_t lo=0, uint64_t hi=MAX_ID):
+def newest_floored(heads, limit, lo=0, hi=MAX_ID):
     """Merge heads like :func:`newest`; also return the indexes of heads too short to be sure.
 
+    Returns ``(ids, incomplete)``, exactly as the twin
+    :func:`twittercore._merge_py.newest_floored` defines them.
+
+    >>> newest_floored([pack([0, 2, 5, 6]), pack([4, 1, 9])], 2)
+    ([9, 6], [])
     >>> newest_floored([pack([0, 2, 5, 6]), pack([4, 1, 9])], 4)
     ([9, 6, 5], [1])
     """
-    cdef _Runs prepared = _prepare(heads, HEADER_WORDS, lo, hi, True)
-    cdef list ids = _collect(prepared, limit, True)
     cdef list incomplete = []
-    cdef Py_ssize_t i, got = len(ids)
-    cdef uint64_t floor, cutoff = lo
-    cdef bint full = got == limit
-    if full:
-        cutoff = ids[got - 1]
-    for i in range(prepared.n):
-        floor = prepared.floors[i]
-        if floor > hi:
-            floor = hi
-        if floor > lo and (not full or floor > cutoff):
-            incomplete.append(prepared.runs[i].index)
+    ids = _run(heads, limit, lo, hi, HEADER_WORDS, True, incomplete)
     return ids, incomplete
 
 
 def pack(ids):
-    """Pack ints as native uint64 (the run layout)."""
-    cdef Py_ssize_t n = len(ids), i
+    """Pack ints in ``[0, 2**64-1]`` as native uint64 (the run layout). O(n).
+
+    >>> unpack(pack([1, 2, 2**64 - 1]))
+    [1, 2, 18446744073709551615]
+    """
+    cdef object seq
+    try:
+        seq = PySequence_Fast(ids, "")
+    except TypeError:
+        raise InvalidArgumentError(
+            f"ids: expected a sequence of ints, got {type(ids).__name__}") from None
+    cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i
+    cdef PyObject** items = PySequence_Fast_ITEMS(seq)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, n * 8)
-    cdef uint64_t* words = <uint64_t*> PyBytes_AS_STRING(out)
+    cdef char* words = PyBytes_AS_STRING(out)
+    cdef uint64_t value
+    cdef _Item name = _Item.__new__(_Item)
     for i in range(n):
-        words[i] = ids[i]
+        name.i = i
+        value = _bound(<object> items[i], name)
+        memcpy(words + 8 * i, &value, 8)
     return out
 
 
 def unpack(buffer):
-    """Unpack a buffer of native uint64 into a list of ints."""
-    cdef const unsigned char[:] view = memoryview(buffer).cast("B")
-    cdef Py_ssize_t n = view.shape[0] >> 3
-    cdef uint64_t* tmp = <uint64_t*> malloc((n + 1) * 8)
-    if tmp == NULL:
-        raise MemoryError()
+    """Unpack a buffer of native uint64 into a list of ints. O(n).
+
+    >>> unpack(bytearray(pack([7, 8])))
+    [7, 8]
+    """
+    cdef Py_buffer view
     try:
-        if n:
-            memcpy(tmp, &view[0], n * 8)
-        return _to_list(tmp, n)
+        PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise InvalidArgumentError(
+            f"buffer: expected a buffer of packed uint64 ids, got {type(buffer).__name__} ({exc})"
+        ) from None
+    cdef Py_ssize_t n, i
+    cdef list out
+    cdef object value
+    try:
+        if view.len & 7:
+            raise InvalidArgumentError(
+                f"buffer: {view.len} bytes is not a whole number of 8-byte ids")
+        n = view.len >> 3
+        out = PyList_New(n)
+        for i in range(n):
+            value = PyLong_FromUnsignedLongLong(tc_load(<const char*> view.buf, i))
+            Py_INCREF(value)
+            PyList_SET_ITEM(out, i, value)
+        return out
     finally:
-        free(tmp)
+        PyBuffer_Release(&view)
