@@ -203,7 +203,8 @@ class History:
     Events and nodes are interned to small ints: ``ids[e]`` is event ``e``'s
     original id, ``source[e]`` its source (-1 if no publish was acknowledged),
     ``ack0[e]``/``ack[e]`` the times its publish began and returned,
-    ``rank[e]`` its place in the reference order.  ``follows[sink][source]``
+    ``rank[e]`` its place in the reference order, ``batch[e]`` the publish
+    record that acknowledged it (items of one record commit in list order).  ``follows[sink][source]``
     lists ``(t0, t, following)`` changes in time order; ``deleted[e]`` is the
     earliest time a delete of ``e`` began.  Timeline observations have the
     source as their ``sink`` and ``kind == "timeline"``.
@@ -216,6 +217,7 @@ class History:
         self.ack0: list[int] = []
         self.ack: list[int] = []
         self.rank: list[int] = []
+        self.batch: list[int] = []  # the publish record that acknowledged the event (-1: none)
         self.nodes: list[Any] = []
         self.node_index: dict[Any, int] = {}
         self.follows: dict[int, dict[int, list[tuple[int, int, bool]]]] = {}
@@ -233,6 +235,7 @@ class History:
             self.source.append(-1)
             self.ack0.append(-1)
             self.ack.append(-1)
+            self.batch.append(-1)
             if type(id) is not int:
                 self.ordered = False
         return e
@@ -288,7 +291,7 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
                     if h.source[e] != s:
                         h.problems.append(f"{where}: {h.describe(e)} acknowledged again for source {source!r}")
                     continue
-                h.source[e], h.ack0[e], h.ack[e] = s, t0, t
+                h.source[e], h.ack0[e], h.ack[e], h.batch[e] = s, t0, t, seq
                 publishes.append((t, seq, n, e))
         elif op in ("follow", "unfollow"):
             change = (t0, t, op == "follow")  # one tuple shared by a batch: 1M follows stay small

@@ -150,6 +150,8 @@ class _Checker:
         h = self.h
         if h.ordered:
             return h.rank[a] < h.rank[b]
+        if h.batch[a] == h.batch[b] >= 0:  # one publish_many: its items commit in list order
+            return h.rank[a] < h.rank[b]
         return 0 <= h.ack[a] < h.ack0[b]
 
     def who(self, obs: Observation) -> str:
@@ -480,8 +482,8 @@ class _Checker:
                     continue
                 if m not in positions:
                     positions[m] = {e: i for i, e in enumerate(streams[m][1])}
-                if positions[m][x] > positions[m][y]:
-                    continue  # m agrees with n
+                if positions[m][x] < positions[m][y]:
+                    continue  # m saw them in the same order as n
                 reported.add((x, y))
                 a, b = streams[n][0], streams[m][0]
                 self.report.add(
