@@ -198,3 +198,24 @@ def decode_events(list ids, list values):
         out[i] = _new_tuple(Event, (<object> PyList_GET_ITEM(ids, i), source,
                                     PyBytes_FromStringAndSize(data + 16, PyBytes_GET_SIZE(value) - 16), time))
     return out
+
+
+def check_items(list items, Py_ssize_t max_payload):
+    """True when every item is an exact ``(int, bytes)`` tuple within limits.
+
+    The fast path of ``publish_many``'s validation; on False the caller runs
+    the Python checks, which convert what they can and word the error.
+    """
+    cdef Py_ssize_t n
+    cdef object item, source, payload
+    for n in range(PyList_GET_SIZE(items)):
+        item = <object> PyList_GET_ITEM(items, n)
+        if type(item) is not tuple or len(<tuple> item) != 2:
+            return False
+        source = <object> PyTuple_GET_ITEM(item, 0)
+        payload = <object> PyTuple_GET_ITEM(item, 1)
+        if type(source) is not int or type(payload) is not bytes:
+            return False
+        if PyBytes_GET_SIZE(payload) > max_payload or source < 0 or source > 0xFFFFFFFFFFFFFFFF:
+            return False
+    return True

@@ -82,3 +82,16 @@ def decode_event(id: int, value: Any) -> Event:
 
 def decode_events(ids: Sequence[int], values: Sequence[Any]) -> list[Event]:
     return [decode_event(id, value) for id, value in zip(ids, values)]
+
+
+def check_items(items: list[Any], max_payload: int) -> bool:
+    """True when every item is an exact ``(int, bytes)`` tuple within limits (see the twin)."""
+    for item in items:
+        if type(item) is not tuple or len(item) != 2:
+            return False
+        source, payload = item
+        if type(source) is not int or type(payload) is not bytes:
+            return False
+        if len(payload) > max_payload or not 0 <= source <= 0xFFFFFFFFFFFFFFFF:
+            return False
+    return True

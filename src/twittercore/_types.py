@@ -86,6 +86,9 @@ class EventBatch(Sequence[Event]):
     @overload
     def __getitem__(self, index: slice) -> list[Event]: ...
     def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if type(index) is int and 0 <= index < len(self._items):
+            source, payload = self._items[index]
+            return Event(self._first + index, source, payload, self._time)
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self._items)))]
         n = range(len(self._items))[index]  # IndexError and negative indexes as for lists

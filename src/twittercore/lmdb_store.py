@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from bisect import bisect_right
 import time as _time
 from array import array
 from collections.abc import Callable
@@ -69,7 +70,9 @@ def _codec_for(kernel: str | None) -> Any:
 class LMDBStore(Store):
     """A store in an LMDB directory; safe to share between threads and processes.
 
-    Options: ``durable`` (default True: fsync each commit), ``fanout``,
+    Options: ``durable`` (default True: fsync each commit; False survives a
+    crash of the process, not of the machine), ``writemap`` (default: on when
+    not durable; faster commits, but a full disk crashes the process), ``fanout``,
     ``window``, ``celebrity_threshold``, ``clock``, ``kernel`` ("auto",
     "cython" or "python": the merge and codec implementation), ``map_size``
     (initial LMDB map in bytes; it grows by itself), ``max_readers``.
@@ -87,6 +90,7 @@ class LMDBStore(Store):
         kernel: str | None = None,
         map_size: int | None = None,
         max_readers: int = 1024,
+        writemap: bool | None = None,
     ) -> None:
         if fanout not in _FANOUTS:
             raise ConfigurationError(f"fanout: expected one of {_FANOUTS}, got {fanout!r}")
@@ -98,10 +102,15 @@ class LMDBStore(Store):
             raise ConfigurationError(f"durable: expected True or False, got {durable!r}")
         self._merge = _kernel.select(kernel)
         self._codec = _codec_for(kernel)
+        self._fast_items = self._codec.check_items
         self._clock = clock
         self.path = os.path.abspath(path)
         self.durable = durable
         self.fanout = fanout
+        # Writing through the map halves commit cost, but a full disk then
+        # kills the process (SIGBUS) instead of failing the write: only the
+        # non-durable mode, which asked for speed, turns it on by default.
+        self.writemap = (not durable) if writemap is None else bool(writemap)
         real = os.path.realpath(self.path)
         with _open_paths_lock:
             if real in _open_paths:
@@ -121,6 +130,7 @@ class LMDBStore(Store):
                 sync=durable,
                 metasync=durable,
                 readahead=False,
+                writemap=self.writemap,
                 lock=True,
             )
         except lmdb.Error as exc:
@@ -146,7 +156,9 @@ class LMDBStore(Store):
         self._gate = threading.Condition(threading.Lock())
         self._readers = 0
         self._resizing = False
+        self._draining = False  # someone waits for the readers to leave
         self._changed = threading.Condition()
+        self._waiters = 0
 
     # ------------------------------------------------------------------ life
 
@@ -154,6 +166,7 @@ class LMDBStore(Store):
         with self._changed:
             self._changed.notify_all()
         with self._write_lock, self._gate:
+            self._draining = True
             while self._readers:
                 self._gate.wait()
             self._env.close()
@@ -185,7 +198,8 @@ class LMDBStore(Store):
             finally:
                 with gate:
                     self._readers -= 1
-                    gate.notify_all()
+                    if self._draining:
+                        gate.notify_all()
             self._resize(0)
 
     def _write(self, work: Callable[[Any], Any]) -> Any:
@@ -213,7 +227,8 @@ class LMDBStore(Store):
                 finally:
                     with self._gate:
                         self._readers -= 1
-                        self._gate.notify_all()
+                        if self._draining:
+                            self._gate.notify_all()
                 self._resize(grow)
 
     def _resize(self, size: int) -> None:
@@ -221,13 +236,13 @@ class LMDBStore(Store):
         with self._gate:
             while self._resizing:
                 self._gate.wait()
-            self._resizing = True
+            self._resizing = self._draining = True
             try:
                 while self._readers:
                     self._gate.wait()
                 self._env.set_mapsize(size)
             finally:
-                self._resizing = False
+                self._resizing = self._draining = False
                 self._gate.notify_all()
 
     def _seq(self, txn: Any) -> int:
@@ -238,8 +253,9 @@ class LMDBStore(Store):
         txn.put(_SEQ, _U64.pack(seq), db=self._meta)
 
     def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
+        if self._waiters:  # a Condition round trip costs more than a small commit
+            with self._changed:
+                self._changed.notify_all()
 
     # ----------------------------------------------------------------- graph
 
@@ -356,6 +372,8 @@ class LMDBStore(Store):
 
         def work(txn: Any) -> int:
             first = self._seq(txn) + 1
+            if len(items) == 1:
+                return publish_one(txn, first)
             records = codec.encode_events(first, items, now)
             consumed, added = txn.cursor(self._events).putmulti(records, append=True)
             if added != len(records):  # pragma: no cover - ids only grow
@@ -370,6 +388,18 @@ class LMDBStore(Store):
                 put(prefix + head_key, head, db=logs)
             self._set_seq(txn, first + len(items) - 1)
             return first
+
+        def publish_one(txn: Any, id: int) -> int:
+            source, payload = items[0]
+            key, value = codec.encode_events(id, items, now)[0]
+            txn.put(key, value, db=self._events, append=True)
+            prefix = be(source)
+            head, sealed = codec.append_head(txn.get(prefix + head_key, db=self._logs), [id])
+            for tag, chunk in sealed:
+                txn.put(prefix + be(tag), chunk, db=self._logs)
+            txn.put(prefix + head_key, head, db=self._logs)
+            self._set_seq(txn, id)
+            return id
 
         first = self._write(work)
         self._notify()
@@ -474,35 +504,38 @@ class LMDBStore(Store):
         return self._fetch(txn, ids)
 
     def _extend(self, txn: Any, prefix: bytes, head: Any, hi: int, need: int) -> bytes:
-        """A head-shaped run holding the source's ids up to ``hi`` from its older chunks.
+        """``head`` (a head-shaped run) with older chunks of the source prepended.
 
         Loads chunks backwards from the one holding ``min(floor, hi)`` until
-        ``need`` ids are in hand; the floor of the result is the tag of the
-        next older chunk, or 0 when the log is exhausted.
+        ``need`` ids ``<=`` that bound are in hand.  Every loaded id is ``<= floor``
+        and every id already in ``head`` is ``> floor``, so the result stays
+        sorted; its floor is the tag of the next older chunk (0: log exhausted).
         """
-        floor = _U64.unpack_from(head, 0)[0]
-        bound = min(floor, hi)
+        words = array("Q", bytes(head))
+        bound = min(words[0], hi)
         cursor = txn.cursor(self._logs)
-        loaded: list[Any] = []
+        head_tag = self._codec.HEAD
+        loaded: list[array] = []
         count = 0
         positioned = cursor.set_range(prefix + be(bound))
-        while positioned and cursor.key()[:8] == prefix and cursor.key()[8:] != self._codec.HEAD:
-            chunk = cursor.value()
+        while positioned and cursor.key()[:8] == prefix and cursor.key()[8:] != head_tag:
+            chunk = array("Q", bytes(cursor.value()))
             loaded.append(chunk)
-            count += len(chunk) // 8
+            count += bisect_right(chunk, bound)
             if count >= need:
                 break
             positioned = cursor.prev()
-        new_floor = 0
+        floor = 0
         if loaded and cursor.prev() and cursor.key()[:8] == prefix:
-            new_floor = _BE.unpack_from(cursor.key(), 8)[0]
-        ids = array("Q", [new_floor, 0])
+            floor = _BE.unpack_from(cursor.key(), 8)[0]
+        out = array("Q", [floor, 0])
         for chunk in reversed(loaded):
-            ids.frombytes(bytes(chunk))
-        return ids.tobytes()
+            out.extend(chunk)
+        out.extend(words[2:])
+        return out.tobytes()
 
     def _ids_after(self, txn: Any, prefix: bytes, lo: int, need: int) -> bytes:
-        """The source's ids ``> lo``, ascending, at least ``need`` of them when it has them."""
+        """The source's ids ``> lo``, ascending: at least ``need`` of them, or all it has."""
         cursor = txn.cursor(self._logs)
         head_tag = self._codec.HEAD
         out = array("Q")
@@ -514,9 +547,7 @@ class LMDBStore(Store):
                 out.extend(words[2:])
                 break
             out.extend(words)
-            if len(out) >= need and out[-1] > lo:
-                break
-            if not cursor.next():
+            if len(out) - bisect_right(out, lo) >= need or not cursor.next():
                 break
         return out.tobytes()
 
@@ -590,7 +621,11 @@ class LMDBStore(Store):
             if remaining is not None and remaining <= 0:
                 return False
             with self._changed:
-                self._changed.wait(interval if remaining is None else min(interval, remaining))
+                self._waiters += 1
+                try:
+                    self._changed.wait(interval if remaining is None else min(interval, remaining))
+                finally:
+                    self._waiters -= 1
             interval = min(interval * 2, 0.001)
         return False
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time as _time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Union
 
 from . import _validate as v
-from ._types import Deletion, Event
+from ._types import MAX_PAYLOAD, Deletion, Event
 from .errors import ClosedError, InvalidArgumentError, NotFoundError
 
 __all__ = ["Store", "Change"]
@@ -39,6 +39,9 @@ class Store:
     """
 
     _closed = False
+    #: Optional compiled check that a list holds only exact (int, bytes) items
+    #: within limits; when it says yes the per-item Python checks are skipped.
+    _fast_items: Callable[[list[Any], int], bool] | None = None
 
     # ------------------------------------------------------------------ life
 
@@ -139,6 +142,9 @@ class Store:
         All items are checked first: either all are published or none is.
         """
         self._live()
+        items = items if type(items) is list else list(items)
+        if self._fast_items is not None and self._fast_items(items, MAX_PAYLOAD):
+            return self._publish_many(items) if items else []
         checked = []
         for n, item in enumerate(items):
             try:

@@ -1,0 +1,54 @@
+"""Shared fixtures: every store variant the library has, opened fresh per test."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import pytest
+
+import twittercore
+
+HAVE_COMPILED = importlib.util.find_spec("twittercore._merge") is not None and importlib.util.find_spec(
+    "twittercore._codec"
+) is not None
+
+#: (name, open options) of every store the suite runs against; the memory store is the reference.
+STORE_KINDS = [("memory", None), ("lmdb-python", {"kernel": "python"})]
+if HAVE_COMPILED:
+    STORE_KINDS.append(("lmdb-cython", {"kernel": "cython"}))
+
+_counter = itertools.count()
+
+
+class FakeClock:
+    """A deterministic clock so that every store stamps the same times (G5 compares whole events)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+def open_kind(kind: str, tmp_path, clock=None, **extra):
+    options = dict(STORE_KINDS)[kind]
+    clock = clock or FakeClock()
+    if options is None:
+        return twittercore.open(":memory:", clock=clock, **extra)
+    path = tmp_path / f"{kind}-{next(_counter)}"
+    return twittercore.open(str(path), durable=False, clock=clock, **options, **extra)
+
+
+@pytest.fixture(params=[name for name, _ in STORE_KINDS])
+def store(request, tmp_path):
+    """One open store of each kind; closed after the test."""
+    opened = open_kind(request.param, tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def lmdb_path(tmp_path):
+    return str(tmp_path / "store")
