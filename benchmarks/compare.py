@@ -95,7 +95,7 @@ def _preset(args: argparse.Namespace) -> dict[str, Any]:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
