@@ -97,7 +97,7 @@ cdef enum:
 cdef struct Src:
     const char* ids
     Py_ssize_t pos      # index of the run's current id
-    Py_ssize_t end      # index one step past the last id the walk may take
+    Py_ssize_t end      # walking up: the run's length (walking down the end is -1)
 
 
 cdef struct Entry:
@@ -122,7 +122,6 @@ cdef struct Scan:
     bint selected         # runs were left out of ``sel``
     Py_ssize_t nfloors
     Py_ssize_t nviews
-    Py_ssize_t total      # ids in bounds, an upper bound (lo is not bisected)
 
 
 cdef inline Py_ssize_t _upper(const char* ids, Py_ssize_t n, uint64_t key) noexcept nogil:
@@ -152,6 +151,32 @@ cdef inline void _sift_down(Entry* heap, Py_ssize_t size, Py_ssize_t at) noexcep
         heap[at] = heap[child]
         at = child
     heap[at] = item
+
+
+cdef inline void _replace_top(Entry* heap, Py_ssize_t size, Entry e) noexcept nogil:
+    """Put ``e`` at the root of the max-heap and restore order. O(log size).
+
+    In a merge the popped run's next id is usually older than every other
+    run's current one, so the hole walks down to a leaf along the larger
+    children without a data-dependent branch and ``e`` sifts up from there
+    (Floyd's bottom-up heap).
+    """
+    cdef Py_ssize_t at = 0, child = 1, parent
+    while child + 1 < size:
+        child += heap[child + 1].key > heap[child].key
+        heap[at] = heap[child]
+        at = child
+        child = 2 * at + 1
+    if child < size:
+        heap[at] = heap[child]
+        at = child
+    while at:
+        parent = (at - 1) >> 1
+        if heap[parent].key >= e.key:
+            break
+        heap[at] = heap[parent]
+        at = parent
+    heap[at] = e
 
 
 cdef inline void _heapify(Entry* heap, Py_ssize_t size) noexcept nogil:
@@ -238,68 +263,70 @@ cdef void _release(Scan* s):
     s.nviews = 0
 
 
+cdef int _export(Scan* s, PyObject* item, Py_ssize_t i, bint pinned_only,
+                 const char** p, Py_ssize_t* nbytes) except -1:
+    """Take a buffer export of a run ``tc_borrow`` could not read in place.
+
+    Returns 1, taking nothing, unless ``pinned_only``: an export may run
+    foreign code, which must not be able to free or move a buffer already
+    borrowed, so the caller first pins every item and scans again.
+    """
+    cdef Py_buffer* view
+    if not pinned_only:
+        return 1
+    view = &s.views[s.nviews]
+    try:
+        PyObject_GetBuffer(<object> item, view, PyBUF_SIMPLE)
+    except (TypeError, ValueError, BufferError) as exc:
+        raise InvalidArgumentError(
+            f"runs[{i}]: expected a buffer of packed uint64 ids, got "
+            f"{type(<object> item).__name__} ({exc})") from None
+    s.nviews += 1
+    p[0] = <const char*> view.buf
+    nbytes[0] = view.len
+    return 0
+
+
+cdef int _bad_length(Py_ssize_t i, Py_ssize_t nbytes) except -1:
+    raise InvalidArgumentError(
+        f"runs[{i}]: {nbytes} bytes is not a whole number of 8-byte ids "
+        "(pack runs with pack())")
+
+
 cdef int _scan(Scan* s, PyObject** items, Py_ssize_t k, Py_ssize_t header, bint pinned_only,
                Py_ssize_t limit, uint64_t lo, uint64_t hi, bint desc) except -1:
-    """One pass over the runs: bounds, the merge entries and the threshold heap.
+    """One pass over the runs: their bounds, and the best ``limit`` of them in ``s.sel``.
 
-    Returns 1 when a run needs a buffer export while ``pinned_only`` is false:
-    the caller then pins the sequence and scans again with ``pinned_only``
-    (an export may run foreign code, which must not be able to free or move
-    a buffer already borrowed).  O(k log limit) worst case, O(k) typically.
+    Returns 1 when the caller must pin the items and scan again (see
+    :func:`_export`).  O(k log limit) worst case; O(k + limit log limit log k)
+    when the runs come in random order, as the threshold rarely moves.
     """
     cdef Py_ssize_t i, count, pos, m = limit if limit < k else k
-    cdef bint select = limit < k, empty = lo >= hi
     cdef const char* p
     cdef Py_ssize_t nbytes
     cdef uint64_t first, floor
     cdef PyObject* item
-    cdef Py_buffer* view
     # Locals, not s.*: stores through the arrays would otherwise force
     # every counter back to memory on each run.
     cdef Src* src = s.src
     cdef Entry* sel = s.sel
     cdef Entry e
-    cdef Py_ssize_t n = 0, nsel = 0, nfloors = 0, total = 0
-    s.n = s.nsel = s.nfloors = s.total = 0
-    for i in range(k):
-        item = items[i]
-        if item == <PyObject*> None:
-            continue
-        if not tc_borrow(item, pinned_only, &p, &nbytes):
-            if not pinned_only:
-                return 1
-            view = &s.views[s.nviews]
-            try:
-                PyObject_GetBuffer(<object> item, view, PyBUF_SIMPLE)
-            except (TypeError, ValueError, BufferError) as exc:
-                raise InvalidArgumentError(
-                    f"runs[{i}]: expected a buffer of packed uint64 ids, got "
-                    f"{type(<object> item).__name__} ({exc})") from None
-            s.nviews += 1
-            p = <const char*> view.buf
-            nbytes = view.len
-        if nbytes & 7:
-            raise InvalidArgumentError(
-                f"runs[{i}]: {nbytes} bytes is not a whole number of 8-byte ids "
-                "(pack runs with pack())")
-        count = nbytes >> 3
-        if header:
-            if count < header:
-                raise InvalidArgumentError(
-                    f"runs[{i}]: a head needs its {header}-word header [floor, count], "
-                    f"got {count} words")
-            floor = tc_load(p, 0)
-            p += 8 * header
-            count -= header
-            if floor > hi:
-                floor = hi
-            if floor > lo:
-                s.floors[nfloors].floor = floor
-                s.floors[nfloors].index = i
-                nfloors += 1
-        if count == 0 or empty:
-            continue
-        if desc:
+    cdef Py_ssize_t n = 0, nsel = 0, nfloors = 0
+    s.n = s.nsel = s.nfloors = 0
+    if desc and not header and lo < hi:
+        # The hot loop (every home read), kept free of the other cases.
+        for i in range(k):
+            item = items[i]
+            if item == <PyObject*> None:
+                continue
+            if not tc_borrow(item, pinned_only, &p, &nbytes):
+                if _export(s, item, i, pinned_only, &p, &nbytes):
+                    return 1
+            if nbytes & 7:
+                _bad_length(i, nbytes)
+            count = nbytes >> 3
+            if count == 0:
+                continue
             pos = count - 1
             first = tc_load(p, pos)
             if first > hi:  # rare: only reads with max_id bisect
@@ -309,40 +336,86 @@ cdef int _scan(Scan* s, PyObject** items, Py_ssize_t k, Py_ssize_t header, bint 
                 first = tc_load(p, pos)
             if first <= lo:
                 continue
-            src[n].end = -1
-            total += pos + 1
-        else:
-            pos = 0
-            first = tc_load(p, 0)
-            if first <= lo:
-                pos = _upper(p, count, lo)
-                if pos == count:
-                    continue
-                first = tc_load(p, pos)
-            if first > hi:
+            src[n].ids = p
+            src[n].pos = pos
+            e.key = first
+            e.src = n
+            n += 1
+            if nsel < m:
+                _sel_push(sel, &nsel, e)
+            elif first > sel[0].key:
+                _sel_replace(sel, m, e)
+    else:
+        for i in range(k):
+            item = items[i]
+            if item == <PyObject*> None:
                 continue
-            src[n].end = count
-            total += count - pos
-            first = ~first
-        src[n].ids = p
-        src[n].pos = pos
-        e.key = first
-        e.src = n
-        n += 1
-        # Keys are "bigger is better" in both directions: keep the m best.
-        if not select:
-            sel[nsel] = e
-            nsel += 1
-        elif nsel < m:
-            _sel_push(sel, &nsel, e)
-        elif first > sel[0].key:
-            _sel_replace(sel, m, e)
+            if not tc_borrow(item, pinned_only, &p, &nbytes):
+                if _export(s, item, i, pinned_only, &p, &nbytes):
+                    return 1
+            if nbytes & 7:
+                _bad_length(i, nbytes)
+            count = nbytes >> 3
+            if header:
+                if count < header:
+                    raise InvalidArgumentError(
+                        f"runs[{i}]: a head needs its {header}-word header [floor, count], "
+                        f"got {count} words")
+                floor = tc_load(p, 0)
+                p += 8 * header
+                count -= header
+                if floor > hi:
+                    floor = hi
+                if floor > lo:
+                    s.floors[nfloors].floor = floor
+                    s.floors[nfloors].index = i
+                    nfloors += 1
+            if count == 0 or lo >= hi:
+                continue
+            if desc:
+                pos = count - 1
+                first = tc_load(p, pos)
+                if first > hi:
+                    pos = _upper(p, count, hi) - 1
+                    if pos < 0:
+                        continue
+                    first = tc_load(p, pos)
+                if first <= lo:
+                    continue
+            else:
+                pos = 0
+                first = tc_load(p, 0)
+                if first <= lo:
+                    pos = _upper(p, count, lo)
+                    if pos == count:
+                        continue
+                    first = tc_load(p, pos)
+                if first > hi:
+                    continue
+                src[n].end = count
+                first = ~first  # keys are "bigger is better" both ways
+            src[n].ids = p
+            src[n].pos = pos
+            e.key = first
+            e.src = n
+            n += 1
+            if nsel < m:
+                _sel_push(sel, &nsel, e)
+            elif first > sel[0].key:
+                _sel_replace(sel, m, e)
     s.n = n
-    s.selected = nsel < n
     s.nsel = nsel
     s.nfloors = nfloors
-    s.total = total
+    s.selected = nsel < n
     return 0
+
+
+cdef Py_ssize_t _total(Scan* s, bint desc) noexcept nogil:
+    """How many ids the runs hold in bounds, at most (``lo`` is not bisected). O(n)."""
+    cdef Py_ssize_t i, total = 0
+    for i in range(s.n):
+        total += s.src[i].pos + 1 if desc else s.src[i].end - s.src[i].pos
+    return total
 
 
 cdef Py_ssize_t _merge(Scan* s, Py_ssize_t limit, uint64_t* out, bint desc,
@@ -390,7 +463,7 @@ cdef Py_ssize_t _merge(Scan* s, Py_ssize_t limit, uint64_t* out, bint desc,
                     if got == limit:
                         break
                 src.pos += step
-                if src.pos == src.end:
+                if (src.pos < 0) if desc else (src.pos == src.end):
                     break
                 key = tc_load(src.ids, src.pos) ^ flip
                 if key < kmin:
@@ -403,15 +476,14 @@ cdef Py_ssize_t _merge(Scan* s, Py_ssize_t limit, uint64_t* out, bint desc,
             got += 1
         src = &s.src[heap[0].src]
         src.pos += step
-        if src.pos != src.end:
+        if not ((src.pos < 0) if desc else (src.pos == src.end)):
             key = tc_load(src.ids, src.pos) ^ flip
             if key >= kmin:
                 heap[0].key = key
-                _sift_down(heap, size, 0)
+                _replace_top(heap, size, heap[0])
                 continue
         size -= 1
-        heap[0] = heap[size]
-        _sift_down(heap, size, 0)
+        _replace_top(heap, size, heap[size])
     return got
 
 
@@ -422,7 +494,7 @@ cdef Py_ssize_t _reload(Scan* s, Entry* heap, bint desc, uint64_t kmin) noexcept
     cdef Src* src
     for i in range(s.n):
         src = &s.src[i]
-        if src.pos == src.end:
+        if (src.pos < 0) if desc else (src.pos == src.end):
             continue
         key = tc_load(src.ids, src.pos) ^ flip
         if key < kmin:
@@ -491,7 +563,11 @@ cdef object _run(object runs, object limit_, object lo_, object hi_, Py_ssize_t 
             if s.views == NULL:
                 raise MemoryError()
             _scan(&s, PySequence_Fast_ITEMS(seq), k, header, True, limit, lo, hi, desc)
-        cap = limit if limit < s.total else s.total
+        cap = limit
+        if cap > STACK:
+            cap = _total(&s, desc)
+            if cap > limit:
+                cap = limit
         if cap > STACK:
             out = <uint64_t*> malloc(cap * sizeof(uint64_t))
             if out == NULL:
