@@ -1,0 +1,167 @@
+"""What only the LMDB store has: files, processes, crashes, map growth, snapshots."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import twittercore
+from twittercore import ConfigurationError
+
+SPAWN = multiprocessing.get_context("spawn")  # LMDB handles must not cross a fork
+
+
+def test_data_survives_close_and_reopen(lmdb_path):
+    with twittercore.open(lmdb_path) as store:
+        store.follow(1, 2)
+        events = store.publish_many([(2, b"a"), (2, b"b")])
+    with twittercore.open(lmdb_path) as store:
+        assert store.home(1) == list(reversed(events))
+        assert store.last_id() == events[-1].id
+        assert store.publish(2, b"c").id == events[-1].id + 1
+
+
+def test_one_store_cannot_be_opened_twice_in_a_process(lmdb_path):
+    with twittercore.open(lmdb_path):
+        with pytest.raises(ConfigurationError, match="already open in this process"):
+            twittercore.open(lmdb_path)
+    twittercore.open(lmdb_path).close()  # fine once closed
+
+
+@pytest.mark.parametrize("options", [{"fanout": "sideways"}, {"kernel": "fortran"}, {"durable": "yes"}])
+def test_bad_options_are_configuration_errors(lmdb_path, options):
+    with pytest.raises(ConfigurationError):
+        twittercore.open(lmdb_path, **options)
+    twittercore.open(lmdb_path).close()  # a refused open leaves nothing locked
+
+
+def test_the_map_grows_by_itself(lmdb_path):
+    with twittercore.open(lmdb_path, map_size=1 << 20, durable=False) as store:
+        payload = b"x" * 4000
+        for round in range(3):
+            store.publish_many([(n % 7, payload) for n in range(1000)])
+        assert store._env.info()["map_size"] > 1 << 20
+        assert store.timeline_count(3) == sum(1 for n in range(3000) if n % 7 == 3)
+        store._check()
+
+
+def _grow_in_other_process(path: str) -> None:
+    with twittercore.open(path, map_size=1 << 20, durable=False) as store:
+        store.publish_many([(9, b"y" * 4000) for _ in range(2000)])
+
+
+def test_a_map_grown_by_another_process_is_adopted(lmdb_path):
+    with twittercore.open(lmdb_path, map_size=1 << 20, durable=False) as store:
+        store.publish(9, b"first")
+        child = SPAWN.Process(target=_grow_in_other_process, args=(lmdb_path,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert store.timeline_count(9) == 2001  # reads adopt the larger map
+        store.publish(9, b"after")  # and so do writes
+        assert store.timeline(9, limit=1)[0].payload == b"after"
+
+
+_CRASHER = """
+import os, signal, sys, twittercore
+store = twittercore.open(sys.argv[1])  # durable by default
+for n in range(200):
+    event = store.publish(n % 3, b"event %d" % n)
+print(event.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no atexit
+"""
+
+
+def test_returned_publishes_survive_kill_9(lmdb_path):
+    run = subprocess.run([sys.executable, "-c", _CRASHER, lmdb_path], capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    last_id = int(run.stdout.split()[-1])
+    with twittercore.open(lmdb_path) as store:
+        assert store.last_id() == last_id
+        assert sum(store.timeline_count(s) for s in range(3)) == 200
+        assert store.event(last_id).payload == b"event 199"
+        store._check()
+
+
+def test_threads_publishing_and_reading_at_once(lmdb_path):
+    store = twittercore.open(lmdb_path, durable=False)
+    store.follow_many([(100, s) for s in range(4)])
+    errors = []
+
+    def publisher(source):
+        for n in range(300):
+            store.publish(source, b"%d" % n)
+
+    def reader():
+        try:
+            for _ in range(300):
+                ids = [e.id for e in store.home(100, limit=50)]
+                assert ids == sorted(set(ids), reverse=True)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher, args=(s,)) for s in range(4)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for source in range(4):  # each source's events in publish order (G1)
+        assert [e.payload for e in store.timeline(source, limit=300)] == [b"%d" % n for n in reversed(range(300))]
+    store._check()
+    store.close()
+
+
+# ------------------------------------------------ two processes, one store
+
+EVENTS = 10_000
+SOURCES = 7
+
+
+def _publish_one_by_one(path: str, ready) -> None:
+    with twittercore.open(path, durable=False) as store:
+        ready.wait()
+        for n in range(EVENTS):
+            store.publish(n % SOURCES, b"%d" % n)
+
+
+def test_reads_racing_a_publisher_in_another_process_are_snapshots(lmdb_path):
+    """Every page: strictly decreasing ids, none missing between its ends, never older than the last page."""
+    with twittercore.open(lmdb_path, durable=False) as store:
+        store.follow_many([(1, s) for s in range(SOURCES)])
+        base = store.last_id()
+        ready = SPAWN.Event()
+        child = SPAWN.Process(target=_publish_one_by_one, args=(lmdb_path, ready))
+        child.start()
+        ready.set()
+        newest_seen, reads, deadline = 0, 0, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            page = store.home(1, limit=50)
+            reads += 1
+            if page:
+                ids = [e.id for e in page]
+                # publishes are the only mutations, so ids are consecutive: no gap, no reorder
+                assert ids == list(range(ids[0], ids[0] - len(ids), -1)), ids
+                for e in page:
+                    assert e.payload == b"%d" % (e.id - base - 1)
+                    assert e.source == (e.id - base - 1) % SOURCES
+                assert ids[0] >= newest_seen, (ids[0], newest_seen)
+                newest_seen = ids[0]
+                if len(page) < 50:
+                    assert ids[-1] == base + 1  # a short page reaches the very first event
+            if newest_seen == base + EVENTS:
+                break
+        child.join(60)
+        assert child.exitcode == 0
+        assert newest_seen == base + EVENTS
+        assert reads > 10, reads
+        print("reads during the race:", reads)
+        store._check()
