@@ -125,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
         fixture = workload_file.build(spec, preset["samples"])
         fixture_path = os.path.join(tmp, "fixture.pickle")
         workload_file.save(fixture, fixture_path)
-        console.print(f"  built in {time.perf_counter() - t0:.1f} s: {len(fixture.graph):,} follows, "
-                      f"{len(fixture.payloads):,} posts; each implementation in a fresh process")
-        results = runner.run_all(entries, fixture_path, timeout=preset["timeout"], progress=progress,
+        console.print(f"  built in {time.perf_counter() - t0:.1f} s: {fixture.edges:,} follows, "
+                      f"{fixture.post_count:,} posts; each implementation in a fresh process")
+        results = runner.run_all(entries, fixture_path, edges=fixture.edges, timeout=preset["timeout"], progress=progress,
                                  sweep=False, extra_paths=extra_paths, on_result=on_result)
-        graph_edges, timed_posts = len(fixture.graph), len(fixture.payloads) - fixture.bulk_posts
+        graph_edges, timed_posts = fixture.edges, fixture.post_count - fixture.bulk_posts
         del fixture
 
         sweep: dict[str, dict[str, dict[str, Any]]] = {}
@@ -143,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
                 console.print(f"[bold]sweep[/] {users:,} users ({small.posts:,} posts)")
                 samples = replace(SWEEP_SAMPLES, timed_posts=min(SWEEP_SAMPLES.timed_posts, small.posts // 4))
                 path = os.path.join(tmp, f"sweep-{users}.pickle")
-                workload_file.save(workload_file.build(small, samples), path)
-                sweep[str(users)] = runner.run_all(sweep_entries, path, timeout=preset["timeout"],
+                small_fixture = workload_file.build(small, samples)
+                workload_file.save(small_fixture, path)
+                edges = small_fixture.edges
+                del small_fixture
+                sweep[str(users)] = runner.run_all(sweep_entries, path, edges=edges, timeout=preset["timeout"],
                                                    progress=progress, sweep=True, extra_paths=extra_paths,
                                                    on_result=on_result)
 

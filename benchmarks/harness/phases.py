@@ -28,6 +28,7 @@ from .workload_file import Fixture
 
 PAGE = 50  # a read is the newest 50 of a home timeline, with payloads
 _WARMUP = 50
+_BULK = 50_000  # posts per bulk_posts call while loading untimed
 _perf = time.perf_counter_ns
 
 
@@ -71,14 +72,14 @@ class Progress:
                             TimeElapsedColumn(), console=Console(stderr=True), transient=True)
             self._bar.start()
 
-    def loop(self, description: str, items: list[Any]) -> Iterable[Any]:
+    def loop(self, description: str, items: list[Any], step: int = 256) -> Iterable[Any]:
         if self._bar is None:
             yield from items
             return
         task = self._bar.add_task(description, total=len(items))
         for n, item in enumerate(items, 1):
             yield item
-            if n % 256 == 0 or n == len(items):
+            if n % step == 0 or n == len(items):
                 self._bar.update(task, completed=n)
         self._bar.remove_task(task)
 
@@ -143,14 +144,15 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
 
     # ---- ingest: graph, older posts in batches (untimed), newest posts one by one (timed)
     t0 = time.perf_counter()
-    target.load_graph(fx.graph)
+    for chunk in progress.loop("load graph", list(fx.graph_chunks()), step=1):
+        target.load_graph(chunk)
     graph_s = time.perf_counter() - t0
-    items = list(zip(fx.post_sources, fx.payloads))
     t0 = time.perf_counter()
-    if fx.bulk_posts:
-        target.bulk_posts(items[: fx.bulk_posts])
+    batches = range(0, fx.bulk_posts, _BULK)
+    for start in progress.loop("load posts", list(batches), step=1):
+        target.bulk_posts(fx.posts(start, min(start + _BULK, fx.bulk_posts)))
     bulk_s = time.perf_counter() - t0
-    timed = items[fx.bulk_posts :]
+    timed = fx.posts(fx.bulk_posts, fx.post_count)
     lat = []
     started = _perf()
     for source, payload in progress.loop("ingest", timed):
@@ -161,7 +163,7 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
     target.after_ingest()
     deliveries = sum(fx.followers.get(source, 0) for source, _ in timed)
     result["ingest"] = {
-        "graph_edges": len(fx.graph), "graph_load_s": graph_s,
+        "graph_edges": fx.edges, "graph_load_s": graph_s,
         "bulk_posts": fx.bulk_posts, "bulk_load_s": bulk_s,
         "timed_posts": len(timed), "events_per_s": len(timed) / elapsed if elapsed else 0.0,
         "deliveries_per_s": (deliveries / elapsed if elapsed and target.fanout == "write" else None),

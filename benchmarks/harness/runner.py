@@ -51,7 +51,7 @@ def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
                 "reason": f"child exited with code {proc.returncode} and wrote no result"}
 
 
-def run_all(entries: list[Entry], fixture_path: str, *, timeout: float, progress: bool, sweep: bool,
+def run_all(entries: list[Entry], fixture_path: str, *, edges: int, timeout: float, progress: bool, sweep: bool,
             extra_paths: list[str], on_result: Callable[[Entry, dict[str, Any]], None]) -> dict[str, dict[str, Any]]:
     """Run every entry on the fixture; returns ``{name: result}`` (pages included)."""
     ordered = sorted(entries, key=lambda e: e.name != REFERENCE)  # stable: the reference first
@@ -69,7 +69,11 @@ def run_all(entries: list[Entry], fixture_path: str, *, timeout: float, progress
                 "progress": progress, "sweep": sweep, "extra_paths": extra_paths,
             }
             started = time.perf_counter()
-            if entry.needs_redis and (reason := redis_server.missing_reason()):
+            if entry.max_edges is not None and edges > entry.max_edges:
+                result = {"name": entry.name, "status": "skipped",
+                          "reason": f"{edges:,} follows is over its limit of {entry.max_edges:,} "
+                                    "(it would need more memory than the machine has)"}
+            elif entry.needs_redis and (reason := redis_server.missing_reason()):
                 result = {"name": entry.name, "status": "skipped", "reason": reason}
             elif entry.needs_redis:
                 try:

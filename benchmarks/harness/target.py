@@ -31,10 +31,11 @@ class Target:
 
     # -- load (untimed): the same ordered ingest for everyone
     def load_graph(self, pairs: list[tuple[int, int]]) -> None:
+        """Apply ``(sink, source)`` follows in order (untimed); called once per chunk of the graph."""
         raise NotImplementedError
 
     def bulk_posts(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """Publish ``items`` in order, batched as the target likes (untimed)."""
+        """Publish ``items`` in order, batched as the target likes (untimed); called per chunk."""
         for source, payload in items:
             self.publish(source, payload)
 

@@ -16,6 +16,8 @@ import bisect
 import pickle
 import random
 from array import array
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,12 +68,18 @@ class Samples:
 
 @dataclass
 class Fixture:
-    """Everything a child needs: the ordered ingest plus the sampled calls."""
+    """Everything a child needs: the ordered ingest plus the sampled calls.
+
+    The graph and the posts are packed (arrays and one payload blob), so a
+    million-user workload pickles in gigabytes rather than tens of them.
+    """
 
     spec: dict[str, Any]
-    graph: list[tuple[int, int]]  # (sink, source), applied first, in order
+    graph_sinks: array  # edge i is (graph_sinks[i], graph_sources[i]), applied first, in order
+    graph_sources: array
     post_sources: array  # source of post i
-    payloads: list[bytes]  # payload of post i
+    payload_blob: bytes  # payloads back to back; post i ends at payload_ends[i]
+    payload_ends: array
     bulk_posts: int  # posts [0, bulk_posts) load untimed in batches; the rest one by one, timed
     read_sinks: list[int]
     check_sinks: list[int]
@@ -82,6 +90,28 @@ class Fixture:
     fanout_sources: list[tuple[int, int]]  # (source, follower count)
     fanout_reps: int
     followers: dict[int, int] = field(default_factory=dict)  # source -> follower count
+
+    @property
+    def edges(self) -> int:
+        return len(self.graph_sinks)
+
+    @property
+    def post_count(self) -> int:
+        return len(self.post_sources)
+
+    def graph_chunks(self, size: int = 100_000) -> Iterator[list[tuple[int, int]]]:
+        """The graph as ``(sink, source)`` lists of at most ``size`` pairs, in order."""
+        for start in range(0, self.edges, size):
+            yield list(zip(self.graph_sinks[start : start + size], self.graph_sources[start : start + size]))
+
+    def posts(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """Posts ``[start, stop)`` as ``(source, payload)`` pairs."""
+        ends, blob = self.payload_ends, self.payload_blob
+        out = []
+        for i in range(start, min(stop, self.post_count)):
+            begin = ends[i - 1] if i else 0
+            out.append((self.post_sources[i], blob[begin : ends[i]]))
+        return out
 
 
 def generator_name() -> str:
@@ -99,21 +129,20 @@ def build(spec: WorkloadSpec, samples: Samples) -> Fixture:
         posts=spec.posts,
         payload_bytes=spec.payload_bytes,
     )
-    graph = [(int(sink), int(source)) for sink, source in workload.graph()]
-    post_sources = array("Q")
-    payloads: list[bytes] = []
+    graph_sinks, graph_sources = array("Q"), array("Q")
+    for sink, source in workload.graph():
+        graph_sinks.append(sink)
+        graph_sources.append(source)
+    post_sources, payload_ends, blob = array("Q"), array("Q"), bytearray()
     for source, payload in workload.posts():
-        post_sources.append(int(source))
-        payloads.append(bytes(payload))
+        post_sources.append(source)
+        blob += payload
+        payload_ends.append(len(blob))
 
     rng = random.Random(spec.seed * 7919 + 17)
-    followees: dict[int, set[int]] = {}
-    followers: dict[int, int] = {}
-    for sink, source in graph:
-        if source not in followees.setdefault(sink, set()):
-            followees[sink].add(source)
-            followers[source] = followers.get(source, 0) + 1
-    nodes = sorted(set(followees) | set(followers) | set(post_sources))
+    followers: dict[int, int] = dict(Counter(graph_sources))
+    sinks = sorted(set(graph_sinks))
+    nodes = sorted(set(sinks) | set(followers) | set(post_sources))
     posting = sorted(set(post_sources))
 
     # Probe sinks: new node ids above every workload node, each following
@@ -126,44 +155,52 @@ def build(spec: WorkloadSpec, samples: Samples) -> Fixture:
         sink = next_id
         next_id += 1
         chosen = rng.sample(nodes, k)
-        graph.extend((sink, source) for source in chosen)
-        followees[sink] = set(chosen)
+        graph_sinks.extend([sink] * k)
+        graph_sources.extend(chosen)
         for source in chosen:
             followers[source] = followers.get(source, 0) + 1
         probes[k] = sink
 
-    sinks = sorted(s for s, f in followees.items() if f and s not in probes.values())
     read_sinks = [rng.choice(sinks) for _ in range(samples.reads)] if sinks else []
     check_sinks = sorted(set(rng.sample(sinks, min(samples.check_sinks, len(sinks))))) + list(probes.values())
     timeline_sources = [rng.choice(posting) for _ in range(samples.timelines)] if posting else []
 
+    # Churn: pairs that are not edges, for a sample of sinks whose followees we collect.
+    churn_sinks = set(rng.sample(sinks, min(samples.churn, len(sinks)))) if samples.churn else set()
+    followees: dict[int, set[int]] = {s: set() for s in churn_sinks}
+    if churn_sinks:
+        for sink, source in zip(graph_sinks, graph_sources):
+            if sink in churn_sinks:
+                followees[sink].add(source)
     churn_pairs: list[tuple[int, int]] = []
-    seen: set[tuple[int, int]] = set()
+    ordered_churn_sinks = sorted(churn_sinks)
     for _ in range(samples.churn * 20):
-        if len(churn_pairs) >= samples.churn or not sinks:
+        if len(churn_pairs) >= samples.churn or not ordered_churn_sinks:
             break
-        sink, source = rng.choice(sinks), rng.choice(nodes)
-        if sink != source and source not in followees[sink] and (sink, source) not in seen:
-            seen.add((sink, source))
+        sink, source = rng.choice(ordered_churn_sinks), rng.choice(nodes)
+        if sink != source and source not in followees[sink]:
+            followees[sink].add(source)  # never the same pair twice
             churn_pairs.append((sink, source))
 
     by_count = sorted((count, source) for source, count in followers.items())
     counts = [c for c, _ in by_count]
     fanout: dict[int, int] = {}
     for target in FANOUT_TARGETS + ((counts[-1],) if counts else ()):
-        if not counts or target > counts[-1] * 2:
+        if not counts or target > counts[-1] * 2 or not samples.fanout_reps:
             continue
         i = min(bisect.bisect_left(counts, target), len(counts) - 1)
         count, source = by_count[i]
         fanout[source] = count
 
-    timed = min(samples.timed_posts, len(payloads))
+    timed = min(samples.timed_posts, len(post_sources))
     return Fixture(
         spec=asdict(spec),
-        graph=graph,
+        graph_sinks=graph_sinks,
+        graph_sources=graph_sources,
         post_sources=post_sources,
-        payloads=payloads,
-        bulk_posts=len(payloads) - timed,
+        payload_blob=bytes(blob),
+        payload_ends=payload_ends,
+        bulk_posts=len(post_sources) - timed,
         read_sinks=read_sinks,
         check_sinks=check_sinks,
         timeline_sources=timeline_sources,
