@@ -555,6 +555,8 @@ class LMDBStore(Store):
         if not ids:
             return []
         pairs = txn.cursor(self._events).getmulti([be(id) for id in ids])
+        if len(pairs) != len(ids):  # getmulti skips missing keys: a log names a lost event
+            raise StoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())")
         return self._codec.decode_events(ids, [value for _, value in pairs])
 
     # ------------------------------------------------------------------ live
