@@ -2,7 +2,9 @@
 
 Every cell is shown relative to the best in its column (like msgspec's
 benchmarks): ``160 µs (1.0×)`` is the fastest, ``532 µs (3.3×)`` is 3.3 times
-slower.  For rates the ratio is still "times slower than the fastest".
+slower.  For rates the ratio is still "times slower than the fastest".  The
+last column is the machine's 1-minute load average when that implementation's
+process started: the machine is shared, so read ratios next to it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def cells(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
     """Header and rows (ok results ordered by home p50; others say why they have no numbers)."""
     ok = {n: r for n, r in results.items() if r.get("status") == "ok"}
     order = sorted(ok, key=lambda n: _get("home_page1", "p50_us")(ok[n]) or float("inf"))
-    header = ["implementation"] + [c[0] for c in COLUMNS]
+    header = ["implementation"] + [c[0] for c in COLUMNS] + ["load"]
     rows = []
     for name in order:
         row = [name]
@@ -67,11 +69,13 @@ def cells(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
                 row.append("–")
                 continue
             if value == 0:
-                row.append(fmt(value))
+                row.append("none")  # e.g. no disk for in-memory stores and the Redis server
                 continue
             best = min(values) if lower else max(values)
             ratio = value / best if lower else best / value
             row.append(f"{fmt(value)} ({ratio:.1f}×)")
+        load = ok[name].get("loadavg_start")
+        row.append(f"{load[0]:.1f}" if load else "–")  # 1-min load average when this one started
         rows.append(row)
     return header, rows
 
