@@ -296,13 +296,20 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
         elif op in ("follow", "unfollow"):
             change = (t0, t, op == "follow")  # one tuple shared by a batch: 1M follows stay small
             pairs = record["pairs"] if "pairs" in record else [(record["sink"], record["source"])]
-            node = h.node
-            for sink, source in pairs:
-                per_sink = h.follows.get(node(sink))
+            known, node, follows = h.node_index, h.node, h.follows
+            for sink, source in pairs:  # the hot loop of big histories: lookups inlined
+                k = known.get(sink)
+                k = node(sink) if k is None else k
+                s = known.get(source)
+                s = node(source) if s is None else s
+                per_sink = follows.get(k)
                 if per_sink is None:
-                    per_sink = h.follows[node(sink)] = {}
-                changes = per_sink.setdefault(node(source), [])
-                changes.append(change)
+                    per_sink = follows[k] = {}
+                changes = per_sink.get(s)
+                if changes is None:
+                    per_sink[s] = [change]
+                else:
+                    changes.append(change)
         elif op == "delete":
             e = h.event(record["id"])
             h.deleted[e] = min(t0, h.deleted.get(e, t0))

@@ -33,6 +33,7 @@ import itertools
 import os
 import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -50,7 +51,9 @@ class Recorder:
     ``history`` is a :class:`HistoryWriter` or a path (then the Recorder owns
     the file and :meth:`close` closes it; the store is never closed by it).
     ``tail_batch``/``tail_flush`` bound how many deliveries, and how many
-    seconds of them, one tail observation record holds.
+    seconds of them, one tail observation record holds.  ``home_ns`` and
+    ``timeline_ns`` collect the latency of each read (perf_counter_ns around
+    the store call alone, so recording costs are not counted).
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class Recorder:
         self.tail_batch, self.tail_flush = tail_batch, tail_flush
         self._chains: dict[tuple[int, int], str] = {}  # (sink, cursor) -> stream continued by changes()
         self._lock = threading.Lock()
+        self.home_ns: array = array("q")
+        self.timeline_ns: array = array("q")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -138,7 +143,9 @@ class Recorder:
     def home(self, sink: int, limit: int = 20, max_id: int | None = None,
              since_id: int | None = None, min_id: int | None = None) -> list[Event]:  # fmt: skip
         t0 = self.history.now()
+        start = time.perf_counter_ns()
         page = self.store.home(sink, limit, max_id=max_id, since_id=since_id, min_id=min_id)
+        self.home_ns.append(time.perf_counter_ns() - start)  # array.append is atomic under the GIL
         self.history.observe(sink, [e.id for e in page], "page", t0=t0, limit=limit,
                              max_id=max_id, since_id=since_id, min_id=min_id)  # fmt: skip
         return page
@@ -146,7 +153,9 @@ class Recorder:
     def timeline(self, source: int, limit: int = 20, max_id: int | None = None,
                  since_id: int | None = None, min_id: int | None = None) -> list[Event]:  # fmt: skip
         t0 = self.history.now()
+        start = time.perf_counter_ns()
         page = self.store.timeline(source, limit, max_id=max_id, since_id=since_id, min_id=min_id)
+        self.timeline_ns.append(time.perf_counter_ns() - start)
         self.history.observe(source, [e.id for e in page], "timeline", t0=t0, limit=limit,
                              max_id=max_id, since_id=since_id, min_id=min_id)  # fmt: skip
         return page

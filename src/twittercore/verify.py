@@ -278,8 +278,8 @@ class _Checker:
                 groups.setdefault(("timeline", obs.sink), []).append(obs)
                 continue
             if obs.sink not in windows:  # change windows of this sink, by end, with suffix-min starts
-                spans = sorted(
-                    (t, t0) for changes in h.follows.get(obs.sink, {}).values() for (t0, t, _) in changes
+                spans = sorted(  # batches share one change tuple: the set keeps one span each
+                    {(c[1], c[0]) for changes in h.follows.get(obs.sink, {}).values() for c in changes}
                 )
                 starts, low = [], _INF
                 for t, t0 in reversed(spans):

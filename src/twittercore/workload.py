@@ -427,16 +427,20 @@ def replay(
     batch: int = 10_000,
     phases: tuple[str, ...] = ("graph", "posts", "operations"),
     progress: Callable[[str, int], None] | None = None,
+    resume: ReplayResult | None = None,
 ) -> ReplayResult:
     """Apply a workload to ``store`` (a Store, a Recorder, anything with the Store API).
 
     The graph goes in with ``follow_many`` and the posts with ``publish_many``,
     ``batch`` at a time; the operations one call each, home reads timed.
-    ``progress(phase, n)`` is called as work is done (n items more).
+    ``progress(phase, n)`` is called as work is done (n items more).  To run
+    the phases in several calls, pass the first call's result as ``resume``:
+    deletes find the ids of earlier publishes there.
     """
     if isinstance(workload, (str, os.PathLike)):
         workload = RecordedWorkload(workload)
-    result, clock, tick = ReplayResult(), time.perf_counter, progress or (lambda phase, n: None)
+    result = resume if resume is not None else ReplayResult()
+    clock, tick = time.perf_counter, progress or (lambda phase, n: None)
     if "graph" in phases:
         start = clock()
         for pairs in _batches(iter(workload.graph()), batch):

@@ -1,0 +1,182 @@
+"""``make demo`` / ``python -m twittercore demo``: a synthetic Twitter, replayed, recorded, verified.
+
+Steps: generate a workload (default 10,000 users, ~1M follows, 200,000 posts),
+load it into an LMDB store (a temporary directory, or ``--data DIR``), replay
+its operation stream (home reads timed), follow the live stream of a few
+sinks, verify the recorded history for G1-G3, then print a table and write a
+report folder (``--out``, default ``reports/demo``): ``summary.json``,
+``history.jsonl`` (re-check it with ``twittercore verify``), ``degrees.png``
+and ``latency.png``.  Exit status 0 when every guarantee holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+from . import report as rp
+from .errors import ConfigurationError
+from .history import HistoryWriter
+from .recorder import Recorder
+from .verify import verify
+from .workload import Workload, replay
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=int, default=10_000, help="users (nodes); default 10,000")
+    parser.add_argument("--posts", type=int, default=200_000, help="initial posts; default 200,000")
+    parser.add_argument("--reads", type=int, default=20_000, help="read operations replayed; default 20,000")
+    parser.add_argument("--follows", "--mean-followees", dest="mean_followees", type=float, default=100,
+                        help="mean followees per user; default 100")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--data", help="store directory (default: a temporary one, removed afterwards)")
+    parser.add_argument("--memory", action="store_true", help="use the in-memory reference store instead of LMDB")
+    parser.add_argument("--tails", type=int, default=50, help="sinks whose live stream is followed and checked")
+    parser.add_argument("--out", default=os.path.join("reports", "demo"), help="report folder")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+
+
+def _open_store(args: argparse.Namespace, scratch: str) -> Any:
+    import twittercore
+
+    if args.memory:
+        return twittercore.open(":memory:"), ":memory:"
+    target = args.data or os.path.join(scratch, "store")
+    if args.data and os.path.isdir(target) and os.listdir(target):
+        raise ConfigurationError(
+            f"--data {target}: the directory is not empty (the demo needs a fresh store; pick a new directory)"
+        )
+    # Batched commits are few, so fsync on each costs little; durable is the default worth showing.
+    return twittercore.open(target), target
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    started = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    workload = Workload(users=args.users, posts=args.posts, reads=args.reads,
+                        mean_followees=args.mean_followees, seed=args.seed)  # fmt: skip
+    history_path = os.path.join(args.out, "history.jsonl")
+    summary: dict[str, Any] = {"workload": workload.params}
+    with tempfile.TemporaryDirectory(prefix="twittercore-demo-") as scratch:
+        store, where = _open_store(args, scratch)
+        console.print(f"[bold]twittercore demo[/]: {workload!r} into {type(store).__name__} ({where})")
+        with store, Recorder(store, history_path) as recorder:
+            columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TimeElapsedColumn())  # fmt: skip
+            with Progress(*columns, console=console, transient=False) as progress:
+                result = _replay(workload, recorder, progress, args)
+                tail_started = time.perf_counter()
+                tails = _follow_tails(recorder, result.start_of_operations, args.tails, args.users, progress)
+                result.seconds["tails"] = time.perf_counter() - tail_started
+            followers = [store.sink_count(u) for u in range(1, args.users + 1)]
+            followees = [store.source_count(u) for u in range(1, args.users + 1)]
+        console.print("verifying the recorded history ...")
+        check = verify([history_path])
+    summary.update(_summary(workload, result, recorder, check, tails, followers, followees))
+    summary["wall_seconds"] = round(time.perf_counter() - started, 2)
+    console.print(check.format())
+    console.print(_table(summary))
+    if args.plots:
+        rp.plot_degrees(os.path.join(args.out, "degrees.png"), followers, followees)
+        rp.plot_latencies(os.path.join(args.out, "latency.png"), recorder.home_ns)
+    rp.write_json(os.path.join(args.out, "summary.json"), summary)
+    console.print(f"report written to {args.out}/ (summary.json, history.jsonl"
+                  + (", degrees.png, latency.png)" if args.plots else ")")
+                  + f" in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    return 0 if check.ok else 1
+
+
+def _replay(workload: Workload, recorder: Recorder, progress: Any, args: argparse.Namespace) -> Any:
+    expected_follows = int(args.users * args.mean_followees)
+    tasks = {
+        "graph": progress.add_task("loading follows", total=expected_follows, rate=""),
+        "posts": progress.add_task("publishing posts", total=args.posts, rate=""),
+        "operations": progress.add_task("replaying operations", total=None, rate=""),
+    }
+    counts = dict.fromkeys(tasks, 0)
+    phase_start: dict[str, float] = {}
+    last_tick = [time.perf_counter()]
+
+    def tick(phase: str, n: int) -> None:
+        # A phase's first tick comes after its first batch: it began at the previous tick.
+        phase_start.setdefault(phase, last_tick[0])
+        last_tick[0] = time.perf_counter()
+        counts[phase] += n
+        if phase == "operations" and counts[phase] % 500:
+            return  # redraw bookkeeping every 500 operations, not every one
+        elapsed = time.perf_counter() - phase_start[phase]
+        rate = f"{counts[phase] / elapsed:,.0f}/s" if elapsed > 0 else ""
+        progress.update(tasks[phase], completed=counts[phase], rate=rate)
+
+    loaded = replay(workload, recorder, phases=("graph", "posts"), progress=tick)
+    progress.update(tasks["graph"], total=loaded.follows, completed=loaded.follows)
+    start_of_operations = recorder.last_id()
+    last_tick[0] = time.perf_counter()
+    replay(workload, recorder, phases=("operations",), progress=tick, resume=loaded)
+    progress.update(tasks["operations"], total=counts["operations"], completed=counts["operations"])
+    loaded.start_of_operations = start_of_operations
+    return loaded
+
+
+def _follow_tails(recorder: Recorder, after: int, count: int, users: int, progress: Any) -> dict[str, Any]:
+    """Read the live stream of ``count`` sinks from the start of the operations (recorded as tail)."""
+    sinks = sorted({1 + (n * users) // max(count, 1) for n in range(count)}) if count else []
+    task = progress.add_task("following live streams", total=len(sinks), rate="")
+    delivered = 0
+    for sink in sinks:
+        cursor = after
+        while True:
+            items, cursor = recorder.changes(sink, cursor)
+            delivered += len(items)
+            if not items:
+                break
+        progress.advance(task)
+    return {"sinks": len(sinks), "deliveries": delivered}
+
+
+def _summary(workload: Workload, result: Any, recorder: Recorder, check: Any, tails: dict[str, Any],
+             followers: list[int], followees: list[int]) -> dict[str, Any]:  # fmt: skip
+    home = rp.latency_summary(recorder.home_ns)
+    timeline = rp.latency_summary(recorder.timeline_ns)
+    return {
+        "graph": {"follows": result.follows, "seconds": round(result.seconds["graph"], 3),
+                  "follows_per_s": round(result.rate("graph", result.follows)),
+                  "followers": rp.degree_counts(followers), "followees": rp.degree_counts(followees)},
+        "ingest": {"posts": result.posts, "seconds": round(result.seconds["posts"], 3),
+                   "events_per_s": round(result.rate("posts", result.posts))},
+        "operations": {"counts": result.counts, "seconds": round(result.seconds["operations"], 3),
+                       "ops_per_s": round(result.rate("operations", sum(result.counts.values())))},
+        "home_read": home,
+        "timeline_read": timeline,
+        "tails": tails,
+        "verification": {"ok": check.ok, "holds": check.holds, "violations": check.counts,
+                         "examples": {g: v for g, v in check.violations.items() if v},
+                         "reads_checked": check.stats.get("reads_checked", 0),
+                         "observed_ids": check.stats.get("observed", 0),
+                         "seconds": round(check.stats.get("seconds", 0), 3)},
+    }  # fmt: skip
+
+
+def _table(s: dict[str, Any]) -> Any:
+    v, home, tl = s["verification"], s["home_read"], s["timeline_read"]
+    mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
+    rows = [
+        ("follows loaded", f"{s['graph']['follows']:,} at {s['graph']['follows_per_s']:,}/s"),
+        ("top account's followers", f"{s['graph']['followers']['max']:,}"),
+        ("ingest (publish_many)", f"{s['ingest']['events_per_s']:,} events/s"),
+        ("home reads", f"{home.get('count', 0):,}"),
+        ("home read p50 / p99", f"{home.get('p50_us', 0):,.0f} / {home.get('p99_us', 0):,.0f} µs"),
+        ("profile read p50 / p99", f"{tl.get('p50_us', 0):,.0f} / {tl.get('p99_us', 0):,.0f} µs"),
+        ("operations", f"{sum(s['operations']['counts'].values()):,} at {s['operations']['ops_per_s']:,}/s"),
+        ("live deliveries checked", f"{s['tails']['deliveries']:,} to {s['tails']['sinks']} sinks"),
+        ("verification", f"{v['seconds']:.2f} s, {v['observed_ids']:,} observed ids"),
+        ("G1 / G2 / G3 / global", " ".join(mark(v["holds"][g]) for g in ("G1", "G2", "G3", "global"))),
+    ]
+    return rp.table("twittercore demo", rows, ("measure", "value"))
