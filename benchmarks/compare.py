@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--followees", type=int, help="override the mean followees per user")
     parser.add_argument("--seed", type=int, help="workload seed (default 1)")
     parser.add_argument("--timeout", type=float, help="seconds per implementation before it is killed")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run every implementation N times, interleaved, and report medians (try 3)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the throughput-vs-users runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--extra-impl", action="append", default=[], metavar="NAME=module:Class",
@@ -127,8 +129,14 @@ def run(args: argparse.Namespace) -> int:
         workload_file.save(fixture, fixture_path)
         console.print(f"  built in {time.perf_counter() - t0:.1f} s: {fixture.edges:,} follows, "
                       f"{fixture.post_count:,} posts; each implementation in a fresh process")
-        results = runner.run_all(entries, fixture_path, edges=fixture.edges, timeout=preset["timeout"], progress=progress,
-                                 sweep=False, extra_paths=extra_paths, on_result=on_result)
+        rounds = []
+        for n in range(max(1, args.repeat)):
+            if args.repeat > 1:
+                console.print(f"[bold]round {n + 1} of {args.repeat}")
+            rounds.append(runner.run_all(entries, fixture_path, edges=fixture.edges, timeout=preset["timeout"],
+                                         progress=progress, sweep=False, extra_paths=extra_paths,
+                                         on_result=on_result))
+        results = runner.median_of(rounds)
         graph_edges, timed_posts = fixture.edges, fixture.post_count - fixture.bulk_posts
         del fixture
 
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
         "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(time.perf_counter() - started, 1), "repeat": max(1, args.repeat),
         "workload": vars(spec) | {}, "generator": workload_file.generator_name(),
         "graph_edges": graph_edges, "timed_posts": timed_posts,
         "reference": next((n for n, r in results.items() if r.get("reference")), None),
@@ -194,6 +202,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             out += [f"--{flag}", str(value)]
+    if args.repeat > 1:
+        out += ["--repeat", str(args.repeat)]
     if args.no_sweep:
         out.append("--no-sweep")
     return out

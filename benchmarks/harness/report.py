@@ -144,7 +144,8 @@ def markdown(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         f"{spec['mean_followees']}), {spec['posts']:,} posts of {spec['payload_bytes']} B "
         f"(the newest {meta['timed_posts']:,} published one commit each, timed); "
         f"a read is the newest 50 of a home timeline with payloads. Generator: `{meta['generator']}`.",
-        "Ratios are against the best in each column, inside this one run (× = times slower).",
+        "Ratios are against the best in each column, inside this one run (× = times slower)"
+        + (f"; every number is the median of {meta['repeat']} interleaved rounds." if meta.get("repeat", 1) > 1 else "."),
         "",
         markdown_table(results),
         "",

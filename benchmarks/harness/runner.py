@@ -100,3 +100,41 @@ def _write_and_run(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     with open(spec["spec_path"], "w") as f:
         json.dump(spec, f)
     return _run_child(spec, timeout)
+
+
+def median_of(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Merge the results of interleaved rounds: the median of every number, per implementation.
+
+    Rounds run A B C, A B C, ... so a burst of load from a neighbour hits one
+    round of each rather than all of one implementation.  An implementation
+    that did not succeed in every round keeps its first unsuccessful result.
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    merged: dict[str, dict[str, Any]] = {}
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds if name in r]
+        bad = [run for run in runs if run.get("status") != "ok"]
+        if bad:
+            merged[name] = bad[0]
+        else:
+            merged[name] = _median_tree(runs)
+            merged[name]["rounds"] = len(runs)
+    return merged
+
+
+def _median_tree(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, bool) or first is None or isinstance(first, str):
+        return first
+    if isinstance(first, (int, float)):
+        ordered = sorted(v for v in values if isinstance(v, (int, float)))
+        return ordered[len(ordered) // 2]
+    if isinstance(first, dict):
+        if all(isinstance(v, dict) for v in values):
+            return {k: _median_tree([v[k] for v in values if k in v]) for k in first}
+        return first
+    if isinstance(first, (list, tuple)) and all(isinstance(v, (list, tuple)) and len(v) == len(first) for v in values):
+        if first and all(isinstance(x, (int, float, dict)) for x in first):
+            return [_median_tree([v[i] for v in values]) for i in range(len(first))]
+    return first
