@@ -100,3 +100,27 @@ def test_redis_baseline_skips_cleanly_without_redis_server(tmp_path: Path) -> No
     redis = json.loads((out / "results.json").read_text())["results"]["redis-zsets"]
     assert redis["status"] == "skipped"
     assert "redis-server is not installed" in redis["reason"]
+
+
+HANGS = textwrap.dedent('''
+    import time
+    from baselines.heapq_dicts import HeapqDicts
+
+    class Hangs(HeapqDicts):
+        def load_graph(self, pairs):
+            time.sleep(600)
+''')
+
+
+def test_a_hung_implementation_is_killed_and_reported(tmp_path: Path) -> None:
+    import time
+
+    (tmp_path / "hangs.py").write_text(HANGS)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc, report = _compare(out, "--only", "memory,hangs", "--timeout", "5",
+                            "--extra-impl", "hangs=hangs:Hangs", "--extra-path", str(tmp_path))
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 1
+    assert report["results"]["hangs"]["status"] == "timeout"
+    assert report["results"]["memory"]["status"] == "ok"

@@ -39,16 +39,26 @@ def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill(proc)
         return {"name": spec["entry"]["name"], "status": "timeout",
                 "reason": f"no result after {timeout:.0f} s (raise --timeout, or use a smaller workload)"}
+    except BaseException:  # Ctrl-C reaches only our process group: take the child down with us
+        _kill(proc)
+        raise
     try:
         with open(spec["result"]) as f:
             return json.load(f)
     except (OSError, ValueError):
         return {"name": spec["entry"]["name"], "status": "error",
                 "reason": f"child exited with code {proc.returncode} and wrote no result"}
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def run_all(entries: list[Entry], fixture_path: str, *, edges: int, timeout: float, progress: bool, sweep: bool,
