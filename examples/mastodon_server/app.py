@@ -273,11 +273,19 @@ def page_of_statuses(request: Request, server: Server, events: list[twittercore.
     return json_response(body, headers=headers)
 
 
-def paging(request: Request) -> dict[str, Any]:
+def paging(request: Request) -> dict[str, Any] | None:
+    """Mastodon's paging parameters as the store's (None: the page is empty).
+
+    Mastodon's ``max_id`` is exclusive ("lesser than"), the store's inclusive
+    (Twitter's), so it shifts by one; ``since_id`` and ``min_id`` agree.
+    """
     q = request.query_params
+    max_id = parse_id(q.get("max_id"), "max_id")
+    if max_id == 0:
+        return None  # nothing is below id 0
     return {
         "limit": parse_limit(request, DEFAULT_LIMIT, MAX_LIMIT),
-        "max_id": parse_id(q.get("max_id"), "max_id"),
+        "max_id": None if max_id is None else max_id - 1,
         "since_id": parse_id(q.get("since_id"), "since_id"),
         "min_id": parse_id(q.get("min_id"), "min_id"),
     }
@@ -383,7 +391,8 @@ async def delete_status(request: Request) -> Response:
 async def home_timeline(request: Request) -> Response:
     server: Server = request.app.state.server
     me = server.viewer(request)
-    events = server.store.home(me.id, **paging(request))
+    page = paging(request)
+    events = [] if page is None else server.store.home(me.id, **page)
     return page_of_statuses(request, server, events)
 
 
@@ -393,7 +402,8 @@ async def account_statuses(request: Request) -> Response:
     q = request.query_params
     if truthy(q.get("pinned", "")) or truthy(q.get("only_media", "")):
         return json_response([])  # no pins, no media on this server
-    events = server.store.timeline(account.id, **paging(request))
+    page = paging(request)
+    events = [] if page is None else server.store.timeline(account.id, **page)
     return page_of_statuses(request, server, events)
 
 
@@ -568,12 +578,12 @@ async def instance_v2(request: Request) -> Response:
 
 
 class Subscriber:
-    __slots__ = ("sink", "cursor", "queue", "renderer")
+    __slots__ = ("sink", "cursor", "queue", "base")
 
-    def __init__(self, sink: int, cursor: int, renderer: Renderer) -> None:
+    def __init__(self, sink: int, cursor: int, base: str) -> None:
         self.sink = sink
         self.cursor = cursor
-        self.renderer = renderer
+        self.base = base  # for the URLs in rendered statuses
         self.queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue()
 
 
@@ -596,9 +606,9 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._dirty = False
 
-    def join(self, sink: int, after: int | None, renderer: Renderer) -> Subscriber:
+    def join(self, sink: int, after: int | None, base: str) -> Subscriber:
         store = self.server.store
-        sub = Subscriber(sink, store.last_id() if after is None else after, renderer)
+        sub = Subscriber(sink, store.last_id() if after is None else after, base)
         self.subscribers.add(sub)
         self._dirty = True  # a resuming client may be behind: catch it up at once
         if self._task is None or self._task.done():
@@ -633,7 +643,8 @@ class Hub:
                     sub.queue.put_nowait(None)  # too slow: end the stream, the client resumes
                     self.subscribers.discard(sub)
                     return
-                sub.queue.put_nowait([sse(item, sub.renderer) for item in items])
+                renderer = Renderer(self.server, sub.base)  # fresh counts per batch
+                sub.queue.put_nowait([sse(item, renderer) for item in items])
             if len(items) < 1024:
                 return
 
@@ -653,21 +664,28 @@ async def stream_user(request: Request) -> Response:
     me = server.viewer(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     after = parse_id(resume, "Last-Event-ID")
-    sub = server.hub.join(me.id, after, server.renderer(request))
+    sub = server.hub.join(me.id, after, base_url(request))
 
     async def body() -> AsyncIterator[bytes]:
+        # One pending get() survives heartbeats: cancelling a get() on every
+        # timeout (asyncio.wait_for) can race with a put and drop a batch.
+        getter: asyncio.Future[list[bytes] | None] | None = None
         try:
             yield b":)\n\n"  # Mastodon's greeting: tells the client the stream is live
             while True:
-                try:
-                    batch = await asyncio.wait_for(sub.queue.get(), server.heartbeat)
-                except asyncio.TimeoutError:
+                if getter is None:
+                    getter = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait((getter,), timeout=server.heartbeat)
+                if not done:
                     yield b":thump\n\n"  # Mastodon's heartbeat keeps proxies from closing us
                     continue
+                batch, getter = getter.result(), None
                 if batch is None:
                     return
                 yield b"".join(batch)
         finally:
+            if getter is not None:
+                getter.cancel()
             server.hub.leave(sub)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
