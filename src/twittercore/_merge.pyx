@@ -2,28 +2,32 @@
 """k-way merge of sorted id runs, compiled.  Twin: :mod:`twittercore._merge_py`.
 
 Layouts (see the twin's docstring): a *run* is a buffer of native uint64 ids,
-ascending; a *head* is a run behind a two-word header ``[floor, count]``.
+strictly ascending; a *head* is a run behind a two-word header
+``[floor, count]``.  Same functions, same answers and same errors
+(:class:`~twittercore.errors.InvalidArgumentError`) as the twin.
 
-How a call goes (``newest``; ``oldest`` is the mirror image):
+How a call goes (``newest``; ``oldest`` is the mirror image, on keys ``~id``):
 
 1. One pass over the runs reduces each to ``(pointer, position)`` of its
-   newest id in bounds and, on the side, keeps the ``limit`` largest of those
-   newest ids in a small min-heap.  Its root ``T`` is a threshold: at least
-   ``limit`` runs start at ``>= T``, so (ids being distinct across runs in
-   practice) no run starting below ``T`` can reach the answer.
-2. Only the runs starting at ``>= T`` (about ``limit`` of them) enter the
-   merge heap.  Should duplicates across runs leave the answer short once the
-   merge falls below ``T``, the other runs join the heap then; the answer is
-   exact either way.
+   newest id in bounds (no bisection unless that id is above ``hi``; ``lo``
+   is never bisected, the merge just stops there) and keeps the ``limit``
+   runs with the largest such ids in a small min-heap ``sel``.  In the usual
+   random order the threshold (its root) soon stops moving and a run costs a
+   compare: O(k + limit log(k/limit) log limit).
+2. Only the runs in ``sel`` enter the merge: any other run starts at or below
+   the threshold, and ``limit`` runs start at or above it.  Duplicates across
+   runs could still leave the answer short: when the merge falls below the
+   threshold, the other runs join the heap then, so the answer is exact.
 3. A max-heap of ``(key, run)`` entries, the key held inline so a comparison
-   never follows a pointer, pops the answer; one run left drains directly.
+   never follows a pointer, pops the answer; a last run drains directly.
 
-No Python object is touched per id; per run the pass reads the object's type
-and size and one id.  ``bytes``, ``bytearray`` and ``memoryview`` runs are
-read in place (a memoryview through its own ``Py_buffer``, which saves the
-``PyObject_GetBuffer``/``PyBuffer_Release`` pair); any other buffer goes
-through ``PyObject_GetBuffer``.  The GIL is held throughout: a call is a few
-microseconds, and holding it is what keeps the borrowed pointers valid.
+No Python object is touched per id, and per run only the object's header and
+one id are read.  ``bytes``, ``bytearray`` and ``memoryview`` runs are read in
+place (a memoryview through the ``Py_buffer`` it already holds, which saves a
+``PyObject_GetBuffer``/``PyBuffer_Release`` pair per run, ~40 ns); any other
+buffer is exported with ``PyObject_GetBuffer``.  The GIL is held throughout:
+a call lasts microseconds, and holding it is what keeps borrowed pointers
+valid (no Python code runs between the scan and the end of the merge).
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer

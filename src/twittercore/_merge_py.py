@@ -3,10 +3,18 @@
 Selected by ``TWITTERCORE_NO_EXTENSIONS=1``; the test-suite runs every merge
 test against both.  The layouts it reads are the store's on-disk ones:
 
-* a *run* is a buffer of native-endian ``uint64`` ids in ascending order;
+* a *run* is a contiguous buffer (``bytes``, ``bytearray``, ``memoryview``,
+  ``array('Q')``...) of native-endian ``uint64`` ids in strictly ascending
+  order (one stream's ids; the same id may sit in several runs, and answers
+  hold it once); ``None`` in a list of runs is skipped;
 * a *head* is a run preceded by a two-word header ``[floor, count]``: every id
   of that stream that is *not* in the buffer is ``<= floor`` (0: none), and
   ``count`` is bookkeeping the kernel ignores.
+
+Bad input raises :class:`~twittercore.errors.InvalidArgumentError` (a
+``ValueError``), in the compiled module too: a ``limit`` that is not a
+positive int, bounds outside ``[0, 2**64-1]``, a run that is not a buffer or
+whose length is not a multiple of 8, a head shorter than its header.
 """
 
 from __future__ import annotations
