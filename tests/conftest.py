@@ -5,9 +5,16 @@ from __future__ import annotations
 import importlib.util
 import itertools
 
+import os
+
 import pytest
+from hypothesis import settings
 
 import twittercore
+
+# `make test` uses the default profile; HYPOTHESIS_PROFILE=thorough explores far more.
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 HAVE_COMPILED = importlib.util.find_spec("twittercore._merge") is not None and importlib.util.find_spec(
     "twittercore._codec"

@@ -24,9 +24,14 @@ LIMITS = st.integers(1, 40)
 
 
 def _kinds():
+    """LMDB variants: both kernels, and every fan-out strategy with tiny windows and
+    thresholds so that fallbacks and celebrity crossings happen in short runs."""
+    kernel = "cython" if HAVE_COMPILED else "python"
     kinds = {"lmdb-python": {"kernel": "python"}}
     if HAVE_COMPILED:
         kinds["lmdb-cython"] = {"kernel": "cython"}
+    kinds["lmdb-write"] = {"kernel": kernel, "fanout": "write", "window": 5}
+    kinds["lmdb-hybrid"] = {"kernel": kernel, "fanout": "hybrid", "window": 7, "celebrity_threshold": 2}
     return kinds
 
 
@@ -119,6 +124,23 @@ class StoreComparison(RuleBasedStateMachine):
                 f"{self.dir}/{name}", durable=False, clock=self.clocks[name], **self.options[name]
             )
 
+    @rule(
+        name=st.sampled_from(["lmdb-write", "lmdb-hybrid"]),
+        fanout=st.sampled_from(["read", "write", "hybrid"]),
+        window=st.integers(1, 12),
+        threshold=st.integers(1, 4),
+    )
+    def switch_strategy(self, name, fanout, window, threshold):
+        """Reopening with another strategy rebuilds what it needs; answers stay the same."""
+        other = self.others[name]
+        other.close()
+        self.options[name] = {**self.options[name], "fanout": fanout, "window": window, "celebrity_threshold": threshold}
+        self.others[name] = twittercore.open(
+            f"{self.dir}/{name}", durable=False, clock=self.clocks[name], **self.options[name]
+        )
+        assert self.others[name].fanout == fanout
+        self.others[name]._check()
+
     # ----------------------------------------------------------------- reads
 
     def bound(self, data, label):
@@ -199,7 +221,7 @@ def _plain(value):
 
 
 StoreComparison.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=max(150, settings.default.max_examples // 2),
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

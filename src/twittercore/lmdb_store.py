@@ -39,6 +39,7 @@ import lmdb
 from . import _kernel
 from ._types import Deletion, Event, EventBatch
 from .errors import ConfigurationError, StoreError
+from ._fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
 from .store import Change, Store
 
 __all__ = ["LMDBStore"]
@@ -83,21 +84,20 @@ class LMDBStore(Store):
         path: str,
         *,
         durable: bool = True,
-        fanout: str = "read",
-        window: int = 800,
-        celebrity_threshold: int = 10_000,
+        fanout: str | None = None,
+        window: int | None = None,
+        celebrity_threshold: int | None = None,
         clock: Callable[[], float] = _time.time,
         kernel: str | None = None,
         map_size: int | None = None,
         max_readers: int = 1024,
         writemap: bool | None = None,
     ) -> None:
-        if fanout not in _FANOUTS:
+        if fanout is not None and fanout not in _FANOUTS:
             raise ConfigurationError(f"fanout: expected one of {_FANOUTS}, got {fanout!r}")
-        if fanout != "read":
-            raise ConfigurationError(
-                f"fanout={fanout!r}: not available in this version of the LMDB store (use fanout='read')"
-            )
+        for name, value, top in (("window", window, 100_000), ("celebrity_threshold", celebrity_threshold, 1 << 62)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top):
+                raise ConfigurationError(f"{name}: expected an int in [1, {top}], got {value!r}")
         if not isinstance(durable, bool):
             raise ConfigurationError(f"durable: expected True or False, got {durable!r}")
         self._merge = _kernel.select(kernel)
@@ -106,7 +106,6 @@ class LMDBStore(Store):
         self._clock = clock
         self.path = os.path.abspath(path)
         self.durable = durable
-        self.fanout = fanout
         # Writing through the map halves commit cost, but a full disk then
         # kills the process (SIGBUS) instead of failing the write: only the
         # non-durable mode, which asked for speed, turns it on by default.
@@ -151,6 +150,7 @@ class LMDBStore(Store):
             self._edgelog = env.open_db(b"edgelog", txn=txn)
             self._edgehist = env.open_db(b"edgehist", txn=txn)
             self._deletions = env.open_db(b"deletions", txn=txn)
+            self._fan = Fanout(self, txn)
         self._write_lock = threading.Lock()
         # In-process readers, counted so the map can be resized safely.
         self._gate = threading.Condition(threading.Lock())
@@ -159,6 +159,12 @@ class LMDBStore(Store):
         self._draining = False  # someone waits for the readers to leave
         self._changed = threading.Condition()
         self._waiters = 0
+        try:
+            self._configure(fanout, window, celebrity_threshold)
+        except BaseException:
+            self._closed = True
+            self._close()
+            raise
 
     # ------------------------------------------------------------------ life
 
@@ -176,6 +182,30 @@ class LMDBStore(Store):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fanout={self.fanout!r}, durable={self.durable}"
         return f"<LMDBStore {self.path!r} {state}>"
+
+    @property
+    def fanout(self) -> str:
+        """The store's fan-out strategy now (it is a property of the files, shared by all processes)."""
+        self._live()
+        return self._read(lambda txn: self._fan.config(txn).mode)
+
+    @property
+    def deliveries(self) -> int:
+        """Ids this process pushed into windows (fan-out on write), for benchmarks."""
+        return self._fan.delivered
+
+    def _configure(self, fanout: str | None, window: int | None, threshold: int | None) -> None:
+        """Apply the open() options to the store's recorded strategy; rebuild windows if they change."""
+        current = self._read(self._fan.config)
+        mode = fanout or current.mode
+        if mode == "read":
+            wanted = READ
+        else:
+            wanted = Config(mode, window or current.window or 800, celebrity_threshold_default(threshold, current))
+        if wanted == current:
+            return
+        with rebuild_progress(f"fanout={mode}: building windows") as progress:
+            self._write(lambda txn: self._fan.configure(txn, wanted, progress))
 
     # ---------------------------------------------------------- transactions
 
@@ -276,6 +306,7 @@ class LMDBStore(Store):
                 rows.append((sink_key, source_key, be(seq)))
             if rows:
                 self._apply_edges(txn, rows, _FOLLOW)
+                self._fan.on_follow(txn, rows)
                 self._set_seq(txn, seq)
             return len(rows)
 
@@ -301,6 +332,7 @@ class LMDBStore(Store):
                 rows.append((sink_key, source_key, be(seq)))
             if rows:
                 self._apply_edges(txn, rows, _UNFOLLOW)
+                self._fan.on_unfollow(txn, rows)
                 self._set_seq(txn, seq)
             return len(rows)
 
@@ -380,12 +412,14 @@ class LMDBStore(Store):
                 raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
             logs = self._logs
             get, put = txn.get, txn.put
-            for source, ids in codec.group_ids(first, items).items():
+            groups = codec.group_ids(first, items)
+            for source, ids in groups.items():
                 prefix = be(source)
                 head, sealed = codec.append_head(get(prefix + head_key, db=logs), ids)
                 for tag, chunk in sealed:
                     put(prefix + be(tag), chunk, db=logs)
                 put(prefix + head_key, head, db=logs)
+            self._fan.on_publish(txn, groups)
             self._set_seq(txn, first + len(items) - 1)
             return first
 
@@ -398,6 +432,7 @@ class LMDBStore(Store):
             for tag, chunk in sealed:
                 txn.put(prefix + be(tag), chunk, db=self._logs)
             txn.put(prefix + head_key, head, db=self._logs)
+            self._fan.on_publish(txn, {source: [id]})
             self._set_seq(txn, id)
             return id
 
@@ -422,6 +457,7 @@ class LMDBStore(Store):
             event = self._codec.decode_event(id, value)
             txn.delete(key, db=self._events)
             self._unlog(txn, event.source, id)
+            self._fan.on_delete(txn, event)
             seq = self._seq(txn) + 1
             txn.put(be(seq), key + be(event.source), db=self._deletions, append=True)
             self._set_seq(txn, seq)
@@ -473,6 +509,10 @@ class LMDBStore(Store):
 
     def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
         def work(txn: Any) -> list[Event]:
+            if not oldest:
+                page = self._fan.home(txn, sink, limit, lo, hi)
+                if page is not None:
+                    return page
             records = txn.cursor(self._following).getmulti(
                 [be(sink)], dupdata=True, dupfixed_bytes=8, keyfixed=True
             )
@@ -674,5 +714,6 @@ class LMDBStore(Store):
             following = {(_BE.unpack(k)[0], _BE.unpack(v)[0]) for k, v in txn.cursor(self._following)}
             followers = {(_BE.unpack(v)[0], _BE.unpack(k)[0]) for k, v in txn.cursor(self._followers)}
             assert following == followers
+            self._fan.check(txn)
 
         self._read(work)
