@@ -10,7 +10,10 @@ and compare ratios within one run only (the machine is shared; see
 PERF_FACTS.md).  Implementations:
 
 ``cython``            ``_merge.newest`` over ``bytes`` runs
-``cython-memoryview`` the same over ``memoryview`` runs (py-lmdb ``buffers=True``)
+``cython-memoryview`` the same over ``memoryview`` runs (py-lmdb ``buffers=True``),
+                      read through the view's own ``Py_buffer``
+``cython-exported``   the same over ``array('Q')`` runs: the generic path, one
+                      ``PyObject_GetBuffer``/``PyBuffer_Release`` per run
 ``python``            the twin ``_merge_py.newest`` over ``bytes`` runs
 ``heapq``             what a user would write: ``islice(heapq.merge(...))`` over
                       lists of ints already in memory (no decoding, no dedupe)
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from array import array
 from functools import cache
 from itertools import islice
 
@@ -35,7 +39,7 @@ except ImportError:  # a TWITTERCORE_NO_EXTENSIONS build
 LIMIT = 50
 RUN_LENGTH = 200
 KS = [10, 100, 1000, 5000]
-IMPLS = ["cython", "cython-memoryview", "python", "heapq"]
+IMPLS = ["cython", "cython-memoryview", "cython-exported", "python", "heapq"]
 
 
 @cache
@@ -72,6 +76,8 @@ def workload(impl: str, k: int):
         runs = packed(k)
         if impl == "cython-memoryview":
             runs = [memoryview(run) for run in runs]
+        elif impl == "cython-exported":
+            runs = [array("Q", run) for run in lists(k)]
         return _merge.newest, (runs, LIMIT)
     if impl == "python":
         return _merge_py.newest, (packed(k), LIMIT)
