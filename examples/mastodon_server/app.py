@@ -554,6 +554,7 @@ async def instance_v2(request: Request) -> Response:
             "domain": host,
             "title": "twittercore",
             "version": VERSION,
+            "api_versions": {"mastodon": 2},  # Mastodon 4.3's API level, which clients check
             "source_url": "https://github.com/",
             "description": "A Mastodon-compatible example server on a twittercore store",
             "usage": {"users": {"active_month": _stats(server)["user_count"]}},
