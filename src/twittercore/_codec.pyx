@@ -14,8 +14,8 @@ from libc.string cimport memcpy, memset
 from ._types import Event
 
 HEAD = b"\xff" * 8
-SEAL = 128
-cdef Py_ssize_t _SEAL = 128
+SEAL = 96
+cdef Py_ssize_t _SEAL = 96
 
 cdef object _new_tuple = tuple.__new__
 
@@ -219,49 +219,6 @@ def check_items(list items, Py_ssize_t max_payload):
         if PyBytes_GET_SIZE(payload) > max_payload or source < 0 or source > 0xFFFFFFFFFFFFFFFF:
             return False
     return True
-
-
-def window_append(window, list ids, Py_ssize_t size):
-    """Append ascending ``ids`` (all newer than the window) to a sink's window;
-    keep the newest ``size`` (see the twin for the layout)."""
-    cdef Py_buffer view
-    cdef bint have_view = False
-    cdef const uint64_t* old = NULL
-    cdef uint64_t floor = 0
-    cdef Py_ssize_t old_n = 0, add = PyList_GET_SIZE(ids), keep_old, keep_new, i
-    cdef bytes out
-    cdef uint64_t* words
-    if window is not None:
-        PyObject_GetBuffer(window, &view, PyBUF_SIMPLE)
-        have_view = True
-    try:
-        if have_view:
-            old = <const uint64_t*> view.buf
-            floor = old[0]
-            old_n = view.len // 8 - 2
-            old += 2
-        keep_new = add if add < size else size
-        keep_old = size - keep_new
-        if keep_old > old_n:
-            keep_old = old_n
-        # The newest dropped id becomes the floor.
-        if add > size:
-            floor = <object> PyList_GET_ITEM(ids, add - size - 1)
-        elif old_n > keep_old:
-            if old[old_n - keep_old - 1] > floor:
-                floor = old[old_n - keep_old - 1]
-        out = PyBytes_FromStringAndSize(NULL, (2 + keep_old + keep_new) * 8)
-        words = <uint64_t*> PyBytes_AS_STRING(out)
-        words[0] = floor
-        words[1] = 0
-        if keep_old:
-            memcpy(words + 2, old + old_n - keep_old, keep_old * 8)
-        for i in range(keep_new):
-            words[2 + keep_old + i] = <object> PyList_GET_ITEM(ids, add - keep_new + i)
-    finally:
-        if have_view:
-            PyBuffer_Release(&view)
-    return out
 
 
 def values_of(records):

@@ -21,7 +21,7 @@ from typing import Any
 from ._types import Event
 
 HEAD = b"\xff" * 8
-SEAL = 128  # a head holds SEAL..2*SEAL-1 ids; the oldest SEAL are sealed together
+SEAL = 96  # a head holds SEAL..2*SEAL-1 ids (<= 1.5 KiB: inline in a 4 KiB page); the oldest SEAL are sealed together
 
 _EVENT = struct.Struct("=Qd")
 _BE = struct.Struct(">Q")
@@ -95,25 +95,6 @@ def check_items(items: list[Any], max_payload: int) -> bool:
         if len(payload) > max_payload or not 0 <= source <= 0xFFFFFFFFFFFFFFFF:
             return False
     return True
-
-
-def window_append(window: Any, ids: Sequence[int], size: int) -> bytes:
-    """Append ascending ``ids`` (all newer than the window) to a sink's window; keep the newest ``size``.
-
-    A window is head-shaped, ``[floor, count, ids...]``: it holds every id of
-    the sink's pushed home newer than ``floor``; trimming raises the floor to
-    the newest id it drops.  ``count`` is unused (0).
-    """
-    if window is None:
-        floor, old = 0, array("Q")
-    else:
-        words = array("Q", bytes(window))
-        floor, old = words[0], words[2:]
-    old.extend(ids)
-    if len(old) > size:
-        floor = max(floor, old[len(old) - size - 1])
-        old = old[len(old) - size:]
-    return _HEADER.pack(floor, 0) + old.tobytes()
 
 
 def values_of(records: Any) -> list[int]:

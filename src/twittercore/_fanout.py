@@ -6,10 +6,14 @@ is one lookup instead of one per followed source.  ``hybrid``: sources with
 more than ``celebrity_threshold`` sinks are not pushed; reads merge the window
 with those sources' logs, as Twitter does for celebrities.
 
-A window is laid out like a log head, ``[floor, 0, ids...]``: it holds every
-pushed home id newer than ``floor``.  A page that reaches below the floor is
-reported incomplete by the merge kernel and the read falls back to the full
-merge, so answers never depend on the strategy (G5).
+A window is chunked exactly like a source's log (a small head chunk that
+appends cheaply, older sealed chunks), so one delivery rewrites at most
+1.5 KiB.  Trimming drops the oldest sealed chunks once the window holds more
+than ``window`` ids, and records the newest dropped id as the window's floor
+(table ``wfloors``): the window holds every pushed home id above it.  A page
+that reaches below the floor is reported incomplete by the merge kernel and
+the read falls back to the full merge, so answers never depend on the
+strategy (G5).
 
 Celebrity status changes without a rebuild.  A promoted source simply stops
 being pushed (its older ids stay in windows; the merge removes duplicates).
@@ -43,6 +47,7 @@ MODES = ("read", "write", "hybrid")
 _CONFIG_KEY = b"fanout"
 _CELEBS_VERSION = b"celebs_version"
 _EMPTY = struct.pack("=QQ", 0, 0)
+_COUNT = struct.Struct("=Q")
 _MAX = (1 << 64) - 1
 
 
@@ -80,6 +85,7 @@ class Fanout:
         self.store = store
         env = store._env
         self.windows = env.open_db(b"windows", txn=txn)
+        self.wfloors = env.open_db(b"wfloors", txn=txn)
         self.celebs = env.open_db(b"celebs", txn=txn)
         self._celeb_cache: tuple[Any, dict[int, tuple[int, int]]] = (None, {})
         #: ids pushed into windows by this process (for benchmarks)
@@ -101,6 +107,7 @@ class Fanout:
         if self.config(txn) == wanted:
             return False
         txn.drop(self.windows, delete=False)
+        txn.drop(self.wfloors, delete=False)
         txn.drop(self.celebs, delete=False)
         txn.put(_CONFIG_KEY, wanted.encode(), db=self.store._meta)
         self._bump(txn)
@@ -138,7 +145,63 @@ class Fanout:
         floor = ids[-1] if len(ids) == need else 0
         ids = ids[: config.window]
         ids.reverse()
-        txn.put(sink_key, array("Q", [floor, 0, *ids]).tobytes(), db=self.windows)
+        self._store(txn, sink_key, floor, ids)
+
+    # --------------------------------------------------------------- windows
+
+    def _load(self, txn: Any, sink_key: bytes) -> tuple[int, list[int]]:
+        """A sink's window as ``(floor, ids ascending)``."""
+        cursor = txn.cursor(self.windows)
+        head_tag = self.store._codec.HEAD
+        ids: list[int] = []
+        positioned = cursor.set_range(sink_key)
+        while positioned and cursor.key()[:8] == sink_key:
+            words = array("Q", bytes(cursor.value()))
+            if cursor.key()[8:] == head_tag:
+                ids.extend(words[2:])
+                break
+            ids.extend(words)
+            positioned = cursor.next()
+        return self._floor(txn, sink_key), ids
+
+    def _floor(self, txn: Any, sink_key: bytes) -> int:
+        value = txn.get(sink_key, db=self.wfloors)
+        return 0 if value is None else _BE.unpack(value)[0]
+
+    def _store(self, txn: Any, sink_key: bytes, floor: int, ids: list[int]) -> None:
+        """Replace a sink's window (used by the rare whole-window changes)."""
+        cursor = txn.cursor(self.windows)
+        if cursor.set_range(sink_key):
+            while cursor.key()[:8] == sink_key:
+                if not cursor.delete():
+                    break
+        codec = self.store._codec
+        head, sealed = codec.append_head(None, ids)
+        for tag, chunk in sealed:
+            txn.put(sink_key + be(tag), chunk, db=self.windows)
+        words = array("Q", head)
+        words[0] = max(words[0], floor)
+        txn.put(sink_key + codec.HEAD, words.tobytes(), db=self.windows)
+        txn.put(sink_key, be(floor), db=self.wfloors)
+
+    def _trim(self, txn: Any, sink_key: bytes, head: bytes, size: int) -> bytes:
+        """Drop the oldest sealed chunks while the rest still hold ``size`` ids; returns the head."""
+        words = array("Q", head)
+        count = words[1]
+        cursor = txn.cursor(self.windows)
+        head_tag = self.store._codec.HEAD
+        floor = None
+        while cursor.set_range(sink_key) and cursor.key()[:8] == sink_key and cursor.key()[8:] != head_tag:
+            n = len(cursor.value()) // 8
+            if count - n < size:
+                break
+            floor = _BE.unpack_from(cursor.key(), 8)[0]
+            count -= n
+            cursor.delete()
+        if floor is not None:
+            words[1] = count
+            txn.put(sink_key, be(floor), db=self.wfloors)
+        return words.tobytes()
 
     # ------------------------------------------------------------ celebrities
 
@@ -202,13 +265,19 @@ class Fanout:
                     pending[sink].extend(ids)
                 else:
                     pending[sink] = list(ids)
-        windows, size, append = self.windows, config.window, store._codec.window_append
+        windows, limit = self.windows, config.window + store._codec.SEAL
+        append, head_tag = store._codec.append_head, store._codec.HEAD
         get, put = txn.get, txn.put
         for sink, ids in pending.items():
             if len(ids) > 1:
                 ids.sort()
-            key = be(sink)
-            put(key, append(get(key, db=windows), ids, size), db=windows)
+            prefix = be(sink)
+            head, sealed = append(get(prefix + head_tag, db=windows), ids)
+            for tag, chunk in sealed:
+                put(prefix + be(tag), chunk, db=windows)
+            if _COUNT.unpack_from(head, 8)[0] > limit:
+                head = self._trim(txn, prefix, head, config.window)
+            put(prefix + head_tag, head, db=windows)
         self.delivered += delivered
 
     def on_follow(self, txn: Any, rows: list[tuple[bytes, bytes, bytes]]) -> None:
@@ -230,13 +299,11 @@ class Fanout:
         if config.mode == "hybrid":
             self._update_celebs(txn, {source for _, source, _ in rows}, config, _BE.unpack(rows[-1][2])[0])
         for sink_key, source_key, _ in rows:
-            window = txn.get(sink_key, db=self.windows)
-            if window is None:
+            floor, ids = self._load(txn, sink_key)
+            if not ids:
                 continue
-            words = array("Q", bytes(window))
-            theirs = set(array("Q", self.store._ids_after(txn, source_key, words[0], _MAX)))
-            kept = [i for i in words[2:] if i not in theirs]
-            txn.put(sink_key, array("Q", [words[0], 0, *kept]).tobytes(), db=self.windows)
+            theirs = set(array("Q", self.store._ids_after(txn, source_key, floor, _MAX)))
+            self._store(txn, sink_key, floor, [i for i in ids if i not in theirs])
 
     def on_delete(self, txn: Any, event: Event) -> None:
         if self.config(txn).mode == "read":
@@ -245,40 +312,30 @@ class Fanout:
             [be(event.source)], dupdata=True, dupfixed_bytes=8, keyfixed=True
         )
         for sink in self.store._codec.values_of(records):
-            key = be(sink)
-            window = txn.get(key, db=self.windows)
-            if window is None:
-                continue
-            words = array("Q", bytes(window))
-            at = bisect_right(words, event.id, 2) - 1
-            if at >= 2 and words[at] == event.id:
-                del words[at]
-                txn.put(key, words.tobytes(), db=self.windows)
+            self.store._unlog(txn, be(sink), event.id, self.windows)
 
     def _backfill(self, txn: Any, sink_key: bytes, source_key: bytes, size: int) -> None:
         """Merge the newly followed source's newest ids into the sink's window."""
         store = self.store
         head = txn.get(source_key + store._codec.HEAD, db=store._logs)
-        window = txn.get(sink_key, db=self.windows)
-        words = array("Q", bytes(window) if window is not None else _EMPTY)
-        floor, ids = words[0], list(words[2:])
-        if head is not None:
-            run = head
-            mine = array("Q", bytes(run))
-            while len(mine) - 2 < size + 1 and mine[0] > floor:
-                run = store._extend(txn, source_key, run, _MAX, size + 1)
-                if bytes(run) == bytes(mine):
-                    break
-                mine = array("Q", bytes(run))
-            # Source ids at or below its own floor were not loaded: the window
-            # can only promise completeness above both floors.
-            floor = max(floor, mine[0])
-            ids = sorted(set(ids).union(mine[2:]))
-            ids = ids[bisect_right(ids, floor):]
-            if len(ids) > size:
-                floor = ids[len(ids) - size - 1]
-                ids = ids[len(ids) - size:]
-        txn.put(sink_key, array("Q", [floor, 0, *ids]).tobytes(), db=self.windows)
+        if head is None or _COUNT.unpack_from(head, 8)[0] == 0:
+            return  # nothing to add (bulk loads of a graph before any post stay cheap)
+        floor, ids = self._load(txn, sink_key)
+        run = array("Q", bytes(head))
+        while len(run) - 2 < size + 1 and run[0] > floor:
+            longer = array("Q", store._extend(txn, source_key, run.tobytes(), _MAX, size + 1))
+            if longer == run:
+                break
+            run = longer
+        # The source's ids at or below its run's floor were not loaded: the
+        # window can only promise completeness above both floors.
+        floor = max(floor, run[0])
+        merged = sorted(set(ids).union(run[2:]))
+        merged = merged[bisect_right(merged, floor):]
+        if len(merged) > size:
+            floor = merged[len(merged) - size - 1]
+            merged = merged[len(merged) - size:]
+        self._store(txn, sink_key, floor, merged)
 
     # ----------------------------------------------------------------- reads
 
@@ -289,19 +346,24 @@ class Fanout:
             return None
         store = self.store
         sink_key = be(sink)
-        window = txn.get(sink_key, db=self.windows)
+        window = txn.get(sink_key + store._codec.HEAD, db=self.windows)
         heads = [_EMPTY if window is None else window]
-        prefixes: list[bytes] = [b""]
+        prefixes: list[bytes] = [sink_key]
         if config.mode == "hybrid":
-            floor = struct.unpack_from("=Q", heads[0])[0]
-            prefixes += self._pulled(txn, sink_key, floor)
+            prefixes += self._pulled(txn, sink_key, self._floor(txn, sink_key))
             head_tag = store._codec.HEAD
             heads += [txn.get(p + head_tag, db=store._logs) for p in prefixes[1:]]
         merge = store._merge.newest_floored
         ids, incomplete = merge(heads, limit, lo, hi)
+        bottom = None
         while incomplete:
             if incomplete[0] == 0:
-                return None  # the page reaches below the window
+                if bottom is None:
+                    bottom = self._floor(txn, sink_key)
+                elif _COUNT.unpack_from(heads[0])[0] <= bottom:
+                    return None  # the page reaches below the window: full merge
+                heads[0] = store._extend(txn, sink_key, heads[0], hi, limit, self.windows, bottom)
+                incomplete = incomplete[1:]
             for i in incomplete:
                 heads[i] = store._extend(txn, prefixes[i], heads[i], hi, limit)
             ids, incomplete = merge(heads, limit, lo, hi)
@@ -323,16 +385,16 @@ class Fanout:
         if config.mode == "read":
             return
         store = self.store
-        for key, value in txn.cursor(self.windows):
-            words = array("Q", bytes(value))
-            floor, ids = words[0], list(words[2:])
-            assert ids == sorted(set(ids)) and len(ids) <= config.window, bytes(key)
-            assert all(i > floor for i in ids), bytes(key)
-            sink = _BE.unpack(key)[0]
-            home = {e.id for e in store._read_page(txn, self._sources(txn, key), 10_000, floor, _MAX, False)}
-            assert set(ids) <= home, (sink, sorted(set(ids) - home))
+        sinks = {bytes(k[:8]) for k in txn.cursor(self.windows).iternext(keys=True, values=False)}
+        for sink_key in sinks:
+            floor, ids = self._load(txn, sink_key)
+            assert ids == sorted(set(ids)), sink_key
+            assert all(i > floor for i in ids), sink_key
+            assert len(ids) <= config.window + 2 * store._codec.SEAL, sink_key
+            home = {e.id for e in store._read_page(txn, self._sources(txn, sink_key), 10_000, floor, _MAX, False)}
+            assert set(ids) <= home, (sink_key, sorted(set(ids) - home))
             if config.mode == "write":
-                assert set(ids) == home, (sink, sorted(home - set(ids)))
+                assert set(ids) == home, (sink_key, sorted(home - set(ids)))
 
     def _sources(self, txn: Any, sink_key: bytes) -> list[bytes]:
         records = txn.cursor(self.store._following).getmulti([sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True)

@@ -456,7 +456,8 @@ class LMDBStore(Store):
                 return None
             event = self._codec.decode_event(id, value)
             txn.delete(key, db=self._events)
-            self._unlog(txn, event.source, id)
+            if not self._unlog(txn, be(event.source), id):
+                raise StoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
             self._fan.on_delete(txn, event)
             seq = self._seq(txn) + 1
             txn.put(be(seq), key + be(event.source), db=self._deletions, append=True)
@@ -468,29 +469,35 @@ class LMDBStore(Store):
             self._notify()
         return event
 
-    def _unlog(self, txn: Any, source: int, id: int) -> None:
-        """Remove ``id`` from the chunk of ``source``'s log that holds it; count it off the head."""
-        prefix = be(source)
+    def _unlog(self, txn: Any, prefix: bytes, id: int, table: Any = None) -> bool:
+        """Remove ``id`` from the chunk of a chunked stream that holds it; count it off the head.
+
+        Returns False when the stream does not hold ``id``.
+        """
+        table = self._logs if table is None else table
         head_key = prefix + self._codec.HEAD
-        cursor = txn.cursor(self._logs)
+        cursor = txn.cursor(table)
         if not cursor.set_range(prefix + be(id)) or cursor.key()[:8] != prefix:
-            raise StoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
+            return False
         chunk_key = cursor.key()
         words = array("Q", cursor.value())
         body = 2 if chunk_key == head_key else 0
-        position = words.index(id, body)
+        position = bisect_right(words, id, body) - 1
+        if position < body or words[position] != id:
+            return False
         del words[position]
         if body:
             words[1] -= 1
             cursor.put(chunk_key, words.tobytes())
-            return
+            return True
         if len(words):
             cursor.put(chunk_key, words.tobytes())
         else:
             cursor.delete()
-        head = array("Q", txn.get(head_key, db=self._logs))
+        head = array("Q", txn.get(head_key, db=table))
         head[1] -= 1
-        txn.put(head_key, head.tobytes(), db=self._logs)
+        txn.put(head_key, head.tobytes(), db=table)
+        return True
 
     def _timeline_count(self, source: int) -> int:
         def work(txn: Any) -> int:
@@ -543,21 +550,29 @@ class LMDBStore(Store):
             ids, incomplete = newest_floored(heads, limit, lo, hi)
         return self._fetch(txn, ids)
 
-    def _extend(self, txn: Any, prefix: bytes, head: Any, hi: int, need: int) -> bytes:
-        """``head`` (a head-shaped run) with older chunks of the source prepended.
+    def _extend(
+        self, txn: Any, prefix: bytes, head: Any, hi: int, need: int, table: Any = None, bottom: int = 0
+    ) -> bytes:
+        """``head`` (a head-shaped run) with older chunks of the stream prepended.
 
-        Loads chunks backwards from the one holding ``min(floor, hi)`` until
-        ``need`` ids ``<=`` that bound are in hand.  Every loaded id is ``<= floor``
-        and every id already in ``head`` is ``> floor``, so the result stays
-        sorted; its floor is the tag of the next older chunk (0: log exhausted).
+        Loads chunks of ``table`` (default: logs) backwards from the one holding
+        ``min(floor, hi)`` until ``need`` ids ``<=`` that bound are in hand.
+        Every loaded id is ``<= floor`` and every id already in ``head`` is
+        ``> floor``, so the result stays sorted; its floor is the tag of the
+        next older chunk, or ``bottom`` when the stream is exhausted.
         """
         words = array("Q", bytes(head))
         bound = min(words[0], hi)
-        cursor = txn.cursor(self._logs)
+        cursor = txn.cursor(self._logs if table is None else table)
         head_tag = self._codec.HEAD
         loaded: list[array] = []
         count = 0
+        # The chunk holding `bound` is the first with tag >= bound; if deletes
+        # emptied it, the search lands on the head (or past the stream) and the
+        # next older chunk is the one to start from.
         positioned = cursor.set_range(prefix + be(bound))
+        if not positioned or cursor.key()[:8] != prefix or cursor.key()[8:] == head_tag:
+            positioned = cursor.prev() if positioned else cursor.last()
         while positioned and cursor.key()[:8] == prefix and cursor.key()[8:] != head_tag:
             chunk = array("Q", bytes(cursor.value()))
             loaded.append(chunk)
@@ -565,7 +580,7 @@ class LMDBStore(Store):
             if count >= need:
                 break
             positioned = cursor.prev()
-        floor = 0
+        floor = bottom
         if loaded and cursor.prev() and cursor.key()[:8] == prefix:
             floor = _BE.unpack_from(cursor.key(), 8)[0]
         out = array("Q", [floor, 0])
