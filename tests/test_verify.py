@@ -7,6 +7,7 @@ must name exactly the guarantee the fault breaks.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import random
@@ -339,3 +340,81 @@ def test_threads_and_merged_files(tmp_path):
     assert report.ok, report.format()
     # The same files, ids treated as opaque: the acknowledgement clock orders them.
     assert verify([tmp_path / "h0.jsonl", tmp_path / "h1.jsonl"], ordered=False).ok
+
+
+def test_pairwise_agreement_without_one_global_order():
+    """Three sinks agree pairwise (G2 holds) yet form a cycle: reported, but not a failure."""
+    buffer = io.StringIO()
+    with HistoryWriter(buffer, clock=None) as h:
+        h.follow_many([(1, "A"), (1, "B"), (2, "B"), (2, "C"), (3, "C"), (3, "A")])
+        h.publish_many([("A", "a"), ("B", "b"), ("C", "c")])
+        h.observe(1, ["b", "a"])  # pages are newest first: sink 1 saw a, then b
+        h.observe(2, ["c", "b"])
+        h.observe(3, ["a", "c"])
+    report = verify([io.StringIO(buffer.getvalue())])
+    assert report.ok and report.holds["G2"], report.format()
+    assert not report.holds["global"]
+    assert report.violations["global"][0].count(" saw ") == 3  # the whole cycle, one step per sink
+
+
+def write_passing_history(path, *, users=10_000, posts=400_000, per_sink=800, page=50) -> int:
+    """A correct history, built directly: every sink pages through its newest ``per_sink`` events."""
+    import heapq
+    import itertools
+
+    workload = Workload(users=users, posts=posts, seed=1)
+    by_source: dict[int, list[int]] = {}
+    followees = {}
+    observed = 0
+    authors = collections.Counter(source for source, _ in workload.posts())
+    busiest = [source for source, _ in authors.most_common(50)]
+    with HistoryWriter(path, clock=None) as h:
+        for sink in range(1, users + 1):
+            followed = workload.followees(sink)
+            for source in busiest:  # quiet sinks also follow busy authors, so all see per_sink events
+                if sum(authors[s] for s in followed) >= per_sink:
+                    break
+                if source not in followed and source != sink:
+                    followed.append(source)
+            followees[sink] = followed
+            h.follow_many([(sink, s) for s in followed])
+        batch = []
+        for n, (source, _) in enumerate(workload.posts()):
+            id = 2 * n + 1_000_001  # ids are not dense in twittercore either
+            by_source.setdefault(source, []).append(id)
+            batch.append((source, id))
+            if len(batch) == 10_000:
+                h.publish_many(batch)
+                batch = []
+        h.publish_many(batch)
+        for sink in range(1, users + 1):
+            runs = (by_source.get(s, ()) for s in followees[sink])
+            newest = heapq.nlargest(per_sink, itertools.chain.from_iterable(runs))
+            observed += len(newest)
+            max_id = None
+            for i in range(0, len(newest), page):
+                chunk = newest[i : i + page]
+                h.observe(sink, chunk, "page", limit=page, max_id=max_id)
+                max_id = chunk[-1] - 1
+    return observed
+
+
+@pytest.mark.slow
+def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path, request):
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("about a minute: run with -m slow (make test-long)")
+    path = tmp_path / "big.jsonl"
+    observed = write_passing_history(path)
+    assert observed == 10_000 * 800
+    code = (
+        "import resource, sys, time\n"
+        "from twittercore.verify import verify\n"
+        "start = time.perf_counter(); report = verify([sys.argv[1]])\n"
+        "print(report.ok, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    ok, seconds, peak_kib = done.stdout.split()
+    print(f"verified {observed:,} observed ids in {float(seconds):.1f} s, peak {int(peak_kib) / 1024:.0f} MiB")
+    assert ok == "True"
+    assert float(seconds) <= 30
+    assert int(peak_kib) <= 2 * 1024 * 1024
