@@ -1,0 +1,558 @@
+"""``twittercore load URL``: drive a Mastodon-API server at an open-loop rate, record, verify.
+
+Works against any server speaking ``bindings/openapi.yaml`` (ids are opaque
+strings), not only twittercore's example server:
+
+1. **setup**: accounts (registered with ``--admin-token``, or given as
+   ``--tokens FILE``), the synthetic follow graph of :mod:`twittercore.workload`,
+   its initial posts;
+2. **streams**: ``--streams`` clients hold ``/api/v1/streaming/user`` open;
+3. **load**: the workload's operation stream (home and profile reads,
+   posts, follows, unfollows, deletes; or ``--mix home``: home reads only) is
+   sent at ``--rate`` requests/s by ``--connections`` clients.  Open loop:
+   request *i* is due at ``start + i/rate`` whatever happened before, and its
+   latency is measured from that due time, so a server that stalls is charged
+   for the queue it causes (no coordinated omission);
+4. **ramp** (``--ramp``): steps of rising rate until p99 passes
+   ``--p99-limit`` (100 ms) or errors pass ``--error-limit`` (1%); the last
+   good step is the maximum sustainable rate, the first bad one the failure
+   point; then one step at half the failure point;
+5. **verify**: everything acknowledged and observed (pages, profile reads,
+   streamed events) is written in the :mod:`twittercore.history` format and
+   checked by :mod:`twittercore.verify` (G1, G2, G3);
+6. **report**: throughput and p50/p99/p99.9 per step and per operation,
+   ``report.json`` and a plot, ``latency.png``.
+
+The generator shares the machine with the server when both run on one host:
+on 2 cores the figures measure the pair, not the server alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import sys
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from .errors import InvalidArgumentError
+from .history import HistoryWriter
+from .loadtool_http import Connection, HTTPError, split_url
+from .workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
+
+__all__ = ["add_arguments", "run", "LoadRun", "percentile"]
+
+KINDS = ("home", "home2", "timeline", "publish", "follow", "unfollow", "delete")
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of sorted values, nearest rank; 0.0 for none."""
+    if not sorted_values:
+        return 0.0
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    values = sorted(latencies)
+    return {
+        "count": len(values),
+        "p50_ms": percentile(values, 50) * 1e3,
+        "p99_ms": percentile(values, 99) * 1e3,
+        "p999_ms": percentile(values, 99.9) * 1e3,
+        "max_ms": (values[-1] * 1e3) if values else 0.0,
+    }
+
+
+class Account:
+    __slots__ = ("id", "token", "auth")
+
+    def __init__(self, id: str, token: str) -> None:
+        self.id, self.token = id, token
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+
+class LoadRun:
+    """One run: setup, streams, load steps and the history they write."""
+
+    def __init__(self, url: str, args: argparse.Namespace) -> None:
+        self.host, self.port, self.base = split_url(url)
+        self.args = args
+        self.ordered = args.ordered_ids
+        self.history = HistoryWriter(os.path.join(args.out, "history.jsonl"))
+        self.accounts: dict[int, Account] = {}  # workload user number -> account
+        self.published: dict[int, tuple[Account, str]] = {}  # workload publish number -> (author, id)
+        self.stream_tasks: list[asyncio.Task[None]] = []
+        self.streamed = 0
+        self.stream_errors: list[str] = []
+
+    # ----------------------------------------------------------- helpers
+
+    def norm(self, id: str) -> Any:
+        """An id as recorded: opaque string, or int with --ordered-ids."""
+        return int(id) if self.ordered else id
+
+    def connection(self) -> Connection:
+        return Connection(self.host, self.port, timeout=self.args.timeout)
+
+    async def call(
+        self, conn: Connection, method: str, path: str, account: Account | None = None,
+        form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        h = dict(headers or {})
+        if account is not None:
+            h.update(account.auth)
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        elif method == "POST":
+            body = b""
+        r = await conn.request(method, self.base + path, h, body)
+        data = None
+        if r.body and r.headers.get("content-type", "").startswith("application/json"):
+            data = json.loads(r.body)
+        return r.status, data, r.headers
+
+    async def pool(self, jobs: list[Any], work: Any, connections: int) -> None:
+        """Run ``work(conn, job)`` for every job over a few connections."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+
+        async def worker() -> None:
+            conn = self.connection()
+            try:
+                while not queue.empty():
+                    await work(conn, queue.get_nowait())
+            finally:
+                conn.close()
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(connections, len(jobs))))))
+
+    # ------------------------------------------------------------- setup
+
+    async def setup(self, workload: Workload | None) -> None:
+        args = self.args
+        users = args.users
+        if args.tokens:
+            with open(args.tokens) as f:
+                tokens = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            if len(tokens) < 2:
+                raise InvalidArgumentError(f"--tokens {args.tokens}: needs at least 2 tokens, one a line")
+            users = len(tokens)
+            assigned = list(enumerate(tokens, 1))
+        elif args.admin_token:
+            tag = secrets.token_hex(3)
+
+            async def register(conn: Connection, n: int) -> None:
+                status, data, _ = await self.call(
+                    conn, "POST", "/api/v1/accounts", form={"username": f"load{tag}_{n}"},
+                    headers={"Authorization": f"Bearer {args.admin_token}"},
+                )
+                if status != 200:
+                    raise InvalidArgumentError(f"load: registering an account failed: {status} {data}")
+                assigned.append((n, data["access_token"]))
+
+            assigned: list[tuple[int, str]] = []
+            await self.pool(list(range(1, users + 1)), register, 8)
+        else:
+            raise InvalidArgumentError("load: pass --admin-token (to register accounts) or --tokens FILE")
+
+        async def identify(conn: Connection, item: tuple[int, str]) -> None:
+            n, token = item
+            t0 = self.history.now()
+            status, data, _ = await self.call(conn, "GET", "/api/v1/accounts/verify_credentials", Account("", token))
+            if status != 200:
+                raise InvalidArgumentError(f"load: a token was refused by verify_credentials ({status})")
+            account = self.accounts[n] = Account(str(data["id"]), token)
+            # Mastodon's home timeline includes one's own posts: record that edge.
+            self.history.follow(account.id, account.id, t0=t0)
+
+        await self.pool(assigned, identify, 8)
+        self.workload = workload
+        if workload is None:
+            self.workload = Workload(
+                users=users, seed=args.seed, mean_followees=args.followees, max_followees=max(1, users - 1),
+                posts=args.posts, reads=10**9, page_limit=args.limit, timeline_limit=min(args.limit, 20),
+                payload_bytes=args.payload,
+            )
+        edges = list(self.workload.graph())
+
+        async def follow(conn: Connection, pair: tuple[int, int]) -> None:
+            sink, source = self.accounts[pair[0]], self.accounts[pair[1]]
+            t0 = self.history.now()
+            status, _, _ = await self.call(conn, "POST", f"/api/v1/accounts/{quote(source.id)}/follow", sink)
+            if status == 200:
+                self.history.follow(sink.id, source.id, t0=t0)
+
+        await self.pool(edges, follow, 16)
+        posts = list(enumerate(self.workload.posts()))
+
+        async def post(conn: Connection, item: tuple[int, tuple[int, bytes]]) -> None:
+            await self.publish(conn, item[0], *item[1])
+
+        await self.pool(posts, post, 16)
+        print(f"load: setup: {len(self.accounts)} accounts, {len(edges)} follows, {len(posts)} posts", flush=True)
+
+    # ----------------------------------------------------------- streams
+
+    async def stream(self, name: str, account: Account) -> None:
+        conn = self.connection()
+        path = self.base + "/api/v1/streaming/user"
+        try:
+            async for event, data, _ in conn.events(path, account.auth):
+                if event == "update":
+                    try:
+                        id = json.loads(data)["id"]
+                    except (ValueError, KeyError, TypeError):
+                        self.stream_errors.append(f"{name}: malformed update {data[:80]!r}")
+                        continue
+                    self.streamed += 1
+                    self.history.observe(account.id, [self.norm(str(id))], kind="tail", stream=name)
+        except HTTPError as exc:
+            self.stream_errors.append(f"{name}: {exc}")
+        finally:
+            conn.close()
+
+    def start_streams(self, count: int) -> None:
+        chosen = sorted(self.accounts)[:count]
+        for k, n in enumerate(chosen):
+            task = asyncio.get_running_loop().create_task(self.stream(f"s{k}", self.accounts[n]))
+            self.stream_tasks.append(task)
+
+    async def stop_streams(self) -> None:
+        for task in self.stream_tasks:
+            task.cancel()
+        await asyncio.gather(*self.stream_tasks, return_exceptions=True)
+
+    # -------------------------------------------------------- operations
+
+    async def publish(self, conn: Connection, number: int, source: int, payload: bytes) -> tuple[str, bool]:
+        author = self.accounts[source]
+        text = payload.decode("latin-1")[:500]
+        t0 = self.history.now()
+        status, data, _ = await self.call(
+            conn, "POST", "/api/v1/statuses", author, form={"status": text},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        if status != 200:
+            return "publish", False
+        self.history.publish(author.id, self.norm(str(data["id"])), t0=t0)
+        self.published[number] = (author, str(data["id"]))
+        return "publish", True
+
+    async def read_page(self, conn: Connection, sink: Account, limit: int, kind: str, path: str, **bounds: Any) -> tuple[bool, Any, dict[str, str]]:
+        t0 = self.history.now()
+        status, data, headers = await self.call(conn, "GET", path, sink)
+        if status != 200 or not isinstance(data, list):
+            return False, None, headers
+        ids = [self.norm(str(s["id"])) for s in data]
+        self.history.observe(sink.id, ids, kind=kind, limit=limit, t0=t0, **bounds)
+        return True, data, headers
+
+    async def execute(self, conn: Connection, op: Any, number: int | None) -> tuple[str, bool]:
+        """Send one workload operation; returns (kind, succeeded)."""
+        limit = min(self.args.limit, 40)
+        if isinstance(op, Home):
+            sink = self.accounts[op.sink]
+            ok, data, headers = await self.read_page(conn, sink, limit, "page", f"/api/v1/timelines/home?limit={limit}")
+            if ok and op.pages > 1 and data:
+                return "home2", await self.next_page(conn, sink, limit, headers)
+            return "home", ok
+        if isinstance(op, Timeline):
+            source = self.accounts[op.source]
+            tl_limit = min(op.limit, 40)
+            ok, _, _ = await self.read_page(
+                conn, source, tl_limit, "timeline", f"/api/v1/accounts/{quote(source.id)}/statuses?limit={tl_limit}"
+            )
+            return "timeline", ok
+        if isinstance(op, Publish):
+            return await self.publish(conn, number, op.source, op.payload)
+        if isinstance(op, (Follow, Unfollow)):
+            kind = "follow" if isinstance(op, Follow) else "unfollow"
+            sink, source = self.accounts[op.sink], self.accounts[op.source]
+            t0 = self.history.now()
+            status, _, _ = await self.call(conn, "POST", f"/api/v1/accounts/{quote(source.id)}/{kind}", sink)
+            if status == 200:
+                getattr(self.history, kind)(sink.id, source.id, t0=t0)
+            return kind, status == 200
+        if isinstance(op, Delete):
+            target = self.published.pop(op.publish, None)
+            if target is None:
+                return "delete", True  # its publish failed or is still in flight: nothing to delete
+            author, id = target
+            t0 = self.history.now()
+            status, _, _ = await self.call(conn, "DELETE", f"/api/v1/statuses/{quote(id)}", author)
+            if status == 200:
+                self.history.delete(self.norm(id), t0=t0)
+            return "delete", status in (200, 404)
+        raise InvalidArgumentError(f"load: unknown operation {op!r}")
+
+    async def next_page(self, conn: Connection, sink: Account, limit: int, headers: dict[str, str]) -> bool:
+        """Follow the Link header's rel="next", as a client scrolling down does."""
+        url = None
+        for part in headers.get("link", "").split(","):
+            if 'rel="next"' in part and "<" in part:
+                url = part[part.index("<") + 1 : part.index(">")]
+        if url is None:
+            return True  # no older page
+        parts = urlsplit(url)
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        if parts.path.startswith(self.base) and self.base:
+            path = path[len(self.base):]
+        max_id = parse_qs(parts.query).get("max_id", [None])[0]
+        if self.ordered and max_id is not None and max_id.isdigit():
+            # Mastodon's max_id is exclusive; the history's is inclusive.
+            ok, _, _ = await self.read_page(conn, sink, limit, "page", path, max_id=int(max_id) - 1)
+            return ok
+        # Opaque ids: the exclusive bound cannot be written in the history's
+        # inclusive terms, so this page is measured but not recorded.
+        status, _, _ = await self.call(conn, "GET", path, sink)
+        return status == 200
+
+    def operations(self) -> Iterator[tuple[Any, int | None]]:
+        """The operation stream, with each publish's number in the workload."""
+        if self.args.mix == "home":
+            rng = random.Random(f"load-home:{self.args.seed}")
+            users = sorted(self.accounts)
+            while True:
+                yield Home(rng.choice(users), self.args.limit, 1), None
+        number = self.workload.posts_count
+        for op in self.workload.operations():
+            if isinstance(op, Publish):
+                yield op, number
+                number += 1
+            else:
+                yield op, None
+
+    # -------------------------------------------------------------- steps
+
+    async def step(self, rate: float, duration: float, ops: Iterator[tuple[Any, int | None]]) -> dict[str, Any]:
+        """Offer ``rate`` requests/s for ``duration`` seconds, open loop; summarise."""
+        loop = asyncio.get_running_loop()
+        total = max(1, int(rate * duration))
+        queue: asyncio.Queue[tuple[float, Any, int | None] | None] = asyncio.Queue()
+        latencies: dict[str, list[float]] = defaultdict(list)
+        errors: Counter[str] = Counter()
+        start = loop.time() + 0.05
+        connections = self.args.connections
+
+        async def dispatch() -> None:
+            sent = 0
+            while sent < total:
+                now = loop.time()
+                due = min(total, int((now - start) * rate) + 1)
+                while sent < due:
+                    op, number = next(ops)
+                    queue.put_nowait((start + sent / rate, op, number))
+                    sent += 1
+                await asyncio.sleep(max(0.0, start + sent / rate - loop.time()))
+            for _ in range(connections):
+                queue.put_nowait(None)
+
+        async def worker() -> None:
+            conn = self.connection()
+            try:
+                while (item := await queue.get()) is not None:
+                    intended, op, number = item
+                    try:
+                        kind, ok = await self.execute(conn, op, number)
+                    except HTTPError:
+                        kind, ok = _kind(op), False
+                    latencies[kind].append(loop.time() - intended)
+                    if not ok:
+                        errors[kind] += 1
+            finally:
+                conn.close()
+
+        workers = [loop.create_task(worker()) for _ in range(connections)]
+        dispatcher = loop.create_task(dispatch())
+        # Bounded: whatever is unfinished well after the step's end is an error.
+        done, pending = await asyncio.wait([dispatcher, *workers], timeout=duration + self.args.timeout + 5)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        elapsed = loop.time() - start
+        finished = sum(len(v) for v in latencies.values())
+        unfinished = total - finished
+        all_latencies = [x for v in latencies.values() for x in v]
+        failed = sum(errors.values()) + unfinished
+        result = {
+            "rate": rate,
+            "duration_s": round(elapsed, 3),
+            "requests": total,
+            "completed": finished,
+            "errors": failed,
+            "error_rate": failed / total,
+            "throughput": finished / elapsed if elapsed > 0 else 0.0,
+            **_summary(all_latencies),
+            "by_kind": {k: {**_summary(v), "errors": errors[k]} for k, v in sorted(latencies.items())},
+        }
+        result["ok"] = result["p99_ms"] <= self.args.p99_limit and result["error_rate"] <= self.args.error_limit
+        return result
+
+
+def _kind(op: Any) -> str:
+    return {Home: "home", Timeline: "timeline", Publish: "publish", Follow: "follow", Unfollow: "unfollow", Delete: "delete"}[type(op)]
+
+
+# ---------------------------------------------------------------- report
+
+
+def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rates = [s["rate"] for s in steps]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        left.plot(rates, [max(s[key], 1e-3) for s in steps], marker="o", label=label)
+    left.axhline(p99_limit, color="red", linestyle="--", linewidth=1, label=f"p99 limit {p99_limit:g} ms")
+    left.set_yscale("log")
+    left.set_xlabel("offered rate (requests/s)")
+    left.set_ylabel("latency from intended send (ms)")
+    left.set_title("latency (open loop)")
+    left.legend(fontsize=8)
+    right.plot(rates, [s["throughput"] for s in steps], marker="o", label="achieved")
+    right.plot(rates, rates, linestyle=":", color="grey", label="offered")
+    right2 = right.twinx()
+    right2.bar(rates, [100 * s["error_rate"] for s in steps], width=max(rates) * 0.03 or 1, alpha=0.3, color="red")
+    right2.set_ylabel("errors (%)")
+    right.set_xlabel("offered rate (requests/s)")
+    right.set_ylabel("throughput (requests/s)")
+    right.set_title("throughput")
+    right.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_step(s: dict[str, Any]) -> str:
+    mark = "ok " if s["ok"] else "BAD"
+    return (
+        f"  {mark} offered {s['rate']:8.0f}/s  achieved {s['throughput']:8.0f}/s  "
+        f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  p99.9 {s['p999_ms']:7.1f} ms  "
+        f"errors {100 * s['error_rate']:5.2f}%  ({s['completed']}/{s['requests']})"
+    )
+
+
+# ------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    who = parser.add_argument_group("accounts")
+    who.add_argument("--admin-token", default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
+                     help="register --users fresh accounts with this admin token (POST /api/v1/accounts)")
+    who.add_argument("--tokens", help="use existing accounts instead: a file of bearer tokens, one a line")
+    shape = parser.add_argument_group("workload")
+    shape.add_argument("--users", type=int, default=50)
+    shape.add_argument("--followees", type=float, default=10, help="mean accounts each user follows")
+    shape.add_argument("--posts", type=int, default=200, help="posts made during setup")
+    shape.add_argument("--payload", type=int, default=140, help="characters per post")
+    shape.add_argument("--limit", type=int, default=20, help="page size of home reads (at most 40)")
+    shape.add_argument("--mix", choices=("workload", "home"), default="workload",
+                       help="workload: Twitter's mix of reads, posts, follows, deletes; home: home reads only")
+    shape.add_argument("--seed", type=int, default=1)
+    drive = parser.add_argument_group("load")
+    drive.add_argument("--rate", type=float, default=200.0, help="requests/s (the first step when ramping)")
+    drive.add_argument("--duration", type=float, default=10.0, help="seconds per step")
+    drive.add_argument("--connections", type=int, default=64, help="concurrent clients (keep-alive connections)")
+    drive.add_argument("--streams", type=int, default=4, help="clients holding the user stream open")
+    drive.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as failed")
+    drive.add_argument("--ramp", action="store_true", help="raise the rate step by step to the failure point")
+    drive.add_argument("--ramp-factor", type=float, default=1.5)
+    drive.add_argument("--max-steps", type=int, default=8)
+    drive.add_argument("--p99-limit", type=float, default=100.0, help="ms: a step with a higher p99 fails")
+    drive.add_argument("--error-limit", type=float, default=0.01, help="a step with more errors than this share fails")
+    parser.add_argument("--ordered-ids", action="store_true",
+                        help="the server's ids are integers in commit order (twittercore's are): lets the "
+                        "verifier check one global order and pages read with max_id")
+    parser.add_argument("--out", default="load-report", help="directory for history.jsonl, report.json, latency.png")
+    parser.add_argument("--no-plot", action="store_true")
+
+
+async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    os.makedirs(args.out, exist_ok=True)
+    load = LoadRun(url, args)
+    steps: list[dict[str, Any]] = []
+    try:
+        await load.setup(None)
+        load.start_streams(min(args.streams, len(load.accounts)))
+        await asyncio.sleep(0.3)  # let the streams connect before the load starts
+        ops = load.operations()
+        rate = args.rate
+        for n in range(args.max_steps if args.ramp else 1):
+            step = await load.step(rate, args.duration, ops)
+            steps.append(step)
+            print(format_step(step), flush=True)
+            if not step["ok"]:
+                break
+            rate *= args.ramp_factor
+        failure = next((s["rate"] for s in steps if not s["ok"]), None)
+        sustainable = max((s["rate"] for s in steps if s["ok"]), default=None)
+        half = None
+        if args.ramp and failure is not None:
+            half = await load.step(failure / 2, args.duration, ops)
+            half["half_of_failure_point"] = True
+            print("  at half the failure point:", flush=True)
+            print(format_step(half), flush=True)
+        await asyncio.sleep(0.5)  # let the streams deliver the last posts
+    finally:
+        await load.stop_streams()
+        load.history.close()
+
+    from .verify import verify
+
+    report = verify([os.path.join(args.out, "history.jsonl")], ordered=True if args.ordered_ids else False)
+    summary = {
+        "url": url,
+        "mix": args.mix,
+        "connections": args.connections,
+        "steps": steps,
+        "half_of_failure_point": half,
+        "failure_point": failure,
+        "max_sustainable_rate": sustainable,
+        "streamed_events": load.streamed,
+        "stream_errors": load.stream_errors[:10],
+        "verify": {"ok": report.ok, "counts": report.counts, "violations": report.violations, "stats": report.stats},
+    }
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    if not args.no_plot and steps:
+        plot(steps + ([half] if half else []), os.path.join(args.out, "latency.png"),
+             f"twittercore load {url} ({args.mix}, {args.connections} clients)", args.p99_limit)
+    print(report.format())
+    if failure is not None:
+        print(f"load: failure point {failure:.0f} requests/s; maximum sustainable rate "
+              f"{sustainable:.0f} requests/s" if sustainable else f"load: failure point {failure:.0f} requests/s")
+    elif args.ramp:
+        print(f"load: no failure up to {steps[-1]['rate']:.0f} requests/s")
+    print(f"load: {load.streamed} streamed events; report in {args.out}/", flush=True)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        split_url(args.url)
+        if not 0 < args.rate or not 0 < args.duration or args.connections < 1:
+            raise InvalidArgumentError("load: --rate, --duration and --connections must be positive")
+        summary = asyncio.run(drive(args.url, args))
+    except (InvalidArgumentError, ValueError) as exc:
+        print(f"twittercore {exc}", file=sys.stderr)
+        return 2
+    except HTTPError as exc:
+        print(f"twittercore load: {exc} (is the server running?)", file=sys.stderr)
+        return 2
+    return 0 if summary["verify"]["ok"] else 1

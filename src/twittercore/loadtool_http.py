@@ -1,0 +1,161 @@
+"""A minimal HTTP/1.1 keep-alive client on asyncio streams, for ``twittercore load``.
+
+The load generator shares the machine with the server it measures, so its
+per-request cost matters: a general client (httpx) spends several times more
+CPU per request than this one, which would cap the rate the tool can offer.
+It speaks just what the Mastodon API needs: one request at a time per
+connection, ``Content-Length`` or chunked bodies, and server-sent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+__all__ = ["Connection", "HTTPError", "Response", "split_url"]
+
+
+class HTTPError(Exception):
+    """The connection failed or the server broke the protocol."""
+
+
+class Response:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+
+def split_url(url: str) -> tuple[str, int, str]:
+    """``(host, port, base path)`` of an http:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"load: {url!r}: expected an http://host:port URL")
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/")
+
+
+class Connection:
+    """One keep-alive connection; reconnects on the next request after a failure."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._host_header = f"{host}:{port}"
+
+    async def _connect(self) -> None:
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, limit=1 << 22), self.timeout
+        )
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    def _head(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}"]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+    async def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> Response:
+        try:
+            return await asyncio.wait_for(self._request(method, path, headers, body), self.timeout)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, HTTPError) as exc:
+            self.close()
+            raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    async def _request(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None) -> Response:
+        if self._writer is None:
+            await self._connect()
+        self._writer.write(self._head(method, path, headers, body))
+        status, response_headers = await self._read_head()
+        data = await self._read_body(response_headers)
+        if response_headers.get("connection", "").lower() == "close":
+            self.close()
+        return Response(status, response_headers, data)
+
+    async def _read_head(self) -> tuple[int, dict[str, str]]:
+        raw = await self._reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise HTTPError(f"bad status line {lines[0]!r}")
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        return int(parts[1]), headers
+
+    async def _read_body(self, headers: dict[str, str]) -> bytes:
+        if "content-length" in headers:
+            return await self._reader.readexactly(int(headers["content-length"]))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            async for chunk in self._chunks():
+                chunks.append(chunk)
+            return b"".join(chunks)
+        return b""
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self._reader.readuntil(b"\r\n")
+                return
+            chunk = await self._reader.readexactly(size)
+            await self._reader.readexactly(2)
+            yield chunk
+
+    async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator[tuple[str, str, str]]:
+        """Open a server-sent-event stream; yield ``(event, data, id)`` (comments as ``("", text, "")``).
+
+        Runs until the server closes or the caller stops iterating; raises
+        HTTPError if the stream cannot be opened.
+        """
+        try:
+            await asyncio.wait_for(self._connect(), self.timeout)
+            self._writer.write(self._head("GET", path, {**headers, "Accept": "text/event-stream"}, None))
+            status, response_headers = await asyncio.wait_for(self._read_head(), self.timeout)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+            self.close()
+            raise HTTPError(f"GET {path}: {type(exc).__name__}: {exc}") from None
+        if status != 200:
+            body = await self._read_body(response_headers)
+            self.close()
+            raise HTTPError(f"GET {path}: status {status}: {body[:200]!r}")
+        chunked = response_headers.get("transfer-encoding", "").lower() == "chunked"
+        buffer = b""
+        event: dict[str, str] = {}
+        try:
+            source = self._chunks() if chunked else self._raw()
+            async for chunk in source:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    if line.startswith(":"):
+                        yield "", line[1:], ""
+                    elif line == "":
+                        if "event" in event:
+                            yield event["event"], event.get("data", ""), event.get("id", "")
+                        event = {}
+                    else:
+                        key, _, value = line.partition(":")
+                        event[key] = value[1:] if value.startswith(" ") else value
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            return
+        finally:
+            self.close()
+
+    async def _raw(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._reader.read(1 << 16)
+            if not chunk:
+                return
+            yield chunk
