@@ -41,8 +41,12 @@ test: build redis
 	$(BIN)/python -m twittercore demo --users 500 --posts 5000 --reads 2000 --out $(VENV)/demo-ci
 	$(MAKE) --no-print-directory bench-quick
 
+# The long runs: 30 s of the multi-process test per strategy, a thorough
+# state machine, and whatever is marked slow.
 test-long: build redis
-	$(PYTEST) -q -m slow tests
+	TWITTERCORE_CONCURRENCY_SECONDS=30 $(PYTEST) -q -p no:cacheprovider tests/test_concurrency.py
+	HYPOTHESIS_PROFILE=thorough $(PYTEST) -q -p no:cacheprovider tests/test_state_machine.py
+	$(PYTEST) -q -p no:cacheprovider -m slow tests
 
 demo: build
 	$(BIN)/python -m twittercore demo
