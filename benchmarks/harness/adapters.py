@@ -22,9 +22,14 @@ _POST_BATCH = 10_000
 class StoreTarget(Target):
     """``twittercore.open(target, **options)``; ``target`` ``"lmdb"`` means a directory in workdir."""
 
-    def __init__(self, *, workdir: str, target: str = "lmdb", **options: Any) -> None:
+    def __init__(self, *, workdir: str, target: str = "lmdb", workload: dict[str, Any] | None = None,
+                 celebrity_fraction: float | None = None, **options: Any) -> None:
         super().__init__(workdir=workdir)
-        self.fanout = "write" if options.get("fanout") in ("write", "hybrid") else "read"
+        self.fanout = options.get("fanout", "read")
+        if celebrity_fraction is not None:
+            # Scale with the workload, so the quick run has celebrities too.
+            options["celebrity_threshold"] = max(1, int((workload or {}).get("users", 10_000) * celebrity_fraction))
+        self.threshold = options.get("celebrity_threshold")
         where = os.path.join(workdir, "store") if target == "lmdb" else target
         try:
             self.store = twittercore.open(where, **options)
@@ -58,6 +63,11 @@ class StoreTarget(Target):
 
     def unfollow(self, sink: int, source: int) -> None:
         self.store.unfollow(sink, source)
+
+    def delivered_to(self, followers: int) -> int:
+        if self.fanout == "hybrid":
+            return followers if self.threshold is None or followers <= self.threshold else 0
+        return super().delivered_to(followers)
 
     def post_index(self, id: int) -> int:
         return id - self._offset - 1

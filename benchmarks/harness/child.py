@@ -41,7 +41,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     if entry.get("needs_redis"):
         options["redis_url"] = spec.get("redis_url")
     try:
-        target = _factory(entry["factory"])(workdir=spec["workdir"], **options)
+        target = _factory(entry["factory"])(workdir=spec["workdir"], workload=fx.spec, **options)
     except Skip as exc:
         return {**out, "status": "skipped", "reason": str(exc)}
     progress = phases.Progress(spec.get("progress", False), entry["name"])

@@ -161,12 +161,12 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
         lat.append(_perf() - t0)
     elapsed = (_perf() - started) / 1e9
     target.after_ingest()
-    deliveries = sum(fx.followers.get(source, 0) for source, _ in timed)
+    deliveries = sum(target.delivered_to(fx.followers.get(source, 0)) for source, _ in timed)
     result["ingest"] = {
         "graph_edges": fx.edges, "graph_load_s": graph_s,
         "bulk_posts": fx.bulk_posts, "bulk_load_s": bulk_s,
         "timed_posts": len(timed), "events_per_s": len(timed) / elapsed if elapsed else 0.0,
-        "deliveries_per_s": (deliveries / elapsed if elapsed and target.fanout == "write" else None),
+        "deliveries_per_s": (deliveries / elapsed if elapsed and target.fanout != "read" else None),
         "publish": stats(lat),
     }
 

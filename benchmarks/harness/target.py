@@ -1,8 +1,9 @@
 """The small protocol every implementation under test speaks (a *target*).
 
 A target is built by its registry factory inside a fresh child process, as
-``factory(workdir=..., **options)``; ``workdir`` is an empty private directory
-(its files count as the target's disk footprint).
+``factory(workdir=..., workload=..., **options)``; ``workdir`` is an empty
+private directory (its files count as the target's disk footprint) and
+``workload`` the workload's parameters (a dict: users, posts, ...).
 
 Ids: a target assigns its own ids, but every target receives the same ordered
 ingest (graph first, then posts in order), and :meth:`Target.post_index` maps
@@ -23,7 +24,8 @@ Row = tuple[int, int, bytes]  # (id, source, payload)
 class Target:
     """Base class with the defaults; subclasses override what they do differently."""
 
-    #: "read" (merge at read time) or "write" (each publish is delivered to followers).
+    #: "read" (merge at read time), "write" (each publish is delivered to
+    #: followers) or "hybrid" (delivered except from celebrities).
     fanout = "read"
 
     def __init__(self, *, workdir: str, **options: Any) -> None:
@@ -61,6 +63,10 @@ class Target:
         raise NotImplementedError
 
     # -- bookkeeping
+    def delivered_to(self, followers: int) -> int:
+        """How many deliveries one publish by a source with ``followers`` makes."""
+        return followers if self.fanout == "write" else 0
+
     def post_index(self, id: int) -> int:
         """The index, in the ordered ingest, of the post with this id."""
         return id - 1
