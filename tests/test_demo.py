@@ -28,6 +28,7 @@ def test_demo_small_run_writes_a_verified_report(tmp_path):
     assert summary["ingest"]["posts"] == 2000 and summary["ingest"]["events_per_s"] > 0
     assert summary["home_read"]["count"] >= 600 and summary["home_read"]["p99_us"] >= summary["home_read"]["p50_us"]
     assert summary["tails"]["sinks"] == 5
+    assert summary["live_tails"]["sinks"] == 2 and (out / "live-tails.jsonl").exists()  # another process
     assert (out / "degrees.png").stat().st_size > 1000 and (out / "latency.png").stat().st_size > 1000
     assert (data / "data.mdb").exists() or any(data.iterdir()), "--data keeps the store"
     # The recorded history can be re-checked on its own.
@@ -40,7 +41,8 @@ def test_demo_in_memory_without_plots(tmp_path, capsys):
     code = main(["demo", "--memory", "--users", "100", "--posts", "500", "--reads", "200", "--follows", "10",
                  "--tails", "3", "--no-plots", "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
-    assert "MemoryStore" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "MemoryStore" in output and "(threads)" in output
     assert not (tmp_path / "latency.png").exists() and (tmp_path / "summary.json").exists()
 
 

@@ -418,3 +418,78 @@ def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path, r
     assert ok == "True"
     assert float(seconds) <= 30
     assert int(peak_kib) <= 2 * 1024 * 1024
+
+
+def scenario(write) -> "Report":  # noqa: F821
+    buffer = io.StringIO()
+    with HistoryWriter(buffer, clock=None) as h:
+        write(h)
+    return verify([io.StringIO(buffer.getvalue())])
+
+
+def test_home_shows_the_sources_followed_now():
+    def backfill_missing(h):
+        h.publish(2, 10)
+        h.follow(1, 2)  # following backfills: event 10 must now be in sink 1's home
+        h.publish(3, 11)
+        h.follow(1, 3)
+        h.observe(1, [11], limit=20)
+
+    def unfollowed_still_shown(h):
+        h.follow(1, 2)
+        h.publish(2, 10)
+        h.unfollow(1, 2)
+        h.observe(1, [10], limit=20)
+
+    missing = scenario(backfill_missing)
+    assert failed(missing) == {"G3"} and "event 10 (source 2)" in missing.violations["G3"][0]
+    foreign = scenario(unfollowed_still_shown)
+    assert failed(foreign) == {"G1"} and "G1 (foreign event)" in foreign.violations["G1"][0]
+
+
+def test_tail_delivers_what_was_followed_when_published():
+    def correct(h):
+        h.publish(2, 10)  # before the follow: a tail does not owe it
+        h.follow(1, 2)
+        h.publish(2, 12)
+        h.publish(2, 13)
+        h.observe(1, [12, 13], kind="tail", stream="s", after=0)
+
+    def late_event_delivered(h):
+        h.publish(2, 10)
+        h.follow(1, 2)
+        h.publish(2, 12)
+        h.observe(1, [10, 12], kind="tail", stream="s", after=0)
+
+    assert scenario(correct).ok
+    report = scenario(late_event_delivered)
+    assert failed(report) == {"G1"} and "when it was published" in report.violations["G1"][0]
+
+
+def test_paging_bounds_limit_what_a_page_owes():
+    def pages(h):
+        h.follow(1, 2)
+        h.publish_many([(2, id) for id in range(10, 20)])
+        h.observe(1, [19, 18, 17], limit=3)  # full: owes nothing below 17
+        h.observe(1, [16, 15, 14], limit=3, max_id=16)
+        h.observe(1, [19, 18], limit=5, since_id=17)  # not full: owes everything above 17
+        h.observe(1, [12, 11, 10], limit=3, min_id=9)  # the oldest three above 9
+
+    def short_page(h):
+        h.follow(1, 2)
+        h.publish_many([(2, id) for id in range(10, 20)])
+        h.observe(1, [19, 18], limit=5, since_id=16)  # 17 is missing
+
+    assert scenario(pages).ok
+    report = scenario(short_page)
+    assert failed(report) == {"G3"} and "event 17" in report.violations["G3"][0]
+
+
+def test_deleted_events_are_not_owed():
+    def deleted(h):
+        h.follow(1, 2)
+        h.publish_many([(2, 10), (2, 11), (2, 12)])
+        h.delete(11)
+        h.observe(1, [12, 10], limit=20)
+
+    assert scenario(deleted).ok

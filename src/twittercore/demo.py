@@ -5,15 +5,17 @@ load it into an LMDB store (a temporary directory, or ``--data DIR``), replay
 its operation stream (home reads timed), follow the live stream of a few
 sinks, verify the recorded history for G1-G3, then print a table and write a
 report folder (``--out``, default ``reports/demo``): ``summary.json``,
-``history.jsonl`` (re-check it with ``twittercore verify``), ``degrees.png``
-and ``latency.png``.  Exit status 0 when every guarantee holds.
+``history.jsonl`` and ``live-tails.jsonl`` (re-check them with ``twittercore
+verify``), ``degrees.png`` and ``latency.png``.  Exit status 0 when every guarantee holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -34,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data", help="store directory (default: a temporary one, removed afterwards)")
     parser.add_argument("--memory", action="store_true", help="use the in-memory reference store instead of LMDB")
-    parser.add_argument("--tails", type=int, default=50, help="sinks whose live stream is followed and checked")
+    parser.add_argument("--tails", type=int, default=50,
+                        help="sinks whose stream since the replay began is read back (changes) and checked")
+    parser.add_argument("--live", type=int, default=2,
+                        help="sinks tailed live by threads during the replay, and checked")  # fmt: skip
     parser.add_argument("--out", default=os.path.join("reports", "demo"), help="report folder")
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
 
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"workload": workload.params}
     with tempfile.TemporaryDirectory(prefix="twittercore-demo-") as scratch:
         store, where = _open_store(args, scratch)
+        args.store_path = where
         console.print(f"[bold]twittercore demo[/]: {workload!r} into {type(store).__name__} ({where})")
         with store, Recorder(store, history_path) as recorder:
             columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
             followers = [store.sink_count(u) for u in range(1, args.users + 1)]
             followees = [store.source_count(u) for u in range(1, args.users + 1)]
         console.print("verifying the recorded history ...")
-        check = verify([history_path])
+        histories = [history_path] + ([result.live["history"]] if result.live["history"] else [])
+        check = verify(histories)
     summary.update(_summary(workload, result, recorder, check, tails, followers, followees))
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     console.print(check.format())
@@ -87,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
         rp.plot_degrees(os.path.join(args.out, "degrees.png"), followers, followees)
         rp.plot_latencies(os.path.join(args.out, "latency.png"), recorder.home_ns)
     rp.write_json(os.path.join(args.out, "summary.json"), summary)
-    console.print(f"report written to {args.out}/ (summary.json, history.jsonl"
-                  + (", degrees.png, latency.png)" if args.plots else ")")
-                  + f" in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    files = ["summary.json", "history.jsonl"] + (["live-tails.jsonl"] if result.live["history"] else [])
+    files += ["degrees.png", "latency.png"] if args.plots else []
+    console.print(f"report written to {args.out}/ ({', '.join(files)}) in {time.perf_counter() - started:.1f} s")
+    console.print(f"re-check with: twittercore verify {' '.join(histories)}")
     return 0 if check.ok else 1
 
 
@@ -119,16 +127,91 @@ def _replay(workload: Workload, recorder: Recorder, progress: Any, args: argpars
     progress.update(tasks["graph"], total=loaded.follows, completed=loaded.follows)
     start_of_operations = recorder.last_id()
     last_tick[0] = time.perf_counter()
-    replay(workload, recorder, phases=("operations",), progress=tick, resume=loaded)
+    store_path = None if args.memory else args.store_path
+    live = _LiveTails(recorder, _spread(args.live, args.users, offset=7), start_of_operations, store_path, args.out)
+    try:
+        replay(workload, recorder, phases=("operations",), progress=tick, resume=loaded)
+    finally:
+        loaded.live = live.stop()
     progress.update(tasks["operations"], total=counts["operations"], completed=counts["operations"])
     loaded.start_of_operations = start_of_operations
     return loaded
 
 
+def _spread(count: int, users: int, offset: int = 0) -> list[int]:
+    """``count`` sinks spread evenly over the users."""
+    return sorted({1 + (offset + (n * users) // max(count, 1)) % users for n in range(count)})
+
+
+class _LiveTails:
+    """Tail a few sinks live while the operations replay, recorded like any tail.
+
+    With an LMDB store the tails run in a child process with its own history
+    file (``live-tails.jsonl``, merged by the verifier): that keeps them off
+    this process's GIL, so they do not distort the read latencies, and shows
+    the cross-process path.  The in-memory store can only be tailed by threads.
+    """
+
+    def __init__(self, recorder: Recorder, sinks: list[int], after: int, store_path: str | None, out: str) -> None:
+        self.history_path = os.path.join(out, "live-tails.jsonl") if store_path and sinks else None
+        if self.history_path:
+            context = multiprocessing.get_context("spawn")
+            self.stop_event: Any = context.Event()
+            self.results = context.Queue()
+            self.workers: list[Any] = [context.Process(
+                target=_tail_process, args=(store_path, self.history_path, sinks, after, self.stop_event, self.results)
+            )]  # fmt: skip
+        else:
+            self.stop_event, self.results = threading.Event(), None
+            self.delivered = [0] * len(sinks)
+            self.workers = [threading.Thread(target=self._tail_thread, args=(recorder, n, sink, after), daemon=True)
+                            for n, sink in enumerate(sinks)]  # fmt: skip
+        self.sinks = len(sinks)
+        for worker in self.workers:
+            worker.start()
+
+    def _tail_thread(self, recorder: Recorder, n: int, sink: int, cursor: int) -> None:
+        self.delivered[n] = _tail_until(recorder, sink, cursor, self.stop_event)
+
+    def stop(self) -> dict[str, Any]:
+        self.stop_event.set()
+        delivered = sum(self.results.get(timeout=60)) if self.results is not None else sum(self.delivered)
+        for worker in self.workers:
+            worker.join()
+        return {"sinks": self.sinks, "deliveries": delivered, "history": self.history_path}
+
+
+def _tail_until(recorder: Recorder, sink: int, cursor: int, stop: Any) -> int:
+    delivered = 0
+    while not stop.is_set():
+        # A short timeout lets the loop notice the stop; each tail call is one recorded stream.
+        for item in recorder.tail(sink, after=cursor, timeout=0.2):
+            cursor = item.position
+            delivered += 1
+    return delivered
+
+
+def _tail_process(store_path: str, history_path: str, sinks: list[int], after: int, stop: Any, results: Any) -> None:
+    import twittercore
+
+    with twittercore.open(store_path) as store, Recorder(store, history_path) as recorder:
+        counts = [0] * len(sinks)
+
+        def tail(n: int, sink: int) -> None:
+            counts[n] = _tail_until(recorder, sink, after, stop)
+
+        threads = [threading.Thread(target=tail, args=(n, sink)) for n, sink in enumerate(sinks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    results.put(counts)
+
+
 def _follow_tails(recorder: Recorder, after: int, count: int, users: int, progress: Any) -> dict[str, Any]:
-    """Read the live stream of ``count`` sinks from the start of the operations (recorded as tail)."""
-    sinks = sorted({1 + (n * users) // max(count, 1) for n in range(count)}) if count else []
-    task = progress.add_task("following live streams", total=len(sinks), rate="")
+    """Read back the stream of ``count`` sinks since the operations began (recorded as tail)."""
+    sinks = _spread(count, users)
+    task = progress.add_task("reading back streams", total=len(sinks), rate="")
     delivered = 0
     for sink in sinks:
         cursor = after
@@ -156,6 +239,7 @@ def _summary(workload: Workload, result: Any, recorder: Recorder, check: Any, ta
         "home_read": home,
         "timeline_read": timeline,
         "tails": tails,
+        "live_tails": result.live,
         "verification": {"ok": check.ok, "holds": check.holds, "violations": check.counts,
                          "examples": {g: v for g, v in check.violations.items() if v},
                          "reads_checked": check.stats.get("reads_checked", 0),
@@ -175,7 +259,9 @@ def _table(s: dict[str, Any]) -> Any:
         ("home read p50 / p99", f"{home.get('p50_us', 0):,.0f} / {home.get('p99_us', 0):,.0f} µs"),
         ("profile read p50 / p99", f"{tl.get('p50_us', 0):,.0f} / {tl.get('p99_us', 0):,.0f} µs"),
         ("operations", f"{sum(s['operations']['counts'].values()):,} at {s['operations']['ops_per_s']:,}/s"),
-        ("live deliveries checked", f"{s['tails']['deliveries']:,} to {s['tails']['sinks']} sinks"),
+        ("stream deliveries checked", f"{s['tails']['deliveries']:,} to {s['tails']['sinks']} sinks"),
+        ("live tail deliveries", f"{s['live_tails']['deliveries']:,} to {s['live_tails']['sinks']} sinks"
+         + (" (other process)" if s["live_tails"]["history"] else " (threads)")),
         ("verification", f"{v['seconds']:.2f} s, {v['observed_ids']:,} observed ids"),
         ("G1 / G2 / G3 / global", " ".join(mark(v["holds"][g]) for g in ("G1", "G2", "G3", "global"))),
     ]

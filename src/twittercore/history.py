@@ -69,9 +69,17 @@ class HistoryWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Flush, and close the file if this writer opened it."""
+    def flush(self) -> None:
+        """Push buffered lines to the file (a reader in another process sees them)."""
         with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        """Flush, and close the file if this writer opened it.  Idempotent."""
+        with self._lock:
+            if self._file.closed:
+                return
             self._file.flush()
             if self._owned:
                 self._file.close()

@@ -87,7 +87,7 @@ class Recorder:
         if self._owned:
             self.history.close()
         else:
-            self.history._file.flush()
+            self.history.flush()
 
     # -------------------------------------------------------------- graph
 
