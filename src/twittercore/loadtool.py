@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import secrets
@@ -56,8 +57,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """The q-th percentile (0..100) of sorted values, nearest rank; 0.0 for none."""
     if not sorted_values:
         return 0.0
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
+    rank = math.ceil(q * len(sorted_values) / 100 - 1e-9)  # 1-based
+    return sorted_values[max(1, min(rank, len(sorted_values))) - 1]
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:

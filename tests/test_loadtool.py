@@ -1,0 +1,95 @@
+"""``twittercore load``: open-loop HTTP load, history recording and verification, on loopback.
+
+Runs are tiny (a few hundred requests over a couple of seconds) against the
+example server in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("uvicorn")
+from examples.mastodon_server.testing import free_port, running_server  # noqa: E402
+from twittercore import cli  # noqa: E402
+from twittercore.loadtool import percentile  # noqa: E402
+
+ADMIN = "load-admin"
+SMALL = ["--admin-token", ADMIN, "--users", "12", "--followees", "4", "--posts", "30",
+         "--connections", "8", "--streams", "2", "--timeout", "5"]  # fmt: skip
+
+
+def test_percentile_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 99) == 0.0
+    assert percentile([7.0], 99.9) == 7.0
+
+
+def test_load_records_and_verifies(tmp_path, capsys):
+    out = tmp_path / "report"
+    with running_server(str(tmp_path / "store"), str(tmp_path / "state.sqlite3"), admin_token=ADMIN) as url:
+        code = cli.main(["load", url, *SMALL, "--rate", "120", "--duration", "2", "--ordered-ids", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify"]["ok"] and report["verify"]["counts"]["G3"] == 0
+    step = report["steps"][0]
+    assert step["requests"] == 240 and step["errors"] == 0
+    assert {"home", "publish"} <= set(step["by_kind"])
+    assert 0 < step["p50_ms"] <= step["p99_ms"] <= step["p999_ms"]
+    assert report["streamed_events"] > 0  # posts reached the user streams
+    history = (out / "history.jsonl").read_text().splitlines()
+    kinds = {json.loads(line).get("kind") for line in history[1:]}
+    assert {"page", "timeline", "tail"} <= kinds
+    assert (out / "latency.png").stat().st_size > 1000
+    assert "G3 no loss" in printed
+
+
+def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
+    out = tmp_path / "ramp"
+    # A p99 limit no server can meet makes the second step fail: the ramp
+    # logic, the half-rate step and the verdicts run in a couple of seconds.
+    with running_server(admin_token=ADMIN) as url:
+        code = cli.main(["load", url, *SMALL, "--mix", "home", "--rate", "60", "--duration", "1", "--ramp",
+                         "--ramp-factor", "2", "--max-steps", "2", "--p99-limit", "0.001", "--out", str(out)])
+    assert code == 0, capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["failure_point"] == 60 and report["max_sustainable_rate"] is None
+    assert report["half_of_failure_point"]["rate"] == 30
+    assert report["verify"]["ok"] and report["verify"]["stats"]["ordered"] is False
+
+
+def test_verifier_catches_a_server_that_loses_posts(tmp_path, monkeypatch, capsys):
+    from twittercore.memory import MemoryStore
+
+    real_home = MemoryStore._home
+
+    def lossy_home(self, sink, limit, lo, hi, oldest):
+        # Drop every status whose id is a multiple of 5: a lost write, as a reader sees it.
+        return [e for e in real_home(self, sink, limit, lo, hi, oldest) if e.id % 5]
+
+    monkeypatch.setattr(MemoryStore, "_home", lossy_home)
+    out = tmp_path / "lossy"
+    with running_server(admin_token=ADMIN) as url:
+        code = cli.main(["load", url, *SMALL, "--rate", "80", "--duration", "1", "--ordered-ids", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify"]["counts"]["G3"] > 0
+    assert "G3 (" in printed or "✗ G3" in printed
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}"
+    code = cli.main(["load", url, "--admin-token", ADMIN, "--users", "2", "--out", str(tmp_path)])
+    assert code == 2
+    assert "is the server running?" in capsys.readouterr().err
