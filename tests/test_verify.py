@@ -222,7 +222,7 @@ def test_violation_messages_are_minimal_counterexamples():
     report = check(records)
     message = report.violations["G2"][0]
     assert message.startswith("G2 (disagreement): sink ")
-    assert message.count(" saw ") == 2 and message.count("event ") == 2
+    assert message.count(" sink ") == 2 and message.count("event ") == 2 and " ordered " in message
     assert not report.holds["global"] and "no single order" in report.violations["global"][0]
 
 
@@ -236,6 +236,11 @@ def test_cli_exit_codes(tmp_path):
     ok, ko = run(good), run(bad)
     assert ok.returncode == 0 and "✓ G3" in ok.stdout
     assert ko.returncode == 1 and "✗ G3" in ko.stdout and "G3 (missing)" in ko.stdout
+    as_json = subprocess.run([sys.executable, "-m", "twittercore", "verify", "--json", str(bad)],
+                             capture_output=True, text=True)  # fmt: skip
+    verdict = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and verdict["holds"]["G1"] and not verdict["holds"]["G3"]
+    assert verdict["examples"]["G3"][0].startswith("G3 (missing)")
 
 
 def test_follow_state_rules():
@@ -354,7 +359,7 @@ def test_pairwise_agreement_without_one_global_order():
     report = verify([io.StringIO(buffer.getvalue())])
     assert report.ok and report.holds["G2"], report.format()
     assert not report.holds["global"]
-    assert report.violations["global"][0].count(" saw ") == 3  # the whole cycle, one step per sink
+    assert report.violations["global"][0].count(" ordered ") == 3  # the whole cycle, one step per sink
 
 
 def write_passing_history(path, *, users=10_000, posts=400_000, per_sink=800, page=50) -> int:

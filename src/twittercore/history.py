@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, Union
 
 from .errors import InvalidArgumentError
 
@@ -40,7 +40,8 @@ __all__ = ["HistoryWriter", "History", "Observation", "records", "load", "FORMAT
 FORMAT = "twittercore-history"
 VERSION = 1
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-Source = "str | os.PathLike[str] | IO[str]"
+#: Where a history is read from or written to: a path, or an open text stream.
+Source = Union[str, "os.PathLike[str]", IO[str]]
 
 
 class HistoryWriter:

@@ -14,6 +14,9 @@
 - **global order** (reported, stronger than G2): one total order explains
   every observation.
 
+Messages say "sink 3 ordered a before b": in sink 3's stream, ``a`` is older
+than ``b`` (a page lists newest first, so there ``b`` came first).
+
 The exact rules, and how uncertain cases (concurrent follows, deletes) are
 skipped rather than guessed, are in ``docs/history-format.md``.  Passing
 histories cost time linear in the observations: each stream is compared with
@@ -32,13 +35,14 @@ only when that fails does the search for counterexamples start.
 >>> report.holds["G1"], report.holds["G3"]
 (False, True)
 >>> print(report.violations["G1"][0])
-G1 (order): sink 2 saw event 11 before event 10, but source 7 published 10 first (<stream>:5)
+G1 (order): sink 2 ordered event 11 before event 10, but source 7 published 10 first (<stream>:5)
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import operator
 import sys
 import time
@@ -77,6 +81,12 @@ class Report:
     def ok(self) -> bool:
         """G1, G2 and G3 all hold (the global order is reported, not required)."""
         return all(self.counts[g] == 0 for g in GUARANTEES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as plain data (``twittercore verify --json``)."""
+        return {"ok": self.ok, "holds": self.holds, "violations": self.counts,
+                "examples": {g: v for g, v in self.violations.items() if v},
+                "stats": self.stats, "notes": self.notes}  # fmt: skip
 
     def format(self) -> str:
         names = {"G1": "G1 source order", "G2": "G2 agreement", "G3": "G3 no loss", "global": "one global order"}
@@ -188,7 +198,7 @@ class _Checker:
             if s >= 0 and previous is not None and self.before(e, previous):
                 self.report.add(
                     "G1",
-                    f"G1 (order): {self.who(obs)} saw event {h.ids[previous]!r} before event {h.ids[e]!r}, "
+                    f"G1 (order): {self.who(obs)} ordered event {h.ids[previous]!r} before event {h.ids[e]!r}, "
                     f"but source {self.name(s)} published {h.ids[e]!r} first ({obs.where})",
                 )
             last[s] = e
@@ -467,7 +477,7 @@ class _Checker:
                             path.append(parent[path[-1]])
                         path.reverse()
                         steps = [
-                            f"{self.who(streams[origin[(a, b)]][0])} saw {self.h.ids[a]!r} before {self.h.ids[b]!r}"
+                            f"{self.who(streams[origin[(a, b)]][0])} ordered {self.h.ids[a]!r} before {self.h.ids[b]!r}"
                             for a, b in zip(path, path[1:] + [start])
                         ]
                         return "no single order explains all reads: " + "; ".join(steps[:6])
@@ -517,8 +527,8 @@ class _Checker:
                 a, b = streams[n][0], streams[m][0]
                 self.report.add(
                     "G2",
-                    f"G2 (disagreement): {self.who(a)} saw {h.describe(x)} before {h.describe(y)} "
-                    f"({a.where}), {self.who(b)} saw them the other way round ({b.where})",
+                    f"G2 (disagreement): {self.who(a)} ordered {h.describe(x)} before {h.describe(y)} "
+                    f"({a.where}), {self.who(b)} the other way round ({b.where})",
                 )
                 break
 
@@ -571,11 +581,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ids.add_argument("--ordered", dest="ordered", action="store_true",
                      help="ids are ints in commit order (the default when every id is an int)")
     parser.add_argument("--examples", type=int, default=10, help="violations to print per guarantee")
+    parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     report = verify(args.histories, ordered=args.ordered, limit=args.examples)
-    print(report.format())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
 
 
