@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import twittercore
 from starlette.applications import Starlette
@@ -176,7 +176,7 @@ class Server:
         """The account of the request's bearer token (401 if required and missing or invalid)."""
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        if not token and request.url.path.startswith("/api/v1/streaming"):
+        if not token and request.scope["path"].startswith("/api/v1/streaming"):
             # Browsers cannot set headers on EventSource: Mastodon takes a query parameter there.
             token = request.query_params.get("access_token", "")
         if not token:
@@ -207,7 +207,13 @@ class Server:
 
 
 def base_url(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}"
+    # From the scope directly: building request.url costs more than the home read.
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope['scheme']}://{host}"
 
 
 class Renderer:
@@ -304,19 +310,33 @@ class PageCache:
         return parts[0] + account + parts[1]
 
     def page(self, renderer: Renderer, events: list[twittercore.Event]) -> bytes:
-        rendered = (self.status(renderer, e) for e in events)
-        return b"[" + b",".join(r for r in rendered if r is not None) + b"]"
+        # One flat join: no intermediate copy of each status.
+        pieces = [b"["]
+        for event in events:
+            parts = self._statuses.get((renderer.base, event.id))
+            if parts is None:
+                rendered = self.status(renderer, event)
+                if rendered is not None:
+                    pieces += (rendered, b",")
+                continue
+            account = self.account(renderer, parts[2])
+            if account is not None:
+                pieces += (parts[0], account, parts[1], b",")
+        if len(pieces) > 1:
+            pieces.pop()  # the trailing comma
+        pieces.append(b"]")
+        return b"".join(pieces)
 
 
 def link_header(request: Request, newest: str, oldest: str | None) -> str:
     """Mastodon's Link header: rel=next pages to older items (max_id), rel=prev to newer (min_id)."""
     keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("max_id", "since_id", "min_id")]
-    url = f"{base_url(request)}{request.url.path}?"
+    url = f"{base_url(request)}{request.scope['path']}?{urlencode(keep) + '&' if keep else ''}"
     links = []
     if oldest is not None:
-        links.append(f'<{url}{urlencode(keep + [("max_id", oldest)])}>; rel="next"')
+        links.append(f'<{url}max_id={quote(oldest)}>; rel="next"')
     if newest:
-        links.append(f'<{url}{urlencode(keep + [("min_id", newest)])}>; rel="prev"')
+        links.append(f'<{url}min_id={quote(newest)}>; rel="prev"')
     return ", ".join(links)
 
 
@@ -531,7 +551,7 @@ def _account_list(request: Request, edges: Any) -> Response:
     headers = {}
     if len(page) == limit:
         keep = [(k, v) for k, v in request.query_params.multi_items() if k != "max_id"]
-        url = f"{base_url(request)}{request.url.path}?{urlencode(keep + [('max_id', str(page[-1]))])}"
+        url = f"{base_url(request)}{request.scope['path']}?{urlencode(keep + [('max_id', str(page[-1]))])}"
         headers["Link"] = f'<{url}>; rel="next"'
     return json_response(body, headers=headers)
 

@@ -44,6 +44,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .errors import InvalidArgumentError
+
+try:  # parsing every page is most of the generator's own CPU: use orjson when present
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - the stdlib does the same, slower
+    _loads = json.loads
 from .history import HistoryWriter
 from .loadtool_http import Connection, HTTPError, split_url
 from .workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
@@ -119,7 +124,7 @@ class LoadRun:
         r = await conn.request(method, self.base + path, h, body)
         data = None
         if r.body and r.headers.get("content-type", "").startswith("application/json"):
-            data = json.loads(r.body)
+            data = _loads(r.body)
         return r.status, data, r.headers
 
     async def pool(self, jobs: list[Any], work: Any, connections: int) -> None:
