@@ -241,6 +241,10 @@ def test_cli_exit_codes(tmp_path):
     verdict = json.loads(as_json.stdout)
     assert as_json.returncode == 1 and verdict["holds"]["G1"] and not verdict["holds"]["G3"]
     assert verdict["examples"]["G3"][0].startswith("G3 (missing)")
+    (tmp_path / "junk.jsonl").write_text("not json\n")
+    broken = run(tmp_path / "junk.jsonl")
+    assert broken.returncode == 2 and "junk.jsonl:1: not JSON" in broken.stderr and not broken.stdout
+    assert run(tmp_path / "absent.jsonl").returncode == 2
 
 
 def test_follow_state_rules():

@@ -50,6 +50,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from typing import Any
 
+from .errors import Error
 from .history import History, Observation, load
 
 __all__ = ["verify", "Report", "GUARANTEES"]
@@ -585,12 +586,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = verify(args.histories, ordered=args.ordered, limit=args.examples)
+    """Exit status: 0 when G1, G2 and G3 hold, 1 on a violation, 2 when the history cannot be read."""
+    try:
+        report = verify(args.histories, ordered=args.ordered, limit=args.examples)
+    except (Error, OSError, KeyError, TypeError, ValueError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        print(f"twittercore verify: {what} (is every file a history written by HistoryWriter?)", file=sys.stderr)
+        return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="twittercore verify")
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
