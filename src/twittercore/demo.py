@@ -21,7 +21,6 @@ from typing import Any
 
 from . import report as rp
 from .errors import ConfigurationError
-from .history import HistoryWriter
 from .recorder import Recorder
 from .verify import verify
 from .workload import Workload, replay

@@ -25,7 +25,6 @@ Write with :class:`HistoryWriter`, read with :func:`records` (raw dicts) or
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
