@@ -62,18 +62,26 @@ def _follower(path, history, start, seconds, seed):
             time.sleep(0.002)
 
 
-def _subscriber(path, history, sink, after, start, seconds, out):
+def _subscriber(path, history, sink, after, start, stop, out):
+    """Tail until every writer has exited (``stop``), then drain what is left."""
+    got = []
+
+    def take(items):
+        cursor = None
+        for item in items:
+            got.append(("event", item.id) if isinstance(item, Event) else ("deletion", item.seq, item.id))
+            cursor = item.position
+            if stop.is_set() and not draining:
+                break
+        return cursor
+
     with twittercore.open(path, durable=False) as store, Recorder(store, history) as rec:
         start.wait()
-        deadline = time.monotonic() + seconds + 0.5
-        got = []
-        for item in rec.tail(sink, after=after, timeout=0.2):
-            got.append(("event", item.id) if isinstance(item, Event) else ("deletion", item.seq, item.id))
-            if time.monotonic() > deadline:
-                break
-        # Drain what was published before the others stopped (they stop first).
-        for item in rec.tail(sink, after=max(after, *(g[1] for g in got)) if got else after, timeout=0.5):
-            got.append(("event", item.id) if isinstance(item, Event) else ("deletion", item.seq, item.id))
+        cursor, draining = after, False
+        while not stop.is_set():
+            cursor = take(rec.tail(sink, after=cursor, timeout=0.1)) or cursor
+        draining = True  # nothing more will be published: one last tail until it goes quiet
+        take(rec.tail(sink, after=cursor, timeout=0.5))
     out.put((sink, got))
 
 
@@ -85,20 +93,22 @@ def test_publishers_subscribers_and_churn_in_processes(tmp_path, fanout):
         with Recorder(store, histories[-1]) as rec:
             rec.follow_many([(sink, source) for sink in SINKS for source in SOURCES if (sink + source) % 3])
         after = store.last_id()
-    start, out = SPAWN.Event(), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_publisher, args=(path, histories[p], p, start, SECONDS, p)) for p in range(PUBLISHERS)]
-    procs.append(SPAWN.Process(target=_follower, args=(path, histories[PUBLISHERS], start, SECONDS, 99)))
-    for n, sink in enumerate(SINKS):
-        procs.append(
-            SPAWN.Process(
-                target=_subscriber, args=(path, histories[PUBLISHERS + 1 + n], sink, after, start, SECONDS, out)
-            )
-        )
-    for p in procs:
+    start, stop, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    writers = [SPAWN.Process(target=_publisher, args=(path, histories[p], p, start, SECONDS, p)) for p in range(PUBLISHERS)]
+    writers.append(SPAWN.Process(target=_follower, args=(path, histories[PUBLISHERS], start, SECONDS, 99)))
+    readers = [
+        SPAWN.Process(target=_subscriber, args=(path, histories[PUBLISHERS + 1 + n], sink, after, start, stop, out))
+        for n, sink in enumerate(SINKS)
+    ]
+    for p in writers + readers:
         p.start()
     start.set()
-    delivered = dict(out.get(timeout=SECONDS + 120) for _ in SINKS)
-    for p in procs:
+    for p in writers:
+        p.join(SECONDS + 120)
+        assert p.exitcode == 0, p
+    stop.set()
+    delivered = dict(out.get(timeout=120) for _ in SINKS)
+    for p in readers:
         p.join(60)
         assert p.exitcode == 0, p
     report = verify(histories)
