@@ -483,15 +483,24 @@ def test_paging_bounds_limit_what_a_page_owes():
         h.observe(1, [16, 15, 14], limit=3, max_id=16)
         h.observe(1, [19, 18], limit=5, since_id=17)  # not full: owes everything above 17
         h.observe(1, [12, 11, 10], limit=3, min_id=9)  # the oldest three above 9
+        h.observe(1, [15, 14, 13], limit=3, before_id=16)  # Mastodon's exclusive max_id
 
     def short_page(h):
         h.follow(1, 2)
         h.publish_many([(2, id) for id in range(10, 20)])
         h.observe(1, [19, 18], limit=5, since_id=16)  # 17 is missing
 
+    def short_mastodon_page(h):
+        h.follow(1, "b")
+        h.publish_many([("b", f"s{n}") for n in range(10)])  # opaque ids
+        h.observe(1, ["s8", "s6"], limit=2, before_id="s9")  # full, so it owes s6..s8: s7 is missing
+        h.observe(1, ["s8", "s7", "s6"], limit=3, before_id="s9")  # fine
+
     assert scenario(pages).ok
     report = scenario(short_page)
     assert failed(report) == {"G3"} and "event 17" in report.violations["G3"][0]
+    report = scenario(short_mastodon_page)
+    assert failed(report) == {"G3"} and report.counts["G3"] == 1 and "'s7'" in report.violations["G3"][0]
 
 
 def test_deleted_events_are_not_owed():

@@ -134,6 +134,7 @@ class HistoryWriter:
         t0: int | None = None,
         limit: int | None = None,
         max_id: Any = None,
+        before_id: Any = None,
         since_id: Any = None,
         min_id: Any = None,
         stream: Any = None,
@@ -142,16 +143,20 @@ class HistoryWriter:
         """``sink`` observed ``ids`` in this order.
 
         ``kind="page"``: one home-timeline read, ids newest first as returned,
-        with the ``limit`` and bounds it was asked with.  ``kind="tail"``: a
+        with the ``limit`` and bounds it was asked with (``max_id`` inclusive,
+        as in twittercore and Twitter; ``before_id`` exclusive, as Mastodon's
+        ``max_id``; ``since_id`` and ``min_id`` exclusive).  ``kind="tail"``: a
         batch of live deliveries, oldest first; batches with the same
         ``(sink, stream)`` form one stream (``after``: where it started).
         ``kind="timeline"``: a read of ``sink``'s *own* timeline (a profile).
         """
         if kind not in ("page", "tail", "timeline"):
             raise InvalidArgumentError(f"observe: unknown kind {kind!r} (use 'page', 'tail' or 'timeline')")
+        if max_id is not None and before_id is not None:
+            raise InvalidArgumentError("observe: give max_id (inclusive) or before_id (exclusive), not both")
         record: dict[str, Any] = {"op": "observe", "kind": kind, "sink": sink, "ids": list(ids)}
         for name, value in (
-            ("limit", limit), ("max_id", max_id), ("since_id", since_id),
+            ("limit", limit), ("max_id", max_id), ("before_id", before_id), ("since_id", since_id),
             ("min_id", min_id), ("stream", stream), ("after", after),
         ):  # fmt: skip
             if value is not None:
@@ -198,11 +203,13 @@ class _nullcontext:
 class Observation:
     """One read as the verifier sees it: interned event numbers, oldest first."""
 
-    __slots__ = ("kind", "sink", "events", "t0", "t", "limit", "max_id", "since_id", "min_id", "stream", "after", "where")
+    __slots__ = ("kind", "sink", "events", "t0", "t", "limit", "max_id", "max_exclusive", "since_id", "min_id",
+                 "stream", "after", "where")  # fmt: skip
 
     def __init__(self, kind: str, sink: int, events: list[int], t0: int, t: int, where: str) -> None:
         self.kind, self.sink, self.events, self.t0, self.t, self.where = kind, sink, events, t0, t, where
         self.limit = self.max_id = self.since_id = self.min_id = self.stream = self.after = None
+        self.max_exclusive = False  # the upper bound was given as before_id
 
 
 class History:
@@ -369,4 +376,6 @@ def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t
     for name in ("max_id", "since_id", "min_id", "after"):
         if record.get(name) is not None:
             setattr(obs, name, record[name])
+    if record.get("before_id") is not None:
+        obs.max_id, obs.max_exclusive = record["before_id"], True
     h.observations.append(obs)

@@ -228,7 +228,7 @@ class _Checker:
         elif obs.since_id is not None:
             lo = self.id_rank(obs.since_id, exclusive=True)
         if hi is None and obs.max_id is not None:
-            hi = self.id_rank(obs.max_id)
+            hi = self.id_rank(obs.max_id, exclusive=-obs.max_exclusive)
         if lo is None or (obs.max_id is not None and hi is None):
             return None  # a bound names an event this history does not know
         if hi is None:  # "now": the newest event acknowledged before the read began
@@ -236,8 +236,9 @@ class _Checker:
             hi = self.ack_max_rank[n - 1] if n else -_INF
         return lo, hi
 
-    def id_rank(self, id: Any, exclusive: bool = False) -> Any:
-        """The rank of a bound given as an id (+1 when the bound is exclusive); None if unknown."""
+    def id_rank(self, id: Any, exclusive: int = 0) -> Any:
+        """The rank of a bound given as an id, moved by ``exclusive`` (+1: exclusive lower
+        bound, -1: exclusive upper bound); None if the history does not know it."""
         if self.h.ordered:
             return id + exclusive
         e = self.h.index.get(id)
@@ -271,11 +272,11 @@ class _Checker:
                 return False
         elif obs.max_id is not None:
             if h.ordered:
-                if h.rank[e] > obs.max_id:
+                if h.rank[e] > obs.max_id - obs.max_exclusive:
                     return False
             else:
                 b = bound(obs.max_id)
-                if b < 0 or not (e == b or self.before(e, b)):
+                if b < 0 or not (e == b and not obs.max_exclusive or self.before(e, b)):
                     return False
         return True
 
