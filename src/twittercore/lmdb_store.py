@@ -28,19 +28,21 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from bisect import bisect_right
 import time as _time
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
 import lmdb
 
 from . import _kernel
-from ._types import Deletion, Event, EventBatch
-from .errors import ConfigurationError, StoreError
 from ._fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
-from .store import Change, Store
+from ._lmdb_check import check_layout
+from ._lmdb_live import LiveMixin
+from ._types import Event, EventBatch
+from .errors import ConfigurationError, StoreError
+from .store import Store
 
 __all__ = ["LMDBStore"]
 
@@ -68,7 +70,7 @@ def _codec_for(kernel: str | None) -> Any:
     return _codec
 
 
-class LMDBStore(Store):
+class LMDBStore(LiveMixin, Store):
     """A store in an LMDB directory; safe to share between threads and processes.
 
     Options: ``durable`` (default True: fsync each commit; False survives a
@@ -614,121 +616,8 @@ class LMDBStore(Store):
             raise StoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())")
         return self._codec.decode_events(ids, [value for _, value in pairs])
 
-    # ------------------------------------------------------------------ live
-
-    def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]:
-        sink_key = be(sink)
-
-        def work(txn: Any) -> tuple[list[Change], int]:
-            last = self._seq(txn)
-            if last <= after:
-                return [], after
-            records = txn.cursor(self._following).getmulti(
-                [sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True
-            )
-            candidates = {key[:8] for key in self._codec.head_keys(records)}
-            cursor = txn.cursor(self._edgelog)
-            if cursor.set_range(sink_key + be(after + 1)):
-                for key, value in cursor:
-                    if key[:8] != sink_key:
-                        break
-                    candidates.add(bytes(value[:8]))
-            runs = [self._ids_after(txn, prefix, after, limit) for prefix in candidates]
-            ids = self._merge.oldest(runs, limit, after, last)
-            upto = ids[-1] if len(ids) == limit else last
-            items: list[tuple[int, Change]] = []
-            history = txn.cursor(self._edgehist)
-            for event in self._fetch(txn, ids):
-                if self._followed_at(history, sink_key, be(event.source), event.id):
-                    items.append((event.id, event))
-            deletions = txn.cursor(self._deletions)
-            if deletions.set_range(be(after + 1)):
-                for key, value in deletions:
-                    seq = _BE.unpack(key)[0]
-                    if seq > upto:
-                        break
-                    id, source = _BE2.unpack(value)
-                    if self._followed_at(history, sink_key, value[8:16], id):
-                        items.append((seq, Deletion(seq, id, source)))
-            items.sort(key=lambda pair: pair[0])
-            return [item for _, item in items], upto
-
-        return self._read(work)
-
-    @staticmethod
-    def _followed_at(history: Any, sink_key: bytes, source_key: bytes, position: int) -> bool:
-        """Did the sink follow the source just before ``position``?  (edgehist: last op < position)"""
-        pair = sink_key + bytes(source_key)
-        if history.set_range(pair + be(position)):
-            if not history.prev():
-                return False
-        elif not history.last():
-            return False
-        return history.key()[:16] == pair and history.value() == _FOLLOW
-
-    def _wait(self, after: int, timeout: float | None) -> bool:
-        """Block until the store passes ``after``: at once for this process's
-        commits, within ~1 ms for another process's (it polls the counter)."""
-        deadline = None if timeout is None else _time.monotonic() + timeout
-        interval = 0.0001
-        while not self._closed:
-            if self._last_seq() > after:
-                return True
-            remaining = None if deadline is None else deadline - _time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            with self._changed:
-                self._waiters += 1
-                try:
-                    self._changed.wait(interval if remaining is None else min(interval, remaining))
-                finally:
-                    self._waiters -= 1
-            interval = min(interval * 2, 0.001)
-        return False
-
     # -------------------------------------------------------------- checking
 
     def _check(self) -> None:
         """Assert the layout's invariants over the whole store (slow; tests call it)."""
-
-        def work(txn: Any) -> None:
-            seq = self._seq(txn)
-            head_tag = self._codec.HEAD
-            logged: dict[int, int] = {}
-            cursor = txn.cursor(self._logs)
-            previous_source, previous_tag, count = None, 0, 0
-            for key, value in cursor:
-                source, tag = _BE2.unpack(key)
-                words = array("Q", bytes(value))
-                if source != previous_source:
-                    previous_source, previous_tag, count = source, 0, 0
-                if bytes(key[8:]) == head_tag:
-                    floor, total, ids = words[0], words[1], words[2:]
-                    assert floor >= previous_tag or previous_tag == 0, (source, floor, previous_tag)
-                    count += len(ids)
-                    assert total == count, (source, total, count)
-                else:
-                    ids = words
-                    assert len(ids) > 0, (source, tag)
-                    assert ids[-1] <= tag, (source, tag)
-                assert list(ids) == sorted(set(ids)), source
-                assert not ids or ids[0] > previous_tag, (source, tag)
-                for id in ids:
-                    assert id not in logged, id
-                    logged[id] = source
-                previous_tag = tag
-                if bytes(key[8:]) != head_tag:
-                    count += len(ids)
-            events = 0
-            for key, value in txn.cursor(self._events):
-                id = _BE.unpack(key)[0]
-                assert 0 < id <= seq, id
-                assert logged.get(id) == _U64.unpack_from(value, 0)[0], id
-                events += 1
-            assert events == len(logged)
-            following = {(_BE.unpack(k)[0], _BE.unpack(v)[0]) for k, v in txn.cursor(self._following)}
-            followers = {(_BE.unpack(v)[0], _BE.unpack(k)[0]) for k, v in txn.cursor(self._followers)}
-            assert following == followers
-            self._fan.check(txn)
-
-        self._read(work)
+        self._read(lambda txn: check_layout(self, txn))
