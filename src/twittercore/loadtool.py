@@ -413,7 +413,7 @@ def _kind(op: Any) -> str:
 # ---------------------------------------------------------------- report
 
 
-def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float) -> None:
+def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float, half: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -422,7 +422,11 @@ def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float) -
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     rates = [s["rate"] for s in steps]
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
-        left.plot(rates, [max(s[key], 1e-3) for s in steps], marker="o", label=label)
+        line = left.plot(rates, [max(s[key], 1e-3) for s in steps], marker="o", label=label)[0]
+        if half is not None:  # the confirmation step at half the failure point: a star, not on the line
+            left.plot([half["rate"]], [max(half[key], 1e-3)], marker="*", markersize=12, color=line.get_color(), linestyle="none")
+    if half is not None:
+        left.plot([], [], marker="*", color="grey", linestyle="none", label="at half the failure point")
     left.axhline(p99_limit, color="red", linestyle="--", linewidth=1, label=f"p99 limit {p99_limit:g} ms")
     left.set_yscale("log")
     left.set_xlabel("offered rate (requests/s)")
@@ -433,7 +437,8 @@ def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float) -
     right.plot(rates, rates, linestyle=":", color="grey", label="offered")
     right2 = right.twinx()
     right2.bar(rates, [100 * s["error_rate"] for s in steps], width=max(rates) * 0.03 or 1, alpha=0.3, color="red")
-    right2.set_ylabel("errors (%)")
+    right2.set_ylim(0, max(2.0, *(100 * s["error_rate"] * 1.2 for s in steps)))
+    right2.set_ylabel("errors (%, bars)")
     right.set_xlabel("offered rate (requests/s)")
     right.set_ylabel("throughput (requests/s)")
     right.set_title("throughput")
@@ -477,6 +482,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drive.add_argument("--connections", type=int, default=64, help="concurrent clients (keep-alive connections)")
     drive.add_argument("--streams", type=int, default=4, help="clients holding the user stream open")
     drive.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as failed")
+    drive.add_argument("--warmup", type=float, default=0.0, help="seconds at the first rate before measuring")
     drive.add_argument("--ramp", action="store_true", help="raise the rate step by step to the failure point")
     drive.add_argument("--ramp-factor", type=float, default=1.5)
     drive.add_argument("--max-steps", type=int, default=8)
@@ -499,6 +505,11 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(0.3)  # let the streams connect before the load starts
         ops = load.operations()
         rate = args.rate
+        if args.warmup > 0:
+            # Fills the server's caches and the page cache of its disk; recorded
+            # in the history (so verified) but not a step of the ramp.
+            warm = await load.step(rate, args.warmup, ops)
+            print("  warmup:" + format_step(warm)[5:], flush=True)
         for n in range(args.max_steps if args.ramp else 1):
             step = await load.step(rate, args.duration, ops)
             steps.append(step)
@@ -537,8 +548,8 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     if not args.no_plot and steps:
-        plot(steps + ([half] if half else []), os.path.join(args.out, "latency.png"),
-             f"twittercore load {url} ({args.mix}, {args.connections} clients)", args.p99_limit)
+        plot(steps, os.path.join(args.out, "latency.png"),
+             f"twittercore load {url} ({args.mix}, {args.connections} clients)", args.p99_limit, half)
     print(report.format())
     if failure is not None:
         print(f"load: failure point {failure:.0f} requests/s; maximum sustainable rate "
