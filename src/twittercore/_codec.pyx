@@ -180,25 +180,6 @@ def decode_event(uint64_t id, value):
     return _new_tuple(Event, (id, source, payload, time))
 
 
-def decode_events(list ids, list values):
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(ids)
-    cdef list out = [None] * n
-    cdef object value
-    cdef const char* data
-    cdef uint64_t source
-    cdef double time
-    for i in range(n):
-        value = <object> PyList_GET_ITEM(values, i)
-        if type(value) is not bytes:
-            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)
-            continue
-        data = PyBytes_AS_STRING(value)
-        memcpy(&source, data, 8)
-        memcpy(&time, data + 8, 8)
-        out[i] = _new_tuple(Event, (<object> PyList_GET_ITEM(ids, i), source,
-                                    PyBytes_FromStringAndSize(data + 16, PyBytes_GET_SIZE(value) - 16), time))
-    return out
-
 
 def check_items(list items, Py_ssize_t max_payload):
     """True when every item is an exact ``(int, bytes)`` tuple within limits.
@@ -224,3 +205,67 @@ def check_items(list items, Py_ssize_t max_payload):
 def values_of(records):
     """Node ids from the value half of 16-byte ``(key_be, value_be)`` records."""
     return sources_of(records)
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        PyObject* (*tp_alloc)(PyTypeObject*, Py_ssize_t) except NULL
+    void PyTuple_SET_ITEM(object, Py_ssize_t, object)
+    void Py_INCREF(object)
+
+cdef PyTypeObject* _EVENT_TYPE = <PyTypeObject*> Event
+
+
+cdef inline object _event(object id, uint64_t source, const char* payload, Py_ssize_t size, double time):
+    # An Event is a tuple subclass with no extra fields: allocate it as
+    # tuple.__new__ would, without the temporary tuple.
+    cdef object out = <object> _EVENT_TYPE.tp_alloc(_EVENT_TYPE, 4)
+    Py_DECREF_borrowed(out)
+    cdef object src = source, body = PyBytes_FromStringAndSize(payload, size), when = time
+    Py_INCREF(id); Py_INCREF(src); Py_INCREF(body); Py_INCREF(when)
+    PyTuple_SET_ITEM(out, 0, id)
+    PyTuple_SET_ITEM(out, 1, src)
+    PyTuple_SET_ITEM(out, 2, body)
+    PyTuple_SET_ITEM(out, 3, when)
+    return out
+
+
+cdef inline void Py_DECREF_borrowed(object o):
+    # tp_alloc returned a new reference and `<object>` took another one.
+    from_new = <PyObject*> o
+    _decref(from_new)
+
+
+cdef extern from "Python.h":
+    void _decref "Py_DECREF"(PyObject*)
+
+
+def be_keys(list ids):
+    """Big-endian 8-byte keys for a list of ids (the ``events`` table's keys)."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(ids)
+    cdef list out = [None] * n
+    for i in range(n):
+        out[i] = _be(<object> PyList_GET_ITEM(ids, i))
+    return out
+
+
+def decode_pairs(list ids, list pairs):
+    """Events from ``getmulti``'s ``(key, value)`` pairs, in the order of ``ids``."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(ids)
+    cdef list out = [None] * n
+    cdef object value
+    cdef const char* data
+    cdef uint64_t source
+    cdef double time
+    if PyList_GET_SIZE(pairs) != n:
+        raise LookupError("an event named by a log is missing")
+    for i in range(n):
+        value = <object> PyTuple_GET_ITEM(<object> PyList_GET_ITEM(pairs, i), 1)
+        if type(value) is not bytes:
+            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)
+            continue
+        data = PyBytes_AS_STRING(value)
+        memcpy(&source, data, 8)
+        memcpy(&time, data + 8, 8)
+        out[i] = _event(<object> PyList_GET_ITEM(ids, i), source, data + 16, PyBytes_GET_SIZE(value) - 16, time)
+    return out

@@ -80,9 +80,6 @@ def decode_event(id: int, value: Any) -> Event:
     return Event(id, source, bytes(value[16:]), time)
 
 
-def decode_events(ids: Sequence[int], values: Sequence[Any]) -> list[Event]:
-    return [decode_event(id, value) for id, value in zip(ids, values)]
-
 
 def check_items(items: list[Any], max_payload: int) -> bool:
     """True when every item is an exact ``(int, bytes)`` tuple within limits (see the twin)."""
@@ -100,3 +97,15 @@ def check_items(items: list[Any], max_payload: int) -> bool:
 def values_of(records: Any) -> list[int]:
     """Node ids from the value half of 16-byte ``(key_be, value_be)`` records."""
     return sources_of(records)
+
+
+def be_keys(ids: Sequence[int]) -> list[bytes]:
+    """Big-endian 8-byte keys for a list of ids (the ``events`` table's keys)."""
+    return [be(id) for id in ids]
+
+
+def decode_pairs(ids: Sequence[int], pairs: Sequence[tuple[Any, Any]]) -> list[Event]:
+    """Events from ``getmulti``'s ``(key, value)`` pairs, in the order of ``ids``."""
+    if len(pairs) != len(ids):
+        raise LookupError("an event named by a log is missing")
+    return [decode_event(id, value) for id, (_, value) in zip(ids, pairs)]

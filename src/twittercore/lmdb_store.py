@@ -611,10 +611,11 @@ class LMDBStore(LiveMixin, Store):
     def _fetch(self, txn: Any, ids: list[int]) -> list[Event]:
         if not ids:
             return []
-        pairs = txn.cursor(self._events).getmulti([be(id) for id in ids])
-        if len(pairs) != len(ids):  # getmulti skips missing keys: a log names a lost event
-            raise StoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())")
-        return self._codec.decode_events(ids, [value for _, value in pairs])
+        pairs = txn.cursor(self._events).getmulti(self._codec.be_keys(ids))
+        try:
+            return self._codec.decode_pairs(ids, pairs)
+        except LookupError:  # getmulti skips missing keys: a log names a lost event
+            raise StoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())") from None
 
     # -------------------------------------------------------------- checking
 
