@@ -795,7 +795,7 @@ async def store_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": "The store failed; try again"}, 503)
 
 
-async def server_error(request: Request, exc: Exception) -> Response:
+async def server_error(request: Request, exc: Exception | None) -> Response:
     return json_response({"error": "Internal server error"}, 500)
 
 
@@ -817,6 +817,32 @@ ROUTES = [
     Route("/api/v1/streaming/user", stream_user, methods=["GET"]),
     Route("/api/v1/streaming/health", streaming_health, methods=["GET"]),
 ]
+
+
+class App(Starlette):
+    """Starlette, with a shortcut for the hottest route.
+
+    ``GET /api/v1/timelines/home`` is most of a Mastodon server's traffic
+    (tens of reads per post).  It skips the router's scan of every route and
+    the middleware stack: on a page served from the caches those cost about a
+    fifth of the request.  Errors are rendered exactly as on the slow path.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/api/v1/timelines/home" and scope["method"] == "GET":
+            scope["app"] = self
+            request = Request(scope, receive)
+            try:
+                response = await home_timeline(request)
+            except ApiError as exc:
+                response = await api_error(request, exc)
+            except twittercore.Error as exc:
+                response = await store_error(request, exc)
+            except Exception:
+                response = await server_error(request, None)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -843,7 +869,7 @@ def create_app(
         finally:
             server.close()
 
-    app = Starlette(
+    app = App(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
