@@ -172,3 +172,13 @@ def test_numpy_style_integers_are_accepted(store):
 
     store.follow(Index(), 5)
     assert store.sources(4) == [5]
+
+
+def test_open_rejects_what_it_cannot_open(tmp_path):
+    with pytest.raises(twittercore.ConfigurationError, match="not in this release"):
+        twittercore.open("redis://localhost:6379/0")
+    with pytest.raises(InvalidArgumentError, match="directory path"):
+        twittercore.open(42)
+    (tmp_path / "file").write_bytes(b"not a directory")
+    with pytest.raises(twittercore.StoreError):
+        twittercore.open(str(tmp_path / "file"))

@@ -58,7 +58,7 @@ def open(target: str | os.PathLike[str], **options: Any) -> Store:
     ``":memory:"``
         the pure-Python reference store (the executable specification).
     ``"redis://host:port/db"``
-        the scale-out backend on Redis.
+        reserved for the scale-out backend on Redis (not in this release).
     any other string or path
         the embedded LMDB store in that directory (created if missing), the default.
 
@@ -71,14 +71,10 @@ def open(target: str | os.PathLike[str], **options: Any) -> Store:
 
         return MemoryStore(**options)
     if isinstance(target, str) and target.startswith("redis://"):
-        try:
-            from .redis_store import RedisStore
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"open({target!r}): the Redis backend needs the redis package "
-                "(pip install 'twittercore[redis]')"
-            ) from exc
-        return RedisStore(target, **options)
+        raise ConfigurationError(
+            f"open({target!r}): the Redis scale-out backend is not in this release "
+            "(open a directory path for the embedded LMDB store)"
+        )
     if not isinstance(target, (str, os.PathLike)):
         raise InvalidArgumentError(
             f"open: expected a directory path, ':memory:' or 'redis://...', got {type(target).__name__}"
