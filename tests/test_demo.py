@@ -51,3 +51,17 @@ def test_demo_refuses_a_used_data_directory(tmp_path):
     (tmp_path / "used" / "something").write_text("x")
     with pytest.raises(ConfigurationError, match="not empty"):
         main(["demo", "--data", str(tmp_path / "used"), "--users", "10", "--out", str(tmp_path / "r")])
+
+
+def test_a_failing_live_tail_is_reported_not_hidden(tmp_path, capsys, monkeypatch):
+    from twittercore.recorder import Recorder
+
+    def broken(self, sink, after=None, timeout=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Recorder, "tail", broken)
+    code = main(["demo", "--memory", "--users", "60", "--posts", "200", "--reads", "50", "--follows", "5",
+                 "--tails", "2", "--live", "1", "--no-plots", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 1
+    assert "live tail failed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["live_tails"]["errors"]

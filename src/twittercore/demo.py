@@ -2,11 +2,13 @@
 
 Steps: generate a workload (default 10,000 users, ~1M follows, 200,000 posts),
 load it into an LMDB store (a temporary directory, or ``--data DIR``), replay
-its operation stream (home reads timed), follow the live stream of a few
-sinks, verify the recorded history for G1-G3, then print a table and write a
-report folder (``--out``, default ``reports/demo``): ``summary.json``,
-``history.jsonl`` and ``live-tails.jsonl`` (re-check them with ``twittercore
-verify``), ``degrees.png`` and ``latency.png``.  Exit status 0 when every guarantee holds.
+its operation stream (home reads timed) while another process tails a few
+sinks live, read back the streams of more sinks, verify the recorded history
+for G1-G3, then print a table and write a report folder (``--out``, default
+``reports/demo``): ``summary.json``, ``history.jsonl`` and
+``live-tails.jsonl`` (re-check them with ``twittercore verify``),
+``degrees.png`` and ``latency.png``.  Exit status 0 when every guarantee
+holds and every live tail ran without an error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     summary.update(_summary(workload, result, recorder, check, tails, followers, followees))
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)
     console.print(check.format())
+    for error in result.live["errors"]:
+        console.print(f"[bold red]✗ live tail failed[/]: {error}")
     console.print(_table(summary))
     if args.plots:
         rp.plot_degrees(os.path.join(args.out, "degrees.png"), followers, followees)
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     files += ["degrees.png", "latency.png"] if args.plots else []
     console.print(f"report written to {args.out}/ ({', '.join(files)}) in {time.perf_counter() - started:.1f} s")
     console.print(f"re-check with: twittercore verify {' '.join(histories)}")
-    return 0 if check.ok else 1
+    return 0 if check.ok and not result.live["errors"] else 1
 
 
 def _replay(workload: Workload, recorder: Recorder, progress: Any, args: argparse.Namespace) -> Any:
@@ -149,62 +154,71 @@ class _LiveTails:
     file (``live-tails.jsonl``, merged by the verifier): that keeps them off
     this process's GIL, so they do not distort the read latencies, and shows
     the cross-process path.  The in-memory store can only be tailed by threads.
+    A tail that fails is reported (``errors``), never silently empty.
     """
 
     def __init__(self, recorder: Recorder, sinks: list[int], after: int, store_path: str | None, out: str) -> None:
+        self.sinks = len(sinks)
         self.history_path = os.path.join(out, "live-tails.jsonl") if store_path and sinks else None
+        self.delivered, self.errors = [0] * len(sinks), []
         if self.history_path:
             context = multiprocessing.get_context("spawn")
             self.stop_event: Any = context.Event()
-            self.results = context.Queue()
+            self.results: Any = context.Queue()
             self.workers: list[Any] = [context.Process(
                 target=_tail_process, args=(store_path, self.history_path, sinks, after, self.stop_event, self.results)
             )]  # fmt: skip
         else:
             self.stop_event, self.results = threading.Event(), None
-            self.delivered = [0] * len(sinks)
-            self.workers = [threading.Thread(target=self._tail_thread, args=(recorder, n, sink, after), daemon=True)
-                            for n, sink in enumerate(sinks)]  # fmt: skip
-        self.sinks = len(sinks)
+            self.workers = [
+                threading.Thread(target=_tail_until, daemon=True,
+                                 args=(recorder, sink, after, self.stop_event, self.delivered, n, self.errors))
+                for n, sink in enumerate(sinks)
+            ]  # fmt: skip
         for worker in self.workers:
             worker.start()
 
-    def _tail_thread(self, recorder: Recorder, n: int, sink: int, cursor: int) -> None:
-        self.delivered[n] = _tail_until(recorder, sink, cursor, self.stop_event)
-
     def stop(self) -> dict[str, Any]:
         self.stop_event.set()
-        delivered = sum(self.results.get(timeout=60)) if self.results is not None else sum(self.delivered)
+        if self.results is not None:
+            process = self.workers[0]
+            try:
+                self.delivered, self.errors = self.results.get(timeout=60)
+            except queue.Empty:
+                self.errors = [f"the tail process ended without a result (exit code {process.exitcode})"]
         for worker in self.workers:
-            worker.join()
-        return {"sinks": self.sinks, "deliveries": delivered, "history": self.history_path}
+            worker.join(timeout=10)
+        return {"sinks": self.sinks, "deliveries": sum(self.delivered), "history": self.history_path,
+                "errors": self.errors}  # fmt: skip
 
 
-def _tail_until(recorder: Recorder, sink: int, cursor: int, stop: Any) -> int:
-    delivered = 0
-    while not stop.is_set():
-        # A short timeout lets the loop notice the stop; each tail call is one recorded stream.
-        for item in recorder.tail(sink, after=cursor, timeout=0.2):
-            cursor = item.position
-            delivered += 1
-    return delivered
+def _tail_until(recorder: Recorder, sink: int, cursor: int, stop: Any, counts: list[int], n: int,
+                errors: list[str]) -> None:  # fmt: skip
+    try:
+        while not stop.is_set():
+            # A short timeout lets the loop notice the stop; each tail call is one recorded stream.
+            for item in recorder.tail(sink, after=cursor, timeout=0.2):
+                cursor = item.position
+                counts[n] += 1
+    except Exception as exc:  # report it: a failing tail is a finding, not an empty stream
+        errors.append(f"tail of sink {sink}: {type(exc).__name__}: {exc}")
 
 
 def _tail_process(store_path: str, history_path: str, sinks: list[int], after: int, stop: Any, results: Any) -> None:
     import twittercore
 
-    with twittercore.open(store_path) as store, Recorder(store, history_path) as recorder:
-        counts = [0] * len(sinks)
-
-        def tail(n: int, sink: int) -> None:
-            counts[n] = _tail_until(recorder, sink, after, stop)
-
-        threads = [threading.Thread(target=tail, args=(n, sink)) for n, sink in enumerate(sinks)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    results.put(counts)
+    counts, errors = [0] * len(sinks), []
+    try:
+        with twittercore.open(store_path) as store, Recorder(store, history_path) as recorder:
+            threads = [threading.Thread(target=_tail_until, args=(recorder, sink, after, stop, counts, n, errors))
+                       for n, sink in enumerate(sinks)]  # fmt: skip
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    except Exception as exc:
+        errors.append(f"tail process: {type(exc).__name__}: {exc}")
+    results.put((counts, errors))
 
 
 def _follow_tails(recorder: Recorder, after: int, count: int, users: int, progress: Any) -> dict[str, Any]:
