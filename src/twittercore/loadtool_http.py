@@ -64,7 +64,9 @@ class Connection:
 
     async def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> Response:
         try:
-            return await asyncio.wait_for(self._request(method, path, headers, body), self.timeout)
+            # asyncio.timeout, not wait_for: wait_for makes a task per request.
+            async with asyncio.timeout(self.timeout):
+                return await self._request(method, path, headers, body)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, HTTPError) as exc:
             self.close()
             raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
