@@ -132,7 +132,10 @@ def _replay(workload: Workload, recorder: Recorder, progress: Any, args: argpars
     start_of_operations = recorder.last_id()
     last_tick[0] = time.perf_counter()
     store_path = None if args.memory else args.store_path
-    live = _LiveTails(recorder, _spread(args.live, args.users, offset=7), start_of_operations, store_path, args.out)
+    # Tail busy sinks (the most followees among a spread sample): quiet ones may get nothing to check.
+    candidates = _spread(args.live * 20, args.users, offset=7)
+    busy = sorted(candidates, key=lambda sink: -len(workload.followees(sink)))[: args.live]
+    live = _LiveTails(recorder, busy, start_of_operations, store_path, args.out)
     try:
         replay(workload, recorder, phases=("operations",), progress=tick, resume=loaded)
     finally:
