@@ -260,6 +260,31 @@ def test_streaming_resumes_from_last_event_id(server):
         assert got[0][0] == "update" and f'"id":"{second["id"]}"' in got[0][1]
 
 
+def test_create_account_command(tmp_path):
+    """`python -m examples.mastodon_server create-account` makes a usable account."""
+    data = tmp_path / "data"
+    made = subprocess.run(
+        [sys.executable, "-m", "examples.mastodon_server", "create-account", "carol", "--data", str(data)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.split("token ")[1].strip()
+    again = subprocess.run(
+        [sys.executable, "-m", "examples.mastodon_server", "create-account", "carol", "--data", str(data)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 1 and "taken" in again.stderr
+    target = str(data / "store") if "lmdb" in BACKENDS else ":memory:"
+    if target == ":memory:":
+        return  # the account lives in the on-disk store's data dir
+    with running_server(target, str(data / "server.sqlite3")) as url, httpx.Client(base_url=url) as c:
+        me = c.get("/api/v1/accounts/verify_credentials", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200 and me.json()["username"] == "carol"
+        # The self-edge was made too: carol's own post is in her home timeline.
+        post(c, {"Authorization": f"Bearer {token}"}, "mine")
+        assert len(c.get("/api/v1/timelines/home", headers={"Authorization": f"Bearer {token}"}).json()) == 1
+
+
 def test_serve_outside_checkout_is_a_clear_error(monkeypatch, tmp_path):
     import twittercore
     from twittercore import serve

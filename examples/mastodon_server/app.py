@@ -28,6 +28,7 @@ import contextlib
 import hmac
 import itertools
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,8 @@ from .entities import (
 from .state import Account, State, StateError
 
 __all__ = ["create_app", "app_from_env", "ApiError"]
+
+logger = logging.getLogger("twittercore.mastodon_server")
 
 VERSION = f"4.3.0 (compatible; twittercore {twittercore.__version__})"
 DEFAULT_LIMIT, MAX_LIMIT = 20, 40  # Mastodon's page sizes for statuses
@@ -701,14 +704,23 @@ class Hub:
     async def _run(self) -> None:
         store = self.server.store
         seen = -1
-        while self.subscribers:
-            last = store.last_id()
-            if last != seen or self._dirty:
-                self._dirty = False
-                seen = last
-                for sub in list(self.subscribers):
-                    self._pump(sub)
-            await asyncio.sleep(self.poll)
+        try:
+            while self.subscribers:
+                last = store.last_id()
+                if last != seen or self._dirty:
+                    self._dirty = False
+                    seen = last
+                    for sub in list(self.subscribers):
+                        self._pump(sub)
+                await asyncio.sleep(self.poll)
+        except (twittercore.Error, OSError) as exc:
+            # The store failed (or closed at shutdown): end every stream rather
+            # than leave it silent; clients reconnect with Last-Event-ID and
+            # lose nothing.
+            logger.warning("streaming hub stopped: %s", exc)
+            for sub in list(self.subscribers):
+                sub.queue.put_nowait(None)
+            self.subscribers.clear()
 
     def _pump(self, sub: Subscriber) -> None:
         store = self.server.store
