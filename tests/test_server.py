@@ -309,7 +309,7 @@ def serve_process(data: Path, port: int, *extra: str):
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}")
+                    raise RuntimeError(f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}") from None
                 time.sleep(0.1)
         yield proc
     finally:

@@ -72,27 +72,29 @@ def test_live_server_conforms(backend, tmp_path):
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 15
         share = BUDGET / (2 * len(operations))
+
+        def checker(operation, mode, deadline):
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=8,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def run(case):
+                if time.monotonic() > deadline:
+                    return  # this operation's share of the budget is spent
+                case.call_and_validate(base_url=url, headers=auth, checks=CHECKS)
+
+            return run
+
         failures = []
         for operation in operations:
             for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-                started = time.monotonic()
-
-                @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(
-                    max_examples=8,
-                    deadline=None,
-                    database=None,
-                    derandomize=True,
-                    phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=list(HealthCheck),
-                )
-                def run(case):
-                    if time.monotonic() - started > share:
-                        return  # this operation's share of the budget is spent
-                    case.call_and_validate(base_url=url, headers=auth, checks=CHECKS)
-
                 try:
-                    run()
+                    checker(operation, mode, time.monotonic() + share)()
                 except Unsatisfiable:
                     pass  # nothing in this operation can be made invalid (e.g. no parameters)
                 except Exception as exc:  # collect, so one run reports every broken operation

@@ -513,7 +513,7 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
             # in the history (so verified) but not a step of the ramp.
             warm = await load.step(rate, args.warmup, ops)
             print("  warmup:" + format_step(warm)[5:], flush=True)
-        for n in range(args.max_steps if args.ramp else 1):
+        for _ in range(args.max_steps if args.ramp else 1):
             step = await load.step(rate, args.duration, ops)
             steps.append(step)
             print(format_step(step), flush=True)
