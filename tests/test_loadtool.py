@@ -93,3 +93,22 @@ def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
     code = cli.main(["load", url, "--admin-token", ADMIN, "--users", "2", "--out", str(tmp_path)])
     assert code == 2
     assert "is the server running?" in capsys.readouterr().err
+
+
+def test_existing_accounts_from_a_tokens_file(tmp_path, capsys):
+    """Against a server where accounts already exist (no admin token): --tokens."""
+    import httpx
+
+    with running_server(admin_token=ADMIN) as url:
+        tokens = [
+            httpx.post(f"{url}/api/v1/accounts", data={"username": f"user{n}"},
+                       headers={"Authorization": f"Bearer {ADMIN}"}).json()["access_token"]
+            for n in range(4)
+        ]  # fmt: skip
+        (tmp_path / "tokens.txt").write_text("# one a line\n" + "\n".join(tokens) + "\n")
+        code = cli.main(["load", url, "--tokens", str(tmp_path / "tokens.txt"), "--followees", "2", "--posts", "8",
+                         "--rate", "50", "--duration", "1", "--connections", "4", "--streams", "1",
+                         "--out", str(tmp_path / "out"), "--no-plot"])
+    assert code == 0, capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verify"]["ok"] and report["steps"][0]["errors"] == 0
