@@ -364,8 +364,9 @@ def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t
     if kind not in ("page", "tail", "timeline"):
         raise InvalidArgumentError(f"{where}: unknown observation kind {kind!r} (page, tail or timeline)")
     ids = record["ids"]
-    events = list(map(h.index.get, ids))  # C speed for the ids seen before (nearly all)
-    if None in events:
+    try:
+        events = list(map(h.index.__getitem__, ids))  # C speed for ids seen before (nearly all)
+    except KeyError:
         event = h.event
         events = [event(id) for id in ids]
     if kind != "tail":
