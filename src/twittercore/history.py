@@ -34,10 +34,11 @@ from typing import IO, Any, Union
 
 from .errors import InvalidArgumentError
 
-__all__ = ["HistoryWriter", "History", "Observation", "records", "load", "FORMAT"]
+__all__ = ["HistoryWriter", "History", "Observation", "records", "load", "follow_state", "FORMAT"]
 
 FORMAT = "twittercore-history"
 VERSION = 1
+_INF = float("inf")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 #: Where a history is read from or written to: a path, or an open text stream.
 Source = Union[str, "os.PathLike[str]", IO[str]]
@@ -380,3 +381,29 @@ def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t
     if record.get("before_id") is not None:
         obs.max_id, obs.max_exclusive = record["before_id"], True
     h.observations.append(obs)
+
+
+def follow_state(changes: list[tuple[int, int, bool]] | None, a: int, b: int) -> bool | None:
+    """Did the sink follow throughout the interval ``[a, b]``?  None when unsure.
+
+    ``changes`` are ``(t0, t, following)`` sorted by ``t``.  A change that
+    returned before ``a`` took effect before it; overlapping changes with
+    different outcomes, or a change overlapping the interval, leave it unsure.
+
+    >>> follow_state([(1, 2, True)], 5, 9), follow_state([(1, 2, True), (6, 7, False)], 5, 9)
+    (True, None)
+    >>> follow_state(None, 5, 9), follow_state([(1, 2, True), (3, 4, False)], 5, 9)
+    (False, False)
+    """
+    state, unsure, horizon = False, False, -_INF
+    for t0, t, following in changes or ():
+        if t < a:
+            if t0 > horizon:
+                state, unsure = following, False
+            else:  # overlaps an earlier change: which one landed last is unknown
+                unsure = unsure or following != state
+                state = following
+            horizon = max(horizon, t)
+        elif t0 <= b and (unsure or following != state):
+            return None
+    return None if unsure else state

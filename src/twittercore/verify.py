@@ -51,9 +51,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import Error
-from .history import History, Observation, load
+from .history import History, Observation, follow_state, load
 
-__all__ = ["verify", "Report", "GUARANTEES"]
+__all__ = ["verify", "Report", "GUARANTEES", "follow_state"]
 
 GUARANTEES = ("G1", "G2", "G3")
 _INF = float("inf")
@@ -103,35 +103,6 @@ class Report:
         )
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------- helpers
-
-
-def follow_state(changes: list[tuple[int, int, bool]] | None, a: int, b: int) -> bool | None:
-    """Did the sink follow throughout the interval ``[a, b]``?  None when unsure.
-
-    ``changes`` are ``(t0, t, following)`` sorted by ``t``.  A change that
-    returned before ``a`` took effect before it; overlapping changes with
-    different outcomes, or a change overlapping the interval, leave it unsure.
-
-    >>> follow_state([(1, 2, True)], 5, 9), follow_state([(1, 2, True), (6, 7, False)], 5, 9)
-    (True, None)
-    >>> follow_state(None, 5, 9), follow_state([(1, 2, True), (3, 4, False)], 5, 9)
-    (False, False)
-    """
-    state, unsure, horizon = False, False, -_INF
-    for t0, t, following in changes or ():
-        if t < a:
-            if t0 > horizon:
-                state, unsure = following, False
-            else:  # overlaps an earlier change: which one landed last is unknown
-                unsure = unsure or following != state
-                state = following
-            horizon = max(horizon, t)
-        elif t0 <= b and (unsure or following != state):
-            return None
-    return None if unsure else state
 
 
 class _Checker:
