@@ -214,8 +214,9 @@ class Fanout:
     def _celebs(self, txn: Any, write: bool = False) -> dict[int, tuple[int, int]]:
         """Source -> (is_celebrity, position of the change), cached per version.
 
-        A write transaction may hold uncommitted changes (with a new version),
-        so it uses the cache when the version matches but never fills it.
+        A transaction that changed the table (and bumped the version) must pass
+        ``write=True``: its state may never commit, and its version number could
+        then be reused by another change, so it uses the cache but never fills it.
         """
         version = txn.get(_CELEBS_VERSION, db=self.store._meta)
         version = None if version is None else bytes(version)
@@ -249,7 +250,9 @@ class Fanout:
         if config.mode == "read":
             return
         store = self.store
-        celebs = self._celebs(txn, write=True) if config.mode == "hybrid" else {}
+        # A publish never changes the celebrity table, so what this transaction
+        # reads is committed state and may fill the cache.
+        celebs = self._celebs(txn) if config.mode == "hybrid" else {}
         followers = txn.cursor(store._followers)
         values_of = store._codec.values_of
         pending: dict[int, list[int]] = {}
