@@ -292,56 +292,39 @@ class LMDBStore(LiveMixin, Store):
     # ----------------------------------------------------------------- graph
 
     def _follow_many(self, pairs: list[tuple[int, int]]) -> int:
-        def work(txn: Any) -> int:
-            seq = self._seq(txn)
-            cursor = txn.cursor(self._following)
-            fresh: set[tuple[int, int]] = set()
-            rows = []
-            for sink, source in pairs:
-                if (sink, source) in fresh:
-                    continue
-                sink_key, source_key = be(sink), be(source)
-                if cursor.set_key_dup(sink_key, source_key):
-                    continue
-                fresh.add((sink, source))
-                seq += 1
-                rows.append((sink_key, source_key, be(seq)))
-            if rows:
-                self._apply_edges(txn, rows, _FOLLOW)
-                self._fan.on_follow(txn, rows)
-                self._set_seq(txn, seq)
-            return len(rows)
-
-        added = self._write(work)
-        if added:
-            self._notify()
-        return added
+        return self._change_edges(pairs, _FOLLOW)
 
     def _unfollow_many(self, pairs: list[tuple[int, int]]) -> int:
+        return self._change_edges(pairs, _UNFOLLOW)
+
+    def _change_edges(self, pairs: list[tuple[int, int]], op: bytes) -> int:
+        """Follow (or unfollow) the pairs that change the graph; each takes a position."""
+        adding = op == _FOLLOW
+
         def work(txn: Any) -> int:
             seq = self._seq(txn)
             cursor = txn.cursor(self._following)
-            gone: set[tuple[int, int]] = set()
+            done: set[tuple[int, int]] = set()
             rows = []
-            for sink, source in pairs:
-                if (sink, source) in gone:
+            for pair in pairs:
+                if pair in done:
                     continue
-                sink_key, source_key = be(sink), be(source)
-                if not cursor.set_key_dup(sink_key, source_key):
-                    continue
-                gone.add((sink, source))
+                sink_key, source_key = be(pair[0]), be(pair[1])
+                if cursor.set_key_dup(sink_key, source_key) == adding:
+                    continue  # already followed (or not followed): no change, no position
+                done.add(pair)
                 seq += 1
                 rows.append((sink_key, source_key, be(seq)))
             if rows:
-                self._apply_edges(txn, rows, _UNFOLLOW)
-                self._fan.on_unfollow(txn, rows)
+                self._apply_edges(txn, rows, op)
+                (self._fan.on_follow if adding else self._fan.on_unfollow)(txn, rows)
                 self._set_seq(txn, seq)
             return len(rows)
 
-        removed = self._write(work)
-        if removed:
+        changed = self._write(work)
+        if changed:
             self._notify()
-        return removed
+        return changed
 
     def _apply_edges(self, txn: Any, rows: list[tuple[bytes, bytes, bytes]], op: bytes) -> None:
         """Add or remove edges and log them; ``rows`` are (sink, source, seq) keys."""
