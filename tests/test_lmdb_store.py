@@ -165,3 +165,18 @@ def test_reads_racing_a_publisher_in_another_process_are_snapshots(lmdb_path):
         assert reads > 10, reads
         print("reads during the race:", reads)
         store._check()
+
+
+def test_backup_is_a_consistent_compact_copy(tmp_path):
+    with twittercore.open(str(tmp_path / "live"), durable=False) as store:
+        store.follow(1, 2)
+        events = store.publish_many([(2, b"%d" % n) for n in range(500)])
+        store.backup(str(tmp_path / "copy"))
+        store.publish(2, b"after the backup")
+        with pytest.raises(ConfigurationError, match="not empty"):
+            store.backup(str(tmp_path / "copy"))
+    copy_size = os.path.getsize(tmp_path / "copy" / "data.mdb")
+    assert copy_size < 50 * 1024 * 1024  # not the sparse 16 GiB map
+    with twittercore.open(str(tmp_path / "copy")) as copy:
+        assert [e.id for e in copy.home(1, limit=1000)] == [e.id for e in reversed(events)]
+        copy._check()
