@@ -77,6 +77,16 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+class _NoHistory:
+    """Stands in for the HistoryWriter with --no-record (pure throughput runs)."""
+
+    def now(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 class Account:
     __slots__ = ("id", "token", "auth")
 
@@ -92,7 +102,8 @@ class LoadRun:
         self.host, self.port, self.base = split_url(url)
         self.args = args
         self.ordered = args.ordered_ids
-        self.history = HistoryWriter(os.path.join(args.out, "history.jsonl"))
+        self.recording = not args.no_record
+        self.history: Any = HistoryWriter(os.path.join(args.out, "history.jsonl")) if self.recording else _NoHistory()
         self.accounts: dict[int, Account] = {}  # workload user number -> account
         self.published: dict[int, tuple[Account, str]] = {}  # workload publish number -> (author, id)
         self.stream_tasks: list[asyncio.Task[None]] = []
@@ -110,7 +121,7 @@ class LoadRun:
 
     async def call(
         self, conn: Connection, method: str, path: str, account: Account | None = None,
-        form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+        form: dict[str, str] | None = None, headers: dict[str, str] | None = None, parse: bool = True,
     ) -> tuple[int, Any, dict[str, str]]:
         h = dict(headers or {})
         if account is not None:
@@ -123,7 +134,7 @@ class LoadRun:
             body = b""
         r = await conn.request(method, self.base + path, h, body)
         data = None
-        if r.body and r.headers.get("content-type", "").startswith("application/json"):
+        if parse and r.body and r.headers.get("content-type", "").startswith("application/json"):
             data = _loads(r.body)
         return r.status, data, r.headers
 
@@ -257,7 +268,9 @@ class LoadRun:
 
     async def read_page(self, conn: Connection, sink: Account, limit: int, kind: str, path: str, **bounds: Any) -> tuple[bool, Any, dict[str, str]]:
         t0 = self.history.now()
-        status, data, headers = await self.call(conn, "GET", path, sink)
+        status, data, headers = await self.call(conn, "GET", path, sink, parse=self.recording)
+        if not self.recording:  # measuring only: the status is all we need
+            return status == 200, [], headers
         if status != 200 or not isinstance(data, list):
             return False, None, headers
         ids = [self.norm(str(s["id"])) for s in data]
@@ -270,7 +283,7 @@ class LoadRun:
         if isinstance(op, Home):
             sink = self.accounts[op.sink]
             ok, data, headers = await self.read_page(conn, sink, limit, "page", f"/api/v1/timelines/home?limit={limit}")
-            if ok and op.pages > 1 and data:
+            if ok and op.pages > 1 and (data or not self.recording):
                 return "home2", await self.next_page(conn, sink, limit, headers)
             return "home", ok
         if isinstance(op, Timeline):
@@ -496,6 +509,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "verifier check one global order and pages read with max_id")
     parser.add_argument("--out", default="load-report", help="directory for history.jsonl, report.json, latency.png")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-record", action="store_true",
+                        help="measure only: no history, no verification (the generator then parses no pages, "
+                        "leaving more CPU to the server when both share a machine)")
 
 
 async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -533,9 +549,13 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await load.stop_streams()
         load.history.close()
 
-    from .verify import verify
+    from .verify import Report, verify
 
-    report = verify([os.path.join(args.out, "history.jsonl")], ordered=True if args.ordered_ids else False)
+    if load.recording:
+        report = verify([os.path.join(args.out, "history.jsonl")], ordered=True if args.ordered_ids else False)
+    else:
+        report = Report()
+        report.notes.append("--no-record: nothing was recorded, so nothing was verified")
     summary = {
         "url": url,
         "mix": args.mix,
@@ -546,14 +566,14 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "max_sustainable_rate": sustainable,
         "streamed_events": load.streamed,
         "stream_errors": load.stream_errors[:10],
-        "verify": {"ok": report.ok, "counts": report.counts, "violations": report.violations, "stats": report.stats},
+        "verify": {"recorded": load.recording, "ok": report.ok, "counts": report.counts, "violations": report.violations, "stats": report.stats},
     }
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     if not args.no_plot and steps:
         plot(steps, os.path.join(args.out, "latency.png"),
              f"twittercore load {url} ({args.mix}, {args.connections} clients)", args.p99_limit, half)
-    print(report.format())
+    print(report.format() if load.recording else "load: --no-record: nothing verified")
     if failure is not None:
         print(f"load: failure point {failure:.0f} requests/s; maximum sustainable rate "
               f"{sustainable:.0f} requests/s" if sustainable else f"load: failure point {failure:.0f} requests/s")
