@@ -155,9 +155,11 @@ def run(args: argparse.Namespace) -> int:
                 workload_file.save(small_fixture, path)
                 edges = small_fixture.edges
                 del small_fixture
-                sweep[str(users)] = runner.run_all(sweep_entries, path, edges=edges, timeout=preset["timeout"],
-                                                   progress=progress, sweep=True, extra_paths=extra_paths,
-                                                   on_result=on_result)
+                sweep[str(users)] = runner.median_of([
+                    runner.run_all(sweep_entries, path, edges=edges, timeout=preset["timeout"], progress=progress,
+                                   sweep=True, extra_paths=extra_paths, on_result=on_result)
+                    for _round in range(max(1, args.repeat))
+                ])
 
     failed = {n: r for by in [results, *sweep.values()] for n, r in by.items()
               if r["status"] not in ("ok", "skipped")}
