@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         pages = {}
         for mode in ("read", "write"):
             t0 = time.perf_counter()
-            with twittercore.open(path, fanout=mode, durable=False) as store:
+            with twittercore.open(path, fanout=mode, durable=False, event_cache=0) as store:
                 data[f"reopen_{mode}_seconds"] = round(time.perf_counter() - t0, 2)
                 reads, pages[mode] = measure_reads(store, ks, read_reps)
                 writes = measure_writes(store, fs, write_reps)

@@ -31,6 +31,7 @@ import threading
 import time as _time
 from array import array
 from bisect import bisect_right
+from itertools import islice
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +95,7 @@ class LMDBStore(LiveMixin, Store):
         map_size: int | None = None,
         max_readers: int = 1024,
         writemap: bool | None = None,
+        event_cache: int = 65_536,
     ) -> None:
         if fanout is not None and fanout not in _FANOUTS:
             raise ConfigurationError(f"fanout: expected one of {_FANOUTS}, got {fanout!r}")
@@ -104,6 +106,13 @@ class LMDBStore(LiveMixin, Store):
             raise ConfigurationError(f"durable: expected True or False, got {durable!r}")
         self._merge = _kernel.select(kernel)
         self._codec = _codec_for(kernel)
+        if isinstance(event_cache, bool) or not isinstance(event_cache, int) or event_cache < 0:
+            raise ConfigurationError(f"event_cache: expected a count of events >= 0, got {event_cache!r}")
+        # Decoded events by id.  Events never change and ids are never reused,
+        # and pages only ask for ids their snapshot's logs list, so a cached
+        # event is never stale (a deleted one is simply never asked for again).
+        self._cache: dict[int, Event] | None = {} if event_cache else None
+        self._cache_size = event_cache
         self._fast_items = self._codec.check_items
         self._clock = clock
         self.path = os.path.abspath(path)
@@ -610,8 +619,25 @@ class LMDBStore(LiveMixin, Store):
         return out.tobytes()
 
     def _fetch(self, txn: Any, ids: list[int]) -> list[Event]:
+        """The events of ``ids`` (all listed by this snapshot's logs), in order."""
         if not ids:
             return []
+        cache = self._cache
+        if cache is None:
+            return self._load_events(txn, ids)
+        found = [cache.get(id) for id in ids]
+        if None not in found:
+            return found  # type: ignore[return-value]
+        missing = [id for id, event in zip(ids, found) if event is None]
+        fresh = dict(zip(missing, self._load_events(txn, missing)))
+        if len(fresh) <= self._cache_size:
+            if len(cache) + len(fresh) > self._cache_size:
+                for old in list(islice(cache, len(fresh) + self._cache_size // 8)):
+                    cache.pop(old, None)  # oldest first: dicts keep insertion order
+            cache.update(fresh)
+        return [event if event is not None else fresh[id] for id, event in zip(ids, found)]
+
+    def _load_events(self, txn: Any, ids: list[int]) -> list[Event]:
         pairs = txn.cursor(self._events).getmulti(self._codec.be_keys(ids))
         try:
             return self._codec.decode_pairs(ids, pairs)
