@@ -22,7 +22,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="twittercore", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="twittercore", description="twittercore: ordered fan-out. Tools around the library; each command has --help."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     # Parse the command name first so only that command's module is imported.
     argv = sys.argv[1:] if argv is None else argv
