@@ -60,7 +60,7 @@ def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
     # logic, the half-rate step and the verdicts run in a couple of seconds.
     with running_server(admin_token=ADMIN) as url:
         code = cli.main(["load", url, *SMALL, "--mix", "home", "--rate", "60", "--duration", "1", "--ramp",
-                         "--ramp-factor", "2", "--max-steps", "2", "--p99-limit", "0.001", "--out", str(out)])
+                         "--ramp-factor", "2", "--max-steps", "2", "--p99-limit", "0.001", "--cooldown", "0", "--out", str(out)])
     assert code == 0, capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["failure_point"] == 60 and report["max_sustainable_rate"] is None

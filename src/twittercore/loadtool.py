@@ -501,6 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drive.add_argument("--warmup", type=float, default=0.0, help="seconds at the first rate before measuring")
     drive.add_argument("--ramp", action="store_true", help="raise the rate step by step to the failure point")
     drive.add_argument("--ramp-factor", type=float, default=1.5)
+    drive.add_argument("--cooldown", type=float, default=3.0, help="seconds of rest before the half-failure-point step")
     drive.add_argument("--max-steps", type=int, default=8)
     drive.add_argument("--p99-limit", type=float, default=100.0, help="ms: a step with a higher p99 fails")
     drive.add_argument("--error-limit", type=float, default=0.01, help="a step with more errors than this share fails")
@@ -540,6 +541,8 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         sustainable = max((s["rate"] for s in steps if s["ok"]), default=None)
         half = None
         if args.ramp and failure is not None:
+            # The failed step left the server (and its host) loaded: let it drain first.
+            await asyncio.sleep(args.cooldown)
             half = await load.step(failure / 2, args.duration, ops)
             half["half_of_failure_point"] = True
             print("  at half the failure point:", flush=True)
