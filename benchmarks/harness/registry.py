@@ -41,6 +41,12 @@ ENTRIES: list[Entry] = [
     Entry("lmdb-hybrid", "twittercore LMDB, hybrid fan-out (celebrities: > users/10 followers), Cython merge",
           "harness.adapters:StoreTarget",
           {"kernel": "cython", "durable": False, "fanout": "hybrid", "celebrity_fraction": 0.1}),
+    # The same stores without the decoded-event cache: what the LMDB lookups
+    # alone cost (the cache is on by default; see README, event_cache=).
+    Entry("lmdb-cython-nocache", "twittercore LMDB, fan-out on read, Cython merge, event_cache=0",
+          "harness.adapters:StoreTarget", {"kernel": "cython", "durable": False, "event_cache": 0}),
+    Entry("lmdb-write-nocache", "twittercore LMDB, fan-out on write, event_cache=0",
+          "harness.adapters:StoreTarget", {"kernel": "cython", "durable": False, "fanout": "write", "event_cache": 0}),
     Entry("sqlite", "SQLite query: author IN (SELECT followee ...) ORDER BY id DESC, WAL",
           "baselines.sqlite_query:SQLiteQuery", family="baseline"),
     Entry("redis-zsets", "Redis sorted sets, Mastodon fan-out on write (trim 800), hiredis",
