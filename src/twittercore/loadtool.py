@@ -380,7 +380,10 @@ class LoadRun:
             for _ in range(connections):
                 queue.put_nowait(None)
 
+        received = 0
+
         async def worker() -> None:
+            nonlocal received
             conn = self.connection()
             try:
                 while (item := await queue.get()) is not None:
@@ -393,6 +396,7 @@ class LoadRun:
                     if not ok:
                         errors[kind] += 1
             finally:
+                received += conn.received
                 conn.close()
 
         workers = [loop.create_task(worker()) for _ in range(connections)]
@@ -415,6 +419,7 @@ class LoadRun:
             "errors": failed,
             "error_rate": failed / total,
             "throughput": finished / elapsed if elapsed > 0 else 0.0,
+            "bytes_per_response": received / finished if finished else 0.0,
             **_summary(all_latencies),
             "by_kind": {k: {**_summary(v), "errors": errors[k]} for k, v in sorted(latencies.items())},
         }
@@ -470,7 +475,8 @@ def format_step(s: dict[str, Any]) -> str:
     return (
         f"  {mark} offered {s['rate']:8.0f}/s  achieved {s['throughput']:8.0f}/s  "
         f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  p99.9 {s['p999_ms']:7.1f} ms  "
-        f"errors {100 * s['error_rate']:5.2f}%  ({s['completed']}/{s['requests']})"
+        f"errors {100 * s['error_rate']:5.2f}%  ({s['completed']}/{s['requests']}, "
+        f"{s.get('bytes_per_response', 0) / 1024:.1f} KiB each)"
     )
 
 

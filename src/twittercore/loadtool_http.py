@@ -43,6 +43,7 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._host_header = f"{host}:{port}"
+        self.received = 0  # response body bytes: shows what a rate carried
 
     async def _connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
@@ -77,6 +78,7 @@ class Connection:
         self._writer.write(self._head(method, path, headers, body))
         status, response_headers = await self._read_head()
         data = await self._read_body(response_headers)
+        self.received += len(data)
         if response_headers.get("connection", "").lower() == "close":
             self.close()
         return Response(status, response_headers, data)
