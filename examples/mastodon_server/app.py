@@ -259,10 +259,6 @@ class Renderer:
             return None
         return status_json(self.base, event.id, event.time, body or decode_status(event.payload), author)
 
-    def statuses(self, events: list[twittercore.Event]) -> list[dict[str, Any]]:
-        rendered = (self.status(e) for e in events)
-        return [s for s in rendered if s is not None]
-
 
 class PageCache:
     """Pre-encoded JSON for the hot path: timeline pages and streamed statuses.
