@@ -68,7 +68,8 @@ def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
     assert report["verify"]["ok"] and report["verify"]["stats"]["ordered"] is False
 
 
-def test_verifier_catches_a_server_that_loses_posts(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("ids", ["ordered", "opaque"])
+def test_verifier_catches_a_server_that_loses_posts(ids, tmp_path, monkeypatch, capsys):
     from twittercore.memory import MemoryStore
 
     real_home = MemoryStore._home
@@ -80,7 +81,8 @@ def test_verifier_catches_a_server_that_loses_posts(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(MemoryStore, "_home", lossy_home)
     out = tmp_path / "lossy"
     with running_server(admin_token=ADMIN) as url:
-        code = cli.main(["load", url, *SMALL, "--rate", "80", "--duration", "1", "--ordered-ids", "--out", str(out)])
+        flags = ["--ordered-ids"] if ids == "ordered" else []
+        code = cli.main(["load", url, *SMALL, "--rate", "80", "--duration", "1", *flags, "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 1, printed
     report = json.loads((out / "report.json").read_text())
