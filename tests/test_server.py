@@ -346,5 +346,20 @@ def test_two_processes_share_one_store(tmp_path):
                 got = [g for g in read_events(lines, want=1) if g[0] != "comment"]
             assert got and got[0][0] == "update" and f'"id":"{status["id"]}"' in got[0][1]
             assert two.get(f"/api/v1/statuses/{status['id']}").json()["content"] == "<p>across processes</p>"
+
+            # A post retried with one Idempotency-Key through both processes at once is one status.
+            async def retries() -> set[str]:
+                async with httpx.AsyncClient(timeout=10) as ac:
+                    rs = await asyncio.gather(*(
+                        ac.post(f"http://127.0.0.1:{port}/api/v1/statuses", data={"status": "retried"},
+                                headers={**b, "Idempotency-Key": "same"})
+                        for port in (port1, port2) * 4
+                    ))  # fmt: skip
+                assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+                return {r.json()["id"] for r in rs}
+
+            assert len(asyncio.run(retries())) == 1
+            texts = [x["content"] for x in one.get(f"/api/v1/accounts/{bob}/statuses").json()]
+            assert texts.count("<p>retried</p>") == 1
             one.close()
             two.close()
