@@ -103,3 +103,12 @@ def test_bad_tail_arguments(store):
         store.tail(-1)
     with pytest.raises(InvalidArgumentError):
         store.changes(1, after="x")
+
+
+def test_wait_returns_on_any_change_or_timeout(store):
+    last = store.last_id()
+    assert store.wait(last, timeout=0.01) is False
+    threading.Timer(0.05, lambda: store.follow(1, 2)).start()
+    assert store.wait(last, timeout=5) is True
+    assert store.last_id() > last
+    assert store.wait(0, timeout=0) is True

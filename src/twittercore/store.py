@@ -231,6 +231,18 @@ class Store:
         self._live()
         return self._changes(v.uint64(sink, "sink"), v.uint64(after, "after"), v.limit(limit))
 
+    def wait(self, after: int, timeout: float | None = None) -> bool:
+        """Block until the store's last position passes ``after`` (any change, any process).
+
+        Returns False when ``timeout`` seconds pass first.  For servers that
+        multiplex many subscribers over one waiter and call :meth:`changes`.
+        """
+        self._live()
+        after = v.uint64(after, "after")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {v._describe(timeout)}")
+        return self._wait(after, timeout)
+
     def tail(self, sink: int, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
         """Yield, in id order and forever, each event whose source ``sink`` followed
         when it was published, and a :class:`Deletion` for each such event deleted.
