@@ -20,26 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.server_fixtures import server_fixture  # noqa: E402
 from examples.mastodon_server.testing import free_port, running_server  # noqa: E402
 
 ADMIN = "test-admin-token"
 
-try:
-    import twittercore.lmdb_store  # noqa: F401
-
-    BACKENDS = ["memory", "lmdb"]
-except ImportError:  # the LMDB store has not landed in this checkout
-    BACKENDS = ["memory"]
-
-
-@pytest.fixture(params=BACKENDS)
-def server(request, tmp_path):
-    if request.param == "memory":
-        target, state = ":memory:", ":memory:"
-    else:
-        target, state = str(tmp_path / "store"), str(tmp_path / "server.sqlite3")
-    with running_server(target, state, admin_token=ADMIN, heartbeat=0.3) as url:
-        yield url
+server = server_fixture(ADMIN, heartbeat=0.3)
 
 
 def register(client: httpx.Client, name: str) -> tuple[str, dict[str, str]]:
@@ -274,9 +260,7 @@ def test_create_account_command(tmp_path):
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
     )
     assert again.returncode == 1 and "taken" in again.stderr
-    target = str(data / "store") if "lmdb" in BACKENDS else ":memory:"
-    if target == ":memory:":
-        return  # the account lives in the on-disk store's data dir
+    target = str(data / "store")
     with running_server(target, str(data / "server.sqlite3")) as url, httpx.Client(base_url=url) as c:
         me = c.get("/api/v1/accounts/verify_credentials", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200 and me.json()["username"] == "carol"
@@ -321,7 +305,6 @@ def serve_process(data: Path, port: int, *extra: str):
             proc.wait()
 
 
-@pytest.mark.skipif("lmdb" not in BACKENDS, reason="needs the LMDB store")
 def test_two_processes_share_one_store(tmp_path):
     """A post made through one server process streams to a client of another."""
     data = tmp_path / "data"

@@ -17,26 +17,11 @@ mastodon = pytest.importorskip("mastodon")
 from mastodon import Mastodon, StreamListener  # noqa: E402
 from mastodon.errors import MastodonAPIError, MastodonNotFoundError, MastodonUnauthorizedError  # noqa: E402
 
-from examples.mastodon_server.testing import running_server  # noqa: E402
+from tests.server_fixtures import server_fixture  # noqa: E402
 
 ADMIN = "client-admin"
 
-try:
-    import twittercore.lmdb_store  # noqa: F401
-
-    BACKENDS = ["memory", "lmdb"]
-except ImportError:
-    BACKENDS = ["memory"]
-
-
-@pytest.fixture(params=BACKENDS)
-def server(request, tmp_path):
-    if request.param == "memory":
-        target, state = ":memory:", ":memory:"
-    else:
-        target, state = str(tmp_path / "store"), str(tmp_path / "server.sqlite3")
-    with running_server(target, state, admin_token=ADMIN, heartbeat=0.5) as url:
-        yield url
+server = server_fixture(ADMIN, heartbeat=0.5)
 
 
 def client(url: str, name: str) -> Mastodon:
