@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run every implementation N times, interleaved, and report medians (try 3)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the throughput-vs-users runs")
+    parser.add_argument("--sweep-users", type=lambda text: [int(n) for n in text.split(",")], metavar="N,N,...",
+                        help="user counts of the throughput sweep (default: the scale's preset)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--extra-impl", action="append", default=[], metavar="NAME=module:Class",
                         help="also run this Target class (see harness/target.py)")
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         sweep: dict[str, dict[str, dict[str, Any]]] = {}
         if not args.no_sweep:
             sweep_entries = [e for e in entries if results.get(e.name, {}).get("status") == "ok"]
-            for users in preset["sweep_users"]:
+            for users in args.sweep_users or preset["sweep_users"]:
                 if users == spec.users:
                     sweep[str(users)] = results
                     continue
@@ -208,6 +210,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         out += ["--repeat", str(args.repeat)]
     if args.no_sweep:
         out.append("--no-sweep")
+    if args.sweep_users:
+        out += ["--sweep-users", ",".join(map(str, args.sweep_users))]
     return out
 
 
