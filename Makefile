@@ -37,7 +37,8 @@ redis:
 
 test: build redis
 	$(PYTEST) -q -p no:cacheprovider tests
-	TWITTERCORE_NO_EXTENSIONS=1 $(PYTEST) -q -p no:cacheprovider -m "not slow" tests/test_kernel_switch.py
+	TWITTERCORE_NO_EXTENSIONS=1 $(PYTEST) -q -p no:cacheprovider -m "not slow" \
+	  tests/test_kernel_switch.py tests/test_store_api.py tests/test_tail.py tests/test_lmdb_store.py
 	$(BIN)/python -m twittercore demo --users 500 --posts 5000 --reads 2000 --out $(VENV)/demo-ci
 	$(MAKE) --no-print-directory bench-quick
 
