@@ -131,9 +131,7 @@ class Fanout:
 
     def _rebuild_window(self, txn: Any, sink_key: bytes, config: Config, celebs: dict) -> None:
         store = self.store
-        sources = store._codec.sources_of(
-            txn.cursor(store._following).getmulti([sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True)
-        )
+        sources = store._codec.values_of(store._dups(txn, store._following, sink_key))
         pushed = [be(s) for s in sources if not celebs.get(s, (0, 0))[0]]
         heads = [txn.get(p + store._codec.HEAD, db=store._logs) for p in pushed]
         need = config.window + 1
@@ -253,15 +251,13 @@ class Fanout:
         # A publish never changes the celebrity table, so what this transaction
         # reads is committed state and may fill the cache.
         celebs = self._celebs(txn) if config.mode == "hybrid" else {}
-        followers = txn.cursor(store._followers)
         values_of = store._codec.values_of
         pending: dict[int, list[int]] = {}
         delivered = 0
         for source, ids in groups.items():
             if celebs and celebs.get(source, (0, 0))[0]:
                 continue
-            records = followers.getmulti([be(source)], dupdata=True, dupfixed_bytes=8, keyfixed=True)
-            sinks = values_of(records)
+            sinks = values_of(store._dups(txn, store._followers, be(source)))
             delivered += len(sinks) * len(ids)
             for sink in sinks:
                 if sink in pending:
@@ -311,11 +307,9 @@ class Fanout:
     def on_delete(self, txn: Any, event: Event) -> None:
         if self.config(txn).mode == "read":
             return
-        records = txn.cursor(self.store._followers).getmulti(
-            [be(event.source)], dupdata=True, dupfixed_bytes=8, keyfixed=True
-        )
-        for sink in self.store._codec.values_of(records):
-            self.store._unlog(txn, be(sink), event.id, self.windows)
+        store = self.store
+        for sink in store._codec.values_of(store._dups(txn, store._followers, be(event.source))):
+            store._unlog(txn, be(sink), event.id, self.windows)
 
     def _backfill(self, txn: Any, sink_key: bytes, source_key: bytes, size: int) -> None:
         """Merge the newly followed source's newest ids into the sink's window."""
@@ -400,8 +394,8 @@ class Fanout:
                 assert set(ids) == home, (sink_key, sorted(home - set(ids)))
 
     def _sources(self, txn: Any, sink_key: bytes) -> list[bytes]:
-        records = txn.cursor(self.store._following).getmulti([sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True)
-        return [be(s) for s in self.store._codec.sources_of(records)]
+        store = self.store
+        return [be(s) for s in store._codec.values_of(store._dups(txn, store._following, sink_key))]
 
 
 

@@ -35,9 +35,7 @@ class LiveMixin:
             last = self._seq(txn)
             if last <= after:
                 return [], after
-            records = txn.cursor(self._following).getmulti(
-                [sink_key], dupdata=True, dupfixed_bytes=8, keyfixed=True
-            )
+            records = self._dups(txn, self._following, sink_key)
             candidates = {key[:8] for key in self._codec.head_keys(records)}
             cursor = txn.cursor(self._edgelog)
             if cursor.set_range(sink_key + be(after + 1)):

@@ -62,6 +62,13 @@ def limit(value: Any) -> int:
     )
 
 
+def timeout(value: Any) -> float | None:
+    """Return a wait in seconds (>= 0) or None (wait forever), or raise InvalidArgumentError."""
+    if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0):
+        return value
+    raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {_describe(value)}")
+
+
 def payload(value: Any, what: str = "payload") -> bytes:
     """Return ``value`` as bytes of at most MAX_PAYLOAD, or raise."""
     if type(value) is not bytes:

@@ -240,12 +240,8 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
 
     def _read(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(txn)`` in a read snapshot (default table: logs, zero-copy values)."""
-        gate = self._gate
         while True:
-            with gate:
-                while self._resizing:
-                    gate.wait()
-                self._readers += 1
+            self._enter()
             try:
                 txn = self._env.begin(db=self._logs, buffers=True)
                 try:
@@ -255,10 +251,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, then retry
             finally:
-                with gate:
-                    self._readers -= 1
-                    if self._draining:
-                        gate.notify_all()
+                self._leave()
             self._resize(0)
 
     def _write(self, work: Callable[[Any], Any]) -> Any:
@@ -269,10 +262,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         """
         with self._write_lock:
             while True:
-                with self._gate:
-                    while self._resizing:
-                        self._gate.wait()
-                    self._readers += 1
+                self._enter()
                 grow = None
                 try:
                     with self._env.begin(write=True) as txn:
@@ -284,11 +274,21 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                 except lmdb.Error as exc:
                     raise StoreError(f"{self.path}: the write failed: {exc}") from exc
                 finally:
-                    with self._gate:
-                        self._readers -= 1
-                        if self._draining:
-                            self._gate.notify_all()
+                    self._leave()
                 self._resize(grow)
+
+    def _enter(self) -> None:
+        """Count a transaction of this process in (after any resize in progress)."""
+        with self._gate:
+            while self._resizing:
+                self._gate.wait()
+            self._readers += 1
+
+    def _leave(self) -> None:
+        with self._gate:
+            self._readers -= 1
+            if self._draining:
+                self._gate.notify_all()
 
     def _resize(self, size: int) -> None:
         """Set the map size (0: adopt the size another process chose) once no txn is open here."""
@@ -303,6 +303,11 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             finally:
                 self._resizing = self._draining = False
                 self._gate.notify_all()
+
+    @staticmethod
+    def _dups(txn: Any, table: Any, key: bytes) -> Any:
+        """All values of ``key`` in a dupsort table, as packed 16-byte ``(key, value)`` records."""
+        return txn.cursor(table).getmulti([key], dupdata=True, dupfixed_bytes=8, keyfixed=True)
 
     def _seq(self, txn: Any) -> int:
         value = txn.get(_SEQ, db=self._meta)
@@ -532,9 +537,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                 page = self._fan.home(txn, sink, limit, lo, hi)
                 if page is not None:
                     return page
-            records = txn.cursor(self._following).getmulti(
-                [be(sink)], dupdata=True, dupfixed_bytes=8, keyfixed=True
-            )
+            records = self._dups(txn, self._following, be(sink))
             if not oldest:
                 return self._newest_page(txn, self._codec.head_keys(records), limit, lo, hi)
             prefixes = [key[:8] for key in self._codec.head_keys(records)]

@@ -238,10 +238,7 @@ class Store:
         multiplex many subscribers over one waiter and call :meth:`changes`.
         """
         self._live()
-        after = v.uint64(after, "after")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {v._describe(timeout)}")
-        return self._wait(after, timeout)
+        return self._wait(v.uint64(after, "after"), v.timeout(timeout))
 
     def tail(self, sink: int, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
         """Yield, in id order and forever, each event whose source ``sink`` followed
@@ -255,9 +252,7 @@ class Store:
         self._live()
         sink = v.uint64(sink, "sink")
         cursor = self._last_seq() if after is None else v.uint64(after, "after")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {v._describe(timeout)}")
-        return self._tail(sink, cursor, timeout)
+        return self._tail(sink, cursor, v.timeout(timeout))
 
     def _tail(self, sink: int, cursor: int, timeout: float | None) -> Iterator[Change]:
         deadline = None if timeout is None else _time.monotonic() + timeout
