@@ -89,4 +89,4 @@ def test_fast_item_check(items, ok):
 def test_record_views(pairs):
     records = b"".join(a.to_bytes(8, "big") + b.to_bytes(8, "big") for a, b in pairs)
     assert twin.head_keys(records) == compiled.head_keys(records)
-    assert twin.sources_of(records) == compiled.sources_of(memoryview(records)) == [b for _, b in pairs]
+    assert twin.values_of(records) == compiled.values_of(memoryview(records)) == [b for _, b in pairs]

@@ -13,9 +13,6 @@ SEAL: int
 def head_keys(records: Any) -> list[bytes]:
     """Head keys for the sources in 16-byte ``(sink_be, source_be)`` records."""
 
-def sources_of(records: Any) -> list[int]:
-    """Source ids from 16-byte ``(sink_be, source_be)`` records."""
-
 def values_of(records: Any) -> list[int]:
     """Node ids from the value half of 16-byte ``(key_be, value_be)`` records."""
 

@@ -62,8 +62,9 @@ def head_keys(records):
     return keys
 
 
-def sources_of(records):
-    """Source ids from 16-byte ``(sink_be, source_be)`` records."""
+def values_of(records):
+    """Node ids from the value half of 16-byte ``(key_be, value_be)`` records
+    (a sink's sources, or a source's sinks)."""
     cdef Py_buffer view
     cdef Py_ssize_t i
     cdef list out = []
@@ -202,15 +203,11 @@ def check_items(list items, Py_ssize_t max_payload):
     return True
 
 
-def values_of(records):
-    """Node ids from the value half of 16-byte ``(key_be, value_be)`` records."""
-    return sources_of(records)
-
-
 cdef extern from "Python.h":
     ctypedef struct PyTypeObject:
-        PyObject* (*tp_alloc)(PyTypeObject*, Py_ssize_t) except NULL
-    void PyTuple_SET_ITEM(object, Py_ssize_t, object)
+        # Declared as returning `object`: Cython owns the new reference.
+        object (*tp_alloc)(PyTypeObject*, Py_ssize_t)
+    void PyTuple_SET_ITEM(object, Py_ssize_t, object)  # steals a reference
     void Py_INCREF(object)
 
 cdef PyTypeObject* _EVENT_TYPE = <PyTypeObject*> Event
@@ -219,8 +216,7 @@ cdef PyTypeObject* _EVENT_TYPE = <PyTypeObject*> Event
 cdef inline object _event(object id, uint64_t source, const char* payload, Py_ssize_t size, double time):
     # An Event is a tuple subclass with no extra fields: allocate it as
     # tuple.__new__ would, without the temporary tuple.
-    cdef object out = <object> _EVENT_TYPE.tp_alloc(_EVENT_TYPE, 4)
-    Py_DECREF_borrowed(out)
+    cdef object out = _EVENT_TYPE.tp_alloc(_EVENT_TYPE, 4)
     cdef object src = source, body = PyBytes_FromStringAndSize(payload, size), when = time
     Py_INCREF(id); Py_INCREF(src); Py_INCREF(body); Py_INCREF(when)
     PyTuple_SET_ITEM(out, 0, id)
@@ -228,16 +224,6 @@ cdef inline object _event(object id, uint64_t source, const char* payload, Py_ss
     PyTuple_SET_ITEM(out, 2, body)
     PyTuple_SET_ITEM(out, 3, when)
     return out
-
-
-cdef inline void Py_DECREF_borrowed(object o):
-    # tp_alloc returned a new reference and `<object>` took another one.
-    from_new = <PyObject*> o
-    _decref(from_new)
-
-
-cdef extern from "Python.h":
-    void _decref "Py_DECREF"(PyObject*)
 
 
 def be_keys(list ids):

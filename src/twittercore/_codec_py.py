@@ -35,8 +35,9 @@ def head_keys(records: Any) -> list[bytes]:
     return [bytes(view[i + 8:i + 16]) + HEAD for i in range(0, len(view), 16)]
 
 
-def sources_of(records: Any) -> list[int]:
-    """Source ids from 16-byte ``(sink_be, source_be)`` records."""
+def values_of(records: Any) -> list[int]:
+    """Node ids from the value half of 16-byte ``(key_be, value_be)`` records
+    (a sink's sources, or a source's sinks)."""
     view = memoryview(records).cast("B")
     return [_BE.unpack_from(view, i + 8)[0] for i in range(0, len(view), 16)]
 
@@ -92,11 +93,6 @@ def check_items(items: list[Any], max_payload: int) -> bool:
         if len(payload) > max_payload or not 0 <= source <= 0xFFFFFFFFFFFFFFFF:
             return False
     return True
-
-
-def values_of(records: Any) -> list[int]:
-    """Node ids from the value half of 16-byte ``(key_be, value_be)`` records."""
-    return sources_of(records)
 
 
 def be_keys(ids: Sequence[int]) -> list[bytes]:
