@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from examples.mastodon_server.testing import running_server  # noqa: E402
+from twittercore.server.testing import running_server  # noqa: E402
 
 
 def server_fixture(admin_token: str, heartbeat: float):

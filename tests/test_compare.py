@@ -75,18 +75,16 @@ def test_a_baseline_with_a_wrong_page_fails_the_run(tmp_path: Path) -> None:
     assert "broken" in proc.stderr
 
 
-def test_bench_command_finds_the_harness_in_the_checkout() -> None:
-    from twittercore import benchcli
+def test_bench_command_says_the_harness_ships_with_the_checkout(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI never executes files by path: it names the harness and exits 2."""
+    from twittercore.cli import main
 
-    assert benchcli.find_compare() == COMPARE
-
-
-def test_bench_command_outside_a_checkout_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from twittercore import ConfigurationError, benchcli
-
-    monkeypatch.setattr(benchcli, "__file__", str(tmp_path / "site-packages" / "twittercore" / "benchcli.py"))
-    with pytest.raises(ConfigurationError, match="source checkout"):
-        benchcli.find_compare(cwd=tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        main(["bench", "--quick"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "source checkout" in err and "benchmarks/compare.py" in err
+    assert COMPARE.is_file()
 
 
 def test_redis_baseline_skips_cleanly_without_redis_server(tmp_path: Path) -> None:

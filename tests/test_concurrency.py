@@ -21,8 +21,8 @@ import pytest
 
 import twittercore
 from twittercore import Deletion, Event
-from twittercore.recorder import Recorder
-from twittercore.verify import verify
+from twittercore.checking.recorder import Recorder
+from twittercore.checking.verify import verify
 
 SPAWN = multiprocessing.get_context("spawn")
 SECONDS = float(os.environ.get("TWITTERCORE_CONCURRENCY_SECONDS", "4"))

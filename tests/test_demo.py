@@ -54,7 +54,7 @@ def test_demo_refuses_a_used_data_directory(tmp_path):
 
 
 def test_a_failing_live_tail_is_reported_not_hidden(tmp_path, capsys, monkeypatch):
-    from twittercore.recorder import Recorder
+    from twittercore.checking.recorder import Recorder
 
     def broken(self, sink, after=None, timeout=None):
         raise RuntimeError("boom")

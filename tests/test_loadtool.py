@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("uvicorn")
-from examples.mastodon_server.testing import free_port, running_server  # noqa: E402
+from twittercore.server.testing import free_port, running_server  # noqa: E402
 from twittercore import cli  # noqa: E402
-from twittercore.loadtool import percentile  # noqa: E402
+from twittercore.tools.loadtool import percentile  # noqa: E402
 
 ADMIN = "load-admin"
 SMALL = ["--admin-token", ADMIN, "--users", "12", "--followees", "4", "--posts", "30",
@@ -70,7 +69,7 @@ def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
 
 @pytest.mark.parametrize("ids", ["ordered", "opaque"])
 def test_verifier_catches_a_server_that_loses_posts(ids, tmp_path, monkeypatch, capsys):
-    from twittercore.memory import MemoryStore
+    from twittercore.backends.memory import MemoryStore
 
     real_home = MemoryStore._home
 

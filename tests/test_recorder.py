@@ -10,10 +10,10 @@ import threading
 import time
 
 import twittercore
-from twittercore.history import HistoryWriter
-from twittercore.recorder import Recorder
-from twittercore.verify import verify
-from twittercore.workload import Workload, replay
+from twittercore.checking.history import HistoryWriter
+from twittercore.checking.recorder import Recorder
+from twittercore.checking.verify import verify
+from twittercore.checking.workload import Workload, replay
 
 
 def lines(buffer: io.StringIO) -> list[dict]:
@@ -106,7 +106,7 @@ def test_recorded_lmdb_replay_verifies(tmp_path):
 
 CHILD = """
 import sys, twittercore
-from twittercore.recorder import Recorder
+from twittercore.checking.recorder import Recorder
 path, out, me = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with twittercore.open(path) as store, Recorder(store, out) as rec:
     for n in range(40):

@@ -18,10 +18,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from tests.server_fixtures import server_fixture  # noqa: E402
-from examples.mastodon_server.testing import free_port, running_server  # noqa: E402
+from twittercore.server.testing import free_port, running_server  # noqa: E402
 
 ADMIN = "test-admin-token"
 
@@ -247,16 +246,16 @@ def test_streaming_resumes_from_last_event_id(server):
 
 
 def test_create_account_command(tmp_path):
-    """`python -m examples.mastodon_server create-account` makes a usable account."""
+    """`python -m twittercore.server create-account` makes a usable account."""
     data = tmp_path / "data"
     made = subprocess.run(
-        [sys.executable, "-m", "examples.mastodon_server", "create-account", "carol", "--data", str(data)],
+        [sys.executable, "-m", "twittercore.server", "create-account", "carol", "--data", str(data)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
     )
     assert made.returncode == 0, made.stderr
     token = made.stdout.split("token ")[1].strip()
     again = subprocess.run(
-        [sys.executable, "-m", "examples.mastodon_server", "create-account", "carol", "--data", str(data)],
+        [sys.executable, "-m", "twittercore.server", "create-account", "carol", "--data", str(data)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
     )
     assert again.returncode == 1 and "taken" in again.stderr
@@ -267,15 +266,6 @@ def test_create_account_command(tmp_path):
         # The self-edge was made too: carol's own post is in her home timeline.
         post(c, {"Authorization": f"Bearer {token}"}, "mine")
         assert len(c.get("/api/v1/timelines/home", headers={"Authorization": f"Bearer {token}"}).json()) == 1
-
-
-def test_serve_outside_checkout_is_a_clear_error(monkeypatch, tmp_path):
-    import twittercore
-    from twittercore import serve
-
-    monkeypatch.setattr(serve, "__file__", str(tmp_path / "site-packages" / "twittercore" / "serve.py"))
-    with pytest.raises(twittercore.ConfigurationError, match="source checkout"):
-        serve.checkout_root()
 
 
 @contextlib.contextmanager

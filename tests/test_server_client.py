@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 mastodon = pytest.importorskip("mastodon")
 from mastodon import Mastodon, StreamListener  # noqa: E402

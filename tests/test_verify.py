@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import twittercore
-from twittercore.history import HistoryWriter
-from twittercore.recorder import Recorder
-from twittercore.verify import follow_state, verify
-from twittercore.workload import Workload, replay
+from twittercore.checking.history import HistoryWriter
+from twittercore.checking.recorder import Recorder
+from twittercore.checking.verify import follow_state, verify
+from twittercore.checking.workload import Workload, replay
 
 # ----------------------------------------------------------------- helpers
 
@@ -418,7 +418,7 @@ def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path, r
     assert observed == 10_000 * 800
     code = (
         "import resource, sys, time\n"
-        "from twittercore.verify import verify\n"
+        "from twittercore.checking.verify import verify\n"
         "start = time.perf_counter(); cpu = time.process_time(); report = verify([sys.argv[1]])\n"
         "print(report.ok, time.perf_counter() - start, time.process_time() - cpu,\n"
         "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

@@ -12,7 +12,7 @@ import pytest
 
 import twittercore
 from twittercore.errors import InvalidArgumentError
-from twittercore.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload, replay
+from twittercore.checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload, replay
 
 
 def small(**overrides) -> Workload:

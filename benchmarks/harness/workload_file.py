@@ -1,6 +1,6 @@
 """Materialise one workload once, so every child process replays the same bytes.
 
-The parent draws the workload from :mod:`twittercore.workload` (graph first,
+The parent draws the workload from :mod:`twittercore.checking.workload` (graph first,
 then posts in order), adds the harness's own fixtures (probe sinks that follow
 exactly ``k`` sources, the read samples, churn pairs, fan-out sources) and
 pickles it all to one file.  Children only unpickle: generating the workload
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from twittercore.workload import Workload
+from twittercore.checking.workload import Workload
 
 #: The ``k`` values of the "home latency vs followed sources" plot.
 PROBE_KS = (10, 50, 100, 500, 1000, 5000)
@@ -31,7 +31,7 @@ FANOUT_TARGETS = (1, 10, 100, 1000, 10_000, 100_000)
 
 @dataclass
 class WorkloadSpec:
-    """The arguments of :class:`twittercore.workload.Workload` the harness sets."""
+    """The arguments of :class:`twittercore.checking.workload.Workload` the harness sets."""
 
     users: int = 10_000
     posts: int = 200_000

@@ -61,24 +61,15 @@ def open(target: str | os.PathLike[str], **options: Any) -> Store:
         reserved for the scale-out backend on Redis (not in this release).
     any other string or path
         the embedded LMDB store in that directory (created if missing), the default.
+    any other ``scheme://...``
+        refused with :class:`ConfigurationError` (never taken for a directory).
 
     Common options: ``durable=True`` (fsync each commit; ``False`` survives a
     crash of the process but not of the machine), ``fanout="read"|"write"|"hybrid"``,
-    ``window=800``, ``celebrity_threshold=...``, ``clock=time.time``.
+    ``window=800``, ``celebrity_threshold=...``, ``clock=time.time``,
+    ``kernel="auto"|"cython"|"python"``; each backend adds its own and
+    refuses any option it does not know.
     """
-    if isinstance(target, str) and target == ":memory:":
-        from .memory import MemoryStore
+    from .backends import open_target
 
-        return MemoryStore(**options)
-    if isinstance(target, str) and target.startswith("redis://"):
-        raise ConfigurationError(
-            f"open({target!r}): the Redis scale-out backend is not in this release "
-            "(open a directory path for the embedded LMDB store)"
-        )
-    if not isinstance(target, (str, os.PathLike)):
-        raise InvalidArgumentError(
-            f"open: expected a directory path, ':memory:' or 'redis://...', got {type(target).__name__}"
-        )
-    from .lmdb_store import LMDBStore
-
-    return LMDBStore(os.fspath(target), **options)
+    return open_target(target, options)  # type: ignore[no-any-return]

@@ -12,12 +12,12 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS = {
-    "demo": ("twittercore.demo", "build a synthetic Twitter, replay it, verify G1-G3, report"),
-    "verify": ("twittercore.verify", "check a recorded history for G1, G2 and G3"),
-    "workload": ("twittercore.workload", "write a synthetic workload as JSON Lines"),
-    "bench": ("twittercore.benchcli", "run the comparison harness (benchmarks/compare.py)"),
-    "serve": ("twittercore.serve", "run the example Mastodon-compatible server"),
-    "load": ("twittercore.loadtool", "drive a server over HTTP, record and verify"),
+    "demo": ("twittercore.tools.demo", "build a synthetic Twitter, replay it, verify G1-G3, report"),
+    "verify": ("twittercore.checking.verify", "check a recorded history for G1, G2 and G3"),
+    "workload": ("twittercore.checking.workload", "write a synthetic workload as JSON Lines"),
+    "bench": ("twittercore.tools.bench", "where the comparison harness is (it ships with the source checkout)"),
+    "serve": ("twittercore.tools.serve", "run the Mastodon-compatible server (the server extra)"),
+    "load": ("twittercore.tools.loadtool", "drive a server over HTTP, record and verify"),
 }
 
 

@@ -39,8 +39,8 @@ class ClosedError(Error, RuntimeError):
     """The store was used after :meth:`Store.close`."""
 
 
-class ConfigurationError(Error, ValueError):
-    """``open()`` was given options that do not fit the target or the existing store."""
+class ConfigurationError(InvalidArgumentError):
+    """``open()`` was given options that do not fit the target or the existing store; nothing was opened."""
 
 
 class StoreError(Error, RuntimeError):

@@ -15,6 +15,7 @@ increasing in commit order, but not dense.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time as _time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -31,7 +32,7 @@ Change = Union[Event, Deletion]
 _TAIL_BATCH = 1024
 
 
-class Store:
+class Store(abc.ABC):
     """An open twittercore store.  Use it as a context manager, or call :meth:`close`.
 
     Node ids (sinks and sources) are unsigned 64-bit ints; any such int names a
@@ -286,6 +287,7 @@ class Store:
 
     # -------------------------------------------------------------- checking
 
+    @abc.abstractmethod
     def _check(self) -> None:
         """Assert the backend's internal invariants (tests call this)."""
 
@@ -314,21 +316,55 @@ class Store:
     # ------------------------------------------------------ backend protocol
     # Arguments arrive checked.  Reads take (lo, hi, oldest): ids in (lo, hi];
     # oldest=True selects the oldest `limit` of them.  Results are newest first.
+    # Every method is abstract: a backend that misses one cannot be instantiated.
 
+    @abc.abstractmethod
     def _close(self) -> None: ...
+
+    @abc.abstractmethod
     def _follow_many(self, pairs: list[tuple[int, int]]) -> int: ...
+
+    @abc.abstractmethod
     def _unfollow_many(self, pairs: list[tuple[int, int]]) -> int: ...
+
+    @abc.abstractmethod
     def _is_following(self, sink: int, source: int) -> bool: ...
+
+    @abc.abstractmethod
     def _sources(self, sink: int, limit: int | None, after: int | None) -> list[int]: ...
+
+    @abc.abstractmethod
     def _sinks(self, source: int, limit: int | None, after: int | None) -> list[int]: ...
+
+    @abc.abstractmethod
     def _source_count(self, sink: int) -> int: ...
+
+    @abc.abstractmethod
     def _sink_count(self, source: int) -> int: ...
+
+    @abc.abstractmethod
     def _publish_many(self, items: list[tuple[int, bytes]]) -> list[Event]: ...
+
+    @abc.abstractmethod
     def _event(self, id: int) -> Event | None: ...
+
+    @abc.abstractmethod
     def _delete(self, id: int) -> Event | None: ...
+
+    @abc.abstractmethod
     def _timeline_count(self, source: int) -> int: ...
+
+    @abc.abstractmethod
     def _last_seq(self) -> int: ...
+
+    @abc.abstractmethod
     def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]: ...
+
+    @abc.abstractmethod
     def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]: ...
+
+    @abc.abstractmethod
     def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]: ...
+
+    @abc.abstractmethod
     def _wait(self, after: int, timeout: float | None) -> bool: ...

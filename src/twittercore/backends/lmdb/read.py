@@ -15,8 +15,8 @@ from bisect import bisect_right
 from itertools import islice
 from typing import Any
 
-from ._types import Event
-from .errors import StoreError
+from ..._types import Event
+from ...errors import StoreError
 
 _BE = struct.Struct(">Q")
 be = _BE.pack

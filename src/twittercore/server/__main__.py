@@ -1,7 +1,7 @@
-"""``python -m examples.mastodon_server``: account admin and serving from a data dir.
+"""``python -m twittercore.server``: account admin and serving from a data dir.
 
-    python -m examples.mastodon_server create-account alice --data DIR
-    python -m examples.mastodon_server serve --data DIR --port 8000
+    python -m twittercore.server create-account alice --data DIR
+    python -m twittercore.server serve --data DIR --port 8000
 
 ``create-account`` prints the new account's id and bearer token (shown once:
 only its digest is stored).  ``serve`` is the same as ``twittercore serve``.
@@ -35,13 +35,13 @@ def create_account(data: str, username: str, store_target: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.mastodon_server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m twittercore.server", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("create-account", help="create an account and print its bearer token")
     make.add_argument("username")
     make.add_argument("--data", required=True, help="the server's data dir")
     serve = sub.add_parser("serve", help="run the server (same as `twittercore serve`)")
-    from twittercore import serve as serve_command
+    from ..tools import serve as serve_command
 
     serve_command.add_arguments(serve)
     args = parser.parse_args(argv)

@@ -23,10 +23,10 @@ import time
 from typing import Any
 
 from . import report as rp
-from .errors import ConfigurationError
-from .recorder import Recorder
-from .verify import verify
-from .workload import Workload, replay
+from ..errors import ConfigurationError
+from ..checking.recorder import Recorder
+from ..checking.verify import verify
+from ..checking.workload import Workload, replay
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,8 @@
-"""``twittercore serve``: run the example Mastodon-compatible server with uvicorn.
+"""``twittercore serve``: run the Mastodon-compatible server (:mod:`twittercore.server`) with uvicorn.
 
-The server is an example, not part of the installed package: it lives in
-``examples/mastodon_server`` of the source checkout, next to ``src/``.  This
-command finds it there, puts the checkout on ``sys.path`` and hands uvicorn an
-app factory; every worker process opens the store in the data dir itself
-(the LMDB store is safe for several processes).
+Installed with the ``server`` extra (``pip install 'twittercore[server]'``).
+uvicorn gets an app factory; every worker process opens the store in the
+data dir itself (the LMDB store is safe for several processes).
 
     twittercore serve --data DIR --port 8000 --workers 2
     twittercore serve --data DIR --create-account alice   # prints alice's token, then serves
@@ -16,23 +14,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
-__all__ = ["add_arguments", "run", "checkout_root"]
-
-
-def checkout_root() -> Path:
-    """The source checkout holding ``examples/mastodon_server``, or a clear error."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "examples" / "mastodon_server" / "app.py").is_file():
-        raise ConfigurationError(
-            f"serve: examples/mastodon_server not found next to {Path(__file__).resolve().parent} "
-            "(the example server ships in the source checkout, not in the installed package: "
-            "clone the repository and `pip install -e '.[server]'` from it)"
-        )
-    return root
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        root = checkout_root()
         if args.memory and args.workers != 1:
             raise ConfigurationError("serve: --memory keeps the store inside one process; use --workers 1")
         if args.workers < 1:
@@ -67,20 +51,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         import uvicorn
+
+        from ..server.__main__ import create_account
+        from ..server.state import StateError
     except ImportError:
         print("twittercore serve: needs uvicorn and starlette (pip install 'twittercore[server]')", file=sys.stderr)
         return 2
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))  # spawned workers inherit sys.path
-    from examples.mastodon_server.__main__ import create_account
-
     data = os.path.abspath(args.data)
     os.makedirs(data, exist_ok=True)
     options = {"durable": False} if args.no_durable else {}
     if not args.memory:
         for name in args.create_account:
-            from examples.mastodon_server.state import StateError
-
             try:
                 id, token = create_account(data, name)
             except StateError as exc:
@@ -99,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"twittercore serve: http://{args.host}:{args.port} data={data} workers={args.workers}", flush=True)
     uvicorn.run(
-        "examples.mastodon_server.app:app_from_env",
+        "twittercore.server.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,

@@ -12,8 +12,8 @@ import threading
 import time as _time
 from typing import Any
 
-from ._types import Deletion
-from .store import Change
+from ..._types import Deletion
+from ...store import Change
 
 _U64 = struct.Struct("=Q")
 _BE = struct.Struct(">Q")

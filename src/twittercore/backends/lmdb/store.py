@@ -36,14 +36,14 @@ from typing import Any
 
 import lmdb
 
-from . import _kernel
-from ._fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
-from ._lmdb_check import check_layout
-from ._lmdb_live import LiveMixin
-from ._lmdb_read import ReadMixin
-from ._types import Event, EventBatch
-from .errors import ConfigurationError, StoreError
-from .store import Store
+from ... import _kernel, _options
+from .fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
+from .check import check_layout
+from .live import LiveMixin
+from .read import ReadMixin
+from ..._types import Event, EventBatch
+from ...errors import ConfigurationError, StoreError
+from ...store import Store
 
 __all__ = ["LMDBStore"]
 
@@ -53,7 +53,6 @@ _BE2 = struct.Struct(">QQ")
 be = _BE.pack
 _SEQ = b"seq"
 _FOLLOW, _UNFOLLOW = b"\x01", b"\x00"
-_FANOUTS = ("read", "write", "hybrid")
 
 # Paths open in this process: LMDB must not be opened twice in one process
 # (closing the second handle drops the first one's POSIX locks).
@@ -63,10 +62,10 @@ _open_paths_lock = threading.Lock()
 
 def _codec_for(kernel: str | None) -> Any:
     if _kernel.select(kernel).__name__.endswith("_py"):
-        from . import _codec_py
+        from ... import _codec_py
 
         return _codec_py
-    from . import _codec
+    from ... import _codec
 
     return _codec
 
@@ -97,13 +96,11 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         writemap: bool | None = None,
         event_cache: int = 65_536,
     ) -> None:
-        if fanout is not None and fanout not in _FANOUTS:
-            raise ConfigurationError(f"fanout: expected one of {_FANOUTS}, got {fanout!r}")
-        for name, value, top in (("window", window, 100_000), ("celebrity_threshold", celebrity_threshold, 1 << 62)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top):
-                raise ConfigurationError(f"{name}: expected an int in [1, {top}], got {value!r}")
-        if not isinstance(durable, bool):
-            raise ConfigurationError(f"durable: expected True or False, got {durable!r}")
+        fanout, window, celebrity_threshold = _options.strategy(
+            {"fanout": fanout, "window": window, "celebrity_threshold": celebrity_threshold}
+        )
+        _options.flag("durable", durable)
+        _options.clock(clock)
         self._merge = _kernel.select(kernel)
         self._codec = _codec_for(kernel)
         if isinstance(event_cache, bool) or not isinstance(event_cache, int) or event_cache < 0:

@@ -43,15 +43,15 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 try:  # parsing every page is most of the generator's own CPU: use orjson when present
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - the stdlib does the same, slower
     _loads = json.loads
-from .history import HistoryWriter
+from ..checking.history import HistoryWriter
 from .loadtool_http import Connection, HTTPError, split_url
-from .workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
+from ..checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
 
 __all__ = ["add_arguments", "run", "LoadRun", "percentile"]
 
@@ -558,7 +558,7 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await load.stop_streams()
         load.history.close()
 
-    from .verify import Report, verify
+    from ..checking.verify import Report, verify
 
     if load.recording:
         report = verify([os.path.join(args.out, "history.jsonl")], ordered=True if args.ordered_ids else False)

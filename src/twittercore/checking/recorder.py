@@ -37,7 +37,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from ._types import Event
+from .._types import Event
 from .history import HistoryWriter
 
 __all__ = ["Recorder"]

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Union
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["HistoryWriter", "History", "Observation", "records", "load", "follow_state", "FORMAT"]
 

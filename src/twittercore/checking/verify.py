@@ -50,7 +50,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import Error
+from ..errors import Error
 from .history import History, Observation, follow_state, load
 
 __all__ = ["verify", "Report", "GUARANTEES", "follow_state"]

@@ -57,7 +57,7 @@ from .state import Account, State, StateError
 
 __all__ = ["create_app", "app_from_env", "ApiError"]
 
-logger = logging.getLogger("twittercore.mastodon_server")
+logger = logging.getLogger("twittercore.server")
 
 VERSION = f"4.3.0 (compatible; twittercore {twittercore.__version__})"
 DEFAULT_LIMIT, MAX_LIMIT = 20, 40  # Mastodon's page sizes for statuses

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Union
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = [
     "Workload",

@@ -21,17 +21,27 @@ import threading
 import time as _time
 from collections.abc import Callable
 
-from ._types import Deletion, Event
-from .store import Change, Store
+from .. import _kernel, _options
+from .._types import Deletion, Event
+from ..store import Change, Store
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore(Store):
-    """In-memory store; ``fanout`` is accepted and ignored (every strategy answers alike)."""
+    """In-memory store.  The common options of :func:`twittercore.open` are
+    checked like every backend's; the strategy ones change nothing here (every
+    strategy answers alike, G5), and ``durable`` cannot apply to memory.
+    """
 
-    def __init__(self, *, clock: Callable[[], float] = _time.time, **_ignored: object) -> None:
-        self._clock = clock
+    def __init__(self, *, clock: Callable[[], float] = _time.time, **options: object) -> None:
+        _options.check("memory", options, _options.COMMON - {"clock"})
+        _options.strategy(options)
+        if "durable" in options:
+            _options.flag("durable", options["durable"])
+        if options.get("kernel") is not None:
+            _kernel.select(options["kernel"])  # type: ignore[arg-type]
+        self._clock = _options.clock(clock)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._seq = 0

@@ -34,10 +34,10 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._types import Event
+from ..._types import Event
 
 if TYPE_CHECKING:
-    from .lmdb_store import LMDBStore
+    from .store import LMDBStore
 
 _BE = struct.Struct(">Q")
 _CONFIG = struct.Struct("=QQ")

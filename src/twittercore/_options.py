@@ -1,0 +1,74 @@
+"""Validation of :func:`twittercore.open` options, shared by every backend.
+
+Each backend names the options it accepts; an unknown one (a typo such as
+``fanuot=``) is refused before anything is opened, with the valid names in the
+message.  The options every backend shares are checked here once, so the same
+bad value gets the same error whichever backend it was meant for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["FANOUTS", "COMMON", "check", "fanout", "bounded_int", "flag", "clock"]
+
+FANOUTS = ("read", "write", "hybrid")
+#: Options every backend accepts (the memory store accepts and checks them, and
+#: answers alike whatever they say: G5).
+COMMON = frozenset({"fanout", "window", "celebrity_threshold", "clock", "durable", "kernel"})
+
+
+def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> None:
+    """Refuse options ``backend`` does not know, naming them and the valid ones.
+
+    >>> check("memory", {"fanuot": "write"}, COMMON)
+    Traceback (most recent call last):
+    ...
+    twittercore.errors.ConfigurationError: open(): unknown option 'fanuot' for the memory store (valid options: celebrity_threshold, clock, durable, fanout, kernel, window)
+    """
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigurationError(
+            f"open(): unknown option{plural} {names} for the {backend} store "
+            f"(valid options: {', '.join(sorted(accepted))})"
+        )
+
+
+def fanout(value: Any) -> str | None:
+    if value is not None and value not in FANOUTS:
+        raise ConfigurationError(f"fanout: expected one of {FANOUTS}, got {value!r}")
+    return value
+
+
+def bounded_int(name: str, value: Any, low: int, high: int, *, optional: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name}: expected an int in [{low}, {high}], got {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def clock(value: Any) -> Callable[[], float]:
+    if not callable(value):
+        raise ConfigurationError(f"clock: expected a callable returning seconds (like time.time), got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def strategy(options: dict[str, Any]) -> tuple[str | None, int | None, int | None]:
+    """The checked ``(fanout, window, celebrity_threshold)`` of ``options``."""
+    return (
+        fanout(options.get("fanout")),
+        bounded_int("window", options.get("window"), 1, 100_000),
+        bounded_int("celebrity_threshold", options.get("celebrity_threshold"), 1, 1 << 62),
+    )

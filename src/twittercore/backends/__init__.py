@@ -1,0 +1,55 @@
+"""The storage backends behind :func:`twittercore.open`, side by side.
+
+Each backend is a subclass of :class:`twittercore.Store` that implements its
+abstract ``_``-prefixed protocol (see :mod:`twittercore.store`); the public
+methods, argument checks and the ``tail`` loop are shared.  A backend is
+imported only when a target asks for it, so an embedded user never imports
+Redis code and vice versa.
+
+``memory``      the pure-Python reference store, the executable specification
+``lmdb``        the embedded store (the default), one LMDB environment
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConfigurationError, InvalidArgumentError
+
+__all__ = ["open_target"]
+
+#: URL schemes a backend will serve; any other ``scheme://`` target is refused
+#: rather than taken for a directory name.
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster")
+
+
+def open_target(target: Any, options: dict[str, Any]) -> Any:
+    """Pick the backend for ``target`` and open it (see :func:`twittercore.open`)."""
+    if isinstance(target, str) and target == ":memory:":
+        from .memory import MemoryStore
+
+        return MemoryStore(**options)
+    if isinstance(target, str) and "://" in target:
+        scheme = target.split("://", 1)[0].lower()
+        if scheme in _REDIS_SCHEMES:
+            raise ConfigurationError(
+                f"open({target!r}): the Redis scale-out backend is not in this release "
+                "(open a directory path for the embedded LMDB store)"
+            )
+        raise ConfigurationError(
+            f"open({target!r}): no backend serves the scheme {scheme!r} "
+            "(expected ':memory:', a directory path, or a redis:// URL)"
+        )
+    if not isinstance(target, (str, os.PathLike)) or isinstance(target, bool):
+        raise InvalidArgumentError(
+            f"open: expected a directory path, ':memory:' or 'redis://...', got {type(target).__name__}"
+        )
+    path = os.fspath(target)
+    if not isinstance(path, str):
+        raise InvalidArgumentError(f"open: expected a str path, got {type(path).__name__} (decode it first)")
+    if not path or "\0" in path:
+        raise InvalidArgumentError(f"open({path!r}): expected a directory path (empty or NUL in the path)")
+    from .lmdb import LMDBStore
+
+    return LMDBStore(path, **options)
