@@ -21,17 +21,22 @@ from tests.conftest import HAVE_COMPILED, FakeClock
 NODES = st.integers(0, 6)
 PAYLOADS = st.binary(max_size=12)
 LIMITS = st.integers(1, 40)
+KEYS = st.sampled_from([b"a", b"b", "c"])
+#: Short enough (120 clock ticks of 0.25 s) that keys expire within a run.
+RETENTION = 30.0
 
 
 def _kinds():
     """LMDB variants: both kernels, and every fan-out strategy with tiny windows and
     thresholds so that fallbacks and celebrity crossings happen in short runs."""
     kernel = "cython" if HAVE_COMPILED else "python"
-    kinds = {"lmdb-python": {"kernel": "python"}}
+    kinds = {"lmdb-python": {"kernel": "python", "key_retention": RETENTION}}
     if HAVE_COMPILED:
-        kinds["lmdb-cython"] = {"kernel": "cython"}
-    kinds["lmdb-write"] = {"kernel": kernel, "fanout": "write", "window": 5}
-    kinds["lmdb-hybrid"] = {"kernel": kernel, "fanout": "hybrid", "window": 7, "celebrity_threshold": 2}
+        kinds["lmdb-cython"] = {"kernel": "cython", "key_retention": RETENTION}
+    kinds["lmdb-write"] = {"kernel": kernel, "fanout": "write", "window": 5, "key_retention": RETENTION}
+    kinds["lmdb-hybrid"] = {
+        "kernel": kernel, "fanout": "hybrid", "window": 7, "celebrity_threshold": 2, "key_retention": RETENTION
+    }
     return kinds
 
 
@@ -40,7 +45,7 @@ class StoreComparison(RuleBasedStateMachine):
     def open_stores(self):
         self.dir = tempfile.mkdtemp(prefix="twittercore-sm-")
         self.clocks = {"memory": FakeClock()}
-        self.reference = twittercore.open(":memory:", clock=self.clocks["memory"])
+        self.reference = twittercore.open(":memory:", clock=self.clocks["memory"], key_retention=RETENTION)
         self.others = {}
         self.options = _kinds()
         for name, options in self.options.items():
@@ -97,6 +102,18 @@ class StoreComparison(RuleBasedStateMachine):
     def publish_many(self, items):
         events = self.all(lambda s: s.publish_many(items))
         self.ids.extend(e[0] for e in events)
+
+    @rule(source=NODES, payload=PAYLOADS, key=KEYS)
+    def publish_keyed(self, source, payload, key):
+        """Retries return the first event; expired keys publish anew; deleted ones refuse."""
+        event = self.all(lambda s: s.publish(source, payload, key=key))
+        if event is not None:
+            self.ids.append(event[0])
+
+    @rule(items=st.lists(st.tuples(NODES, PAYLOADS, st.one_of(st.none(), KEYS)), max_size=8))
+    def publish_many_keyed(self, items):
+        events = self.all(lambda s: s.publish_many(items))
+        self.ids.extend(e[0] for e in events or ())
 
     @rule(source=NODES, count=st.integers(100, 400))
     def publish_burst(self, source, count):

@@ -13,12 +13,12 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["FANOUTS", "COMMON", "check", "fanout", "bounded_int", "flag", "clock"]
+__all__ = ["FANOUTS", "COMMON", "check", "fanout", "bounded_int", "flag", "clock", "seconds"]
 
 FANOUTS = ("read", "write", "hybrid")
 #: Options every backend accepts (the memory store accepts and checks them, and
 #: answers alike whatever they say: G5).
-COMMON = frozenset({"fanout", "window", "celebrity_threshold", "clock", "durable", "kernel"})
+COMMON = frozenset({"fanout", "window", "celebrity_threshold", "clock", "durable", "kernel", "key_retention"})
 
 
 def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> None:
@@ -27,7 +27,7 @@ def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> N
     >>> check("memory", {"fanuot": "write"}, COMMON)
     Traceback (most recent call last):
     ...
-    twittercore.errors.ConfigurationError: open(): unknown option 'fanuot' for the memory store (valid options: celebrity_threshold, clock, durable, fanout, kernel, window)
+    twittercore.errors.ConfigurationError: open(): unknown option 'fanuot' for the memory store (valid options: celebrity_threshold, clock, durable, fanout, kernel, key_retention, window)
     """
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -63,6 +63,13 @@ def clock(value: Any) -> Callable[[], float]:
     if not callable(value):
         raise ConfigurationError(f"clock: expected a callable returning seconds (like time.time), got {value!r}")
     return value  # type: ignore[no-any-return]
+
+
+def seconds(name: str, value: Any) -> float:
+    """A positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigurationError(f"{name}: expected a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def strategy(options: dict[str, Any]) -> tuple[str | None, int | None, int | None]:

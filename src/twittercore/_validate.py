@@ -91,6 +91,31 @@ def payload(value: Any, what: str = "payload") -> bytes:
     return value
 
 
+#: The longest idempotency key, in bytes (Stripe's and Mastodon's keys are
+#: UUIDs or shorter; 255 leaves room for a client's own prefix).
+MAX_KEY = 255
+
+
+def key(value: Any, what: str = "key") -> bytes:
+    """Return an idempotency key as 1 to MAX_KEY bytes (str is UTF-8 encoded), or raise."""
+    if isinstance(value, str):
+        try:
+            value = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"{what}: not valid text (a lone surrogate?); use bytes or well-formed str"
+            ) from None
+    elif isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif type(value) is not bytes:
+        raise InvalidArgumentError(f"{what}: expected bytes or str, got {_describe(value)}")
+    if not 1 <= len(value) <= MAX_KEY:
+        raise InvalidArgumentError(
+            f"{what}: {len(value)} bytes is outside 1 to {MAX_KEY} (a UUID is 36)"
+        )
+    return value
+
+
 def bounds(max_id: Any, since_id: Any, min_id: Any) -> tuple[int, int, bool]:
     """Turn Twitter/Mastodon paging arguments into ``(lo, hi, oldest)``.
 

@@ -131,33 +131,65 @@ class Store(abc.ABC):
 
     # ---------------------------------------------------------------- events
 
-    def publish(self, source: int, payload: bytes) -> Event:
-        """Append ``payload`` to ``source``'s log and return the committed :class:`Event`."""
+    def publish(self, source: int, payload: bytes, key: bytes | str | None = None) -> Event:
+        """Append ``payload`` to ``source``'s log and return the committed :class:`Event`.
+
+        ``key`` makes the publish idempotent: a retry with the same ``key`` for
+        the same ``source`` returns the event the first call committed (same
+        id, time and payload) and publishes nothing, across processes and
+        crashes, for as long as the store's ``key_retention`` (seconds, an
+        :func:`twittercore.open` option, default one day); after that the key
+        may be forgotten.  The key is recorded in the same transaction as the
+        event, so no crash leaves one without the other.  A retry whose
+        original event was deleted since raises :class:`NotFoundError` and
+        publishes nothing.
+
+        >>> import twittercore
+        >>> with twittercore.open(":memory:") as store:
+        ...     first = store.publish(7, b"hello", key="a1b2")
+        ...     again = store.publish(7, b"hello", key="a1b2")
+        ...     first == again, store.timeline_count(7)
+        (True, 1)
+
+        Runtime complexity: O(log n) for n events, plus the fan-out strategy's cost.
+        """
         self._live()
         item = (v.uint64(source, "source"), v.payload(payload))
-        return self._publish_many([item])[0]
+        return self._publish_many([item], None if key is None else [v.key(key)])[0]
 
-    def publish_many(self, items: Iterable[tuple[int, bytes]]) -> list[Event]:
-        """Publish many ``(source, payload)`` in one transaction, ids in the given order.
+    def publish_many(self, items: Iterable[tuple[int, bytes] | tuple[int, bytes, bytes | str | None]]) -> list[Event]:
+        """Publish many ``(source, payload)`` or ``(source, payload, key)`` in one transaction.
 
-        All items are checked first: either all are published or none is.
+        Ids follow the given order.  All items are checked first: either all
+        are published or none is.  A key already recorded for its source (see
+        :meth:`publish`) returns its original event in that place; a key given
+        twice in one call publishes once.
         """
         self._live()
         items = items if type(items) is list else list(items)
         if self._fast_items is not None and self._fast_items(items, MAX_PAYLOAD):
-            return self._publish_many(items) if items else []
+            return self._publish_many(items, None) if items else []
         checked = []
+        keys: list[bytes | None] = []
         for n, item in enumerate(items):
+            key = None
             try:
-                source, payload = item
+                if type(item) is tuple and len(item) == 3:
+                    source, payload, key = item
+                else:
+                    source, payload = item
             except (TypeError, ValueError):
                 raise InvalidArgumentError(
-                    f"items[{n}]: expected a (source, payload) pair, got {v._describe(item)}"
+                    f"items[{n}]: expected a (source, payload) pair or a (source, payload, key) "
+                    f"triple, got {v._describe(item)}"
                 ) from None
             checked.append(
                 (v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload"))
             )
-        return self._publish_many(checked) if checked else []
+            keys.append(None if key is None else v.key(key, f"items[{n}] key"))
+        if not checked:
+            return []
+        return self._publish_many(checked, keys if any(k is not None for k in keys) else None)
 
     def event(self, id: int) -> Event:
         """The event with this id; :class:`NotFoundError` if it never existed or was deleted."""
@@ -343,7 +375,13 @@ class Store(abc.ABC):
     def _sink_count(self, source: int) -> int: ...
 
     @abc.abstractmethod
-    def _publish_many(self, items: list[tuple[int, bytes]]) -> list[Event]: ...
+    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> list[Event]:
+        """Commit ``items`` atomically; ``keys`` is None or one key (or None) per item.
+
+        A key already recorded for its source within the retention returns the
+        recorded event in its place (NotFoundError, changing nothing, if that
+        event was deleted); a key repeated within ``items`` publishes once.
+        """
 
     @abc.abstractmethod
     def _event(self, id: int) -> Event | None: ...

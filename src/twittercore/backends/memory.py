@@ -21,7 +21,7 @@ import threading
 import time as _time
 from collections.abc import Callable
 
-from .. import _kernel, _options
+from .. import _idempotency, _kernel, _options
 from .._types import Deletion, Event
 from ..store import Change, Store
 
@@ -42,6 +42,10 @@ class MemoryStore(Store):
         if options.get("kernel") is not None:
             _kernel.select(options["kernel"])  # type: ignore[arg-type]
         self._clock = _options.clock(clock)
+        self._retention = _options.seconds(
+            "key_retention", options.get("key_retention", _idempotency.DEFAULT_RETENTION)
+        )
+        self._keys: dict[tuple[int, bytes], tuple[int, float]] = {}  # (source, key) -> (id, recorded at)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._seq = 0
@@ -119,18 +123,50 @@ class MemoryStore(Store):
 
     # ---------------------------------------------------------------- events
 
-    def _publish_many(self, items: list[tuple[int, bytes]]) -> list[Event]:
+    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> list[Event]:
         with self._changed:
             now = self._clock()
-            published = []
-            for source, payload in items:
-                event = Event(self._next(), source, payload, now)
-                self._events[event.id] = event
-                self._all_ids.append(event.id)
-                self._logs.setdefault(source, []).append(event.id)
-                published.append(event)
-            self._changed.notify_all()
-            return published
+            if keys is None:
+                return self._append(items, now)
+            plan = _idempotency.plan(items, keys, lambda source, key: self._recorded(source, key, now))
+            old = {}
+            for index, id in plan.recorded.items():
+                if id not in self._events:
+                    raise _idempotency.missing(items[index][0], keys[index], id)  # type: ignore[arg-type]
+                old[id] = self._events[id]
+            fresh = self._append([items[i] for i in plan.fresh], now) if plan.fresh else []
+            for index, event in zip(plan.fresh, fresh):
+                key = keys[index]
+                if key is not None:
+                    self._keys.pop((event.source, key), None)  # re-inserted last: oldest stay first
+                    self._keys[(event.source, key)] = (event.id, now)
+            self._forget(now)
+            return plan.answer(fresh, old)
+
+    def _forget(self, now: float) -> None:
+        """Drop expired keys from the oldest end (insertion order is record order)."""
+        while self._keys:
+            entry = next(iter(self._keys))
+            if self._keys[entry][1] >= now - self._retention:
+                break
+            del self._keys[entry]
+
+    def _recorded(self, source: int, key: bytes, now: float) -> int | None:
+        found = self._keys.get((source, key))
+        if found is None or found[1] < now - self._retention:
+            return None
+        return found[0]
+
+    def _append(self, items: list[tuple[int, bytes]], now: float) -> list[Event]:
+        published = []
+        for source, payload in items:
+            event = Event(self._next(), source, payload, now)
+            self._events[event.id] = event
+            self._all_ids.append(event.id)
+            self._logs.setdefault(source, []).append(event.id)
+            published.append(event)
+        self._changed.notify_all()
+        return published
 
     def _event(self, id: int) -> Event | None:
         with self._lock:

@@ -36,7 +36,8 @@ from typing import Any
 
 import lmdb
 
-from ... import _kernel, _options
+from ... import _idempotency, _kernel, _options
+from .keys import Keyring
 from .fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
 from .check import check_layout
 from .live import LiveMixin
@@ -78,7 +79,8 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
     not durable; faster commits, but a full disk crashes the process), ``fanout``,
     ``window``, ``celebrity_threshold``, ``clock``, ``kernel`` ("auto",
     "cython" or "python": the merge and codec implementation), ``map_size``
-    (initial LMDB map in bytes; it grows by itself), ``max_readers``.
+    (initial LMDB map in bytes; it grows by itself), ``max_readers``,
+    ``key_retention`` (seconds a publish's idempotency key is honoured).
     """
 
     def __init__(
@@ -95,12 +97,14 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         max_readers: int = 1024,
         writemap: bool | None = None,
         event_cache: int = 65_536,
+        key_retention: float = _idempotency.DEFAULT_RETENTION,
     ) -> None:
         fanout, window, celebrity_threshold = _options.strategy(
             {"fanout": fanout, "window": window, "celebrity_threshold": celebrity_threshold}
         )
         _options.flag("durable", durable)
         _options.clock(clock)
+        retention = _options.seconds("key_retention", key_retention)
         self._merge = _kernel.select(kernel)
         self._codec = _codec_for(kernel)
         if isinstance(event_cache, bool) or not isinstance(event_cache, int) or event_cache < 0:
@@ -159,6 +163,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             self._edgehist = env.open_db(b"edgehist", txn=txn)
             self._deletions = env.open_db(b"deletions", txn=txn)
             self._fan = Fanout(self, txn)
+            self._keyring = Keyring(env, txn, retention)
         self._write_lock = threading.Lock()
         # In-process readers, counted so the map can be resized safely.
         self._gate = threading.Condition(threading.Lock())
@@ -411,48 +416,72 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
 
     # ---------------------------------------------------------------- events
 
-    def _publish_many(self, items: list[tuple[int, bytes]]) -> EventBatch:
+    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> list[Event]:
         now = self._clock()
+        if keys is None:
+            first = self._write(lambda txn: self._append(txn, items, now))
+            self._notify()
+            return EventBatch(first, items, now)
+        events = self._write(lambda txn: self._publish_keyed(txn, items, keys, now))
+        self._notify()
+        return events
+
+    def _publish_keyed(self, txn: Any, items: list[tuple[int, bytes]], keys: list[bytes | None], now: float) -> list[Event]:
+        keyring = self._keyring
+        plan = _idempotency.plan(items, keys, lambda source, key: keyring.lookup(txn, source, key, now))
+        old = {}
+        for index, id in plan.recorded.items():
+            value = txn.get(be(id), db=self._events)
+            if value is None:
+                raise _idempotency.missing(items[index][0], keys[index], id)  # type: ignore[arg-type]
+            old[id] = self._codec.decode_event(id, value)
+        fresh = [items[i] for i in plan.fresh]
+        events: list[Event] = list(EventBatch(self._append(txn, fresh, now), fresh, now)) if fresh else []
+        for index, event in zip(plan.fresh, events):
+            key = keys[index]
+            if key is not None:
+                keyring.record(txn, event.source, key, event.id, now)
+        keyring.forget(txn, now)
+        return plan.answer(events, old)
+
+    def _append(self, txn: Any, items: list[tuple[int, bytes]], now: float) -> int:
+        """Write ``items`` as the next events and return the first id."""
         codec = self._codec
         head_key = codec.HEAD
-
-        def work(txn: Any) -> int:
-            first = self._seq(txn) + 1
-            if len(items) == 1:
-                return publish_one(txn, first)
-            records = codec.encode_events(first, items, now)
-            consumed, added = txn.cursor(self._events).putmulti(records, append=True)
-            if added != len(records):  # pragma: no cover - ids only grow
-                raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
-            logs = self._logs
-            get, put = txn.get, txn.put
-            groups = codec.group_ids(first, items)
-            for source, ids in groups.items():
-                prefix = be(source)
-                head, sealed = codec.append_head(get(prefix + head_key, db=logs), ids)
-                for tag, chunk in sealed:
-                    put(prefix + be(tag), chunk, db=logs)
-                put(prefix + head_key, head, db=logs)
-            self._fan.on_publish(txn, groups)
-            self._set_seq(txn, first + len(items) - 1)
-            return first
-
-        def publish_one(txn: Any, id: int) -> int:
-            source, payload = items[0]
-            key, value = codec.encode_events(id, items, now)[0]
-            txn.put(key, value, db=self._events, append=True)
+        first = self._seq(txn) + 1
+        if len(items) == 1:
+            return self._append_one(txn, first, items, now)
+        records = codec.encode_events(first, items, now)
+        consumed, added = txn.cursor(self._events).putmulti(records, append=True)
+        if added != len(records):  # pragma: no cover - ids only grow
+            raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
+        logs = self._logs
+        get, put = txn.get, txn.put
+        groups = codec.group_ids(first, items)
+        for source, ids in groups.items():
             prefix = be(source)
-            head, sealed = codec.append_head(txn.get(prefix + head_key, db=self._logs), [id])
+            head, sealed = codec.append_head(get(prefix + head_key, db=logs), ids)
             for tag, chunk in sealed:
-                txn.put(prefix + be(tag), chunk, db=self._logs)
-            txn.put(prefix + head_key, head, db=self._logs)
-            self._fan.on_publish(txn, {source: [id]})
-            self._set_seq(txn, id)
-            return id
+                put(prefix + be(tag), chunk, db=logs)
+            put(prefix + head_key, head, db=logs)
+        self._fan.on_publish(txn, groups)
+        self._set_seq(txn, first + len(items) - 1)
+        return first
 
-        first = self._write(work)
-        self._notify()
-        return EventBatch(first, items, now)
+    def _append_one(self, txn: Any, id: int, items: list[tuple[int, bytes]], now: float) -> int:
+        # The single publish is the common call: no grouping, no cursor.
+        codec = self._codec
+        source, payload = items[0]
+        key, value = codec.encode_events(id, items, now)[0]
+        txn.put(key, value, db=self._events, append=True)
+        prefix = be(source)
+        head, sealed = codec.append_head(txn.get(prefix + codec.HEAD, db=self._logs), [id])
+        for tag, chunk in sealed:
+            txn.put(prefix + be(tag), chunk, db=self._logs)
+        txn.put(prefix + codec.HEAD, head, db=self._logs)
+        self._fan.on_publish(txn, {source: [id]})
+        self._set_seq(txn, id)
+        return id
 
     def _event(self, id: int) -> Event | None:
         def work(txn: Any) -> Event | None:
@@ -546,4 +575,8 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
 
     def _check(self) -> None:
         """Assert the layout's invariants over the whole store (slow; tests call it)."""
-        self._read(lambda txn: check_layout(self, txn))
+        def work(txn: Any) -> None:
+            check_layout(self, txn)
+            self._keyring.check(txn)
+
+        self._read(work)
