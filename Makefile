@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build test test-fast test-pure test-long demo bench bench-quick redis clean
+.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis clean
 
 all: build
 
@@ -35,10 +35,15 @@ redis:
 	      || echo "redis: could not install redis-server; Redis parts will skip"; \
 	  else echo "redis: redis-server not found; Redis parts will skip"; fi; }
 
+# Lint, format, types (strict for src/) and the compiled modules' stubs.
+lint: build
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/python -m mypy
+	$(BIN)/python -m mypy.stubtest twittercore._merge twittercore._codec --allowlist stubtest-allowlist.txt
+
 test: build redis
-	$(PYTEST) -q -p no:cacheprovider tests
-	TWITTERCORE_NO_EXTENSIONS=1 $(PYTEST) -q -p no:cacheprovider -m "not slow" \
-	  tests/test_kernel_switch.py tests/test_store_api.py tests/test_tail.py tests/test_lmdb_store.py
+	$(PYTEST) -q -p no:cacheprovider
 	$(BIN)/python -m twittercore demo --users 500 --posts 5000 --reads 2000 --out $(VENV)/demo-ci
 	$(MAKE) --no-print-directory bench-quick
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 import twittercore
+from twittercore import _kernel
 
 # `make test` uses the default profile; HYPOTHESIS_PROFILE=thorough explores far more.
 settings.register_profile("thorough", max_examples=2000, deadline=None)
@@ -56,6 +57,24 @@ def store(request, tmp_path):
     opened.close()
 
 
+KERNELS = ["cython", "python"] if HAVE_COMPILED else ["python"]
+
+
+@pytest.fixture(scope="session", params=KERNELS)
+def kernel(request):
+    """The default merge and codec implementation: the compiled module, then its twin.
+
+    A session fixture with one param per implementation (as multidict's
+    conftest does), so every test that opens a store with default options runs
+    over both, grouped: the default is swapped once per implementation, not per test.
+    """
+    saved = _kernel.merge
+    _kernel.merge = _kernel.select(request.param)
+    yield request.param
+    _kernel.merge = saved
+
+
 @pytest.fixture
-def lmdb_path(tmp_path):
+def lmdb_path(tmp_path, kernel):
+    """A fresh store directory; stores opened on it without ``kernel=`` use the ``kernel`` param."""
     return str(tmp_path / "store")

@@ -293,6 +293,7 @@ def serve_process(data: Path, port: int, *extra: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
 
 
 def test_two_processes_share_one_store(tmp_path):

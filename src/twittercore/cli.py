@@ -21,7 +21,30 @@ COMMANDS = {
 }
 
 
+#: Optional dependencies -> the extra that installs them.
+EXTRAS = {
+    "rich": "tools", "matplotlib": "tools",
+    "starlette": "server", "uvicorn": "server", "httpx": "server", "orjson": "server",
+    "redis": "redis",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in EXTRAS:
+            raise
+        print(
+            f"twittercore: this command needs {missing}, which is not installed "
+            f"(pip install 'twittercore[{EXTRAS[missing]}]')",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="twittercore", description="twittercore: ordered fan-out. Tools around the library; each command has --help."
     )

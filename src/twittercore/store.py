@@ -4,7 +4,7 @@
 on storage (validation before any change, a closed store refuses calls, the
 ``tail`` loop); a backend subclass implements the ``_``-prefixed methods.
 Every backend answers every query identically for the same history (G5); the
-pure-Python :class:`~twittercore.memory.MemoryStore` is the executable
+pure-Python :class:`~twittercore.backends.memory.MemoryStore` is the executable
 specification.
 
 Positions: every effective mutation (each published event, each follow or

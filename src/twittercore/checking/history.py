@@ -2,7 +2,7 @@
 
 A history lists acknowledged publishes, follows, unfollows and deletes, and
 observations (the ids a sink saw, in order: a page read or a batch of tail
-deliveries).  :mod:`twittercore.verify` checks G1-G3 on it.  Ids and node ids
+deliveries).  :mod:`twittercore.checking.verify` checks G1-G3 on it.  Ids and node ids
 are opaque (ints or strings), so a history recorded from any implementation,
 for example an HTTP server with string ids, can be checked black-box.  The
 format is specified in ``docs/history-format.md``.

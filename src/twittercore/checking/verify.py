@@ -24,7 +24,7 @@ one candidate order (the ids, or the acknowledgement order for opaque ids);
 only when that fails does the search for counterexamples start.
 
 >>> import io
->>> from twittercore.history import HistoryWriter
+>>> from twittercore.checking.history import HistoryWriter
 >>> buffer = io.StringIO()
 >>> with HistoryWriter(buffer, clock=None) as h:
 ...     h.follow_many([(1, 7), (2, 7)])

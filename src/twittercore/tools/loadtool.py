@@ -4,7 +4,7 @@ Works against any server speaking ``bindings/openapi.yaml`` (ids are opaque
 strings), not only twittercore's example server:
 
 1. **setup**: accounts (registered with ``--admin-token``, or given as
-   ``--tokens FILE``), the synthetic follow graph of :mod:`twittercore.workload`,
+   ``--tokens FILE``), the synthetic follow graph of :mod:`twittercore.checking.workload`,
    its initial posts;
 2. **streams**: ``--streams`` clients hold ``/api/v1/streaming/user`` open;
 3. **load**: the workload's operation stream (home and profile reads,
@@ -18,8 +18,8 @@ strings), not only twittercore's example server:
    good step is the maximum sustainable rate, the first bad one the failure
    point; then one step at half the failure point;
 5. **verify**: everything acknowledged and observed (pages, profile reads,
-   streamed events) is written in the :mod:`twittercore.history` format and
-   checked by :mod:`twittercore.verify` (G1, G2, G3);
+   streamed events) is written in the :mod:`twittercore.checking.history` format and
+   checked by :mod:`twittercore.checking.verify` (G1, G2, G3);
 6. **report**: throughput and p50/p99/p99.9 per step and per operation,
    ``report.json`` and a plot, ``latency.png``.
 
