@@ -65,16 +65,14 @@ def kernel(request):
     """The default merge and codec implementation: the compiled module, then its twin.
 
     A session fixture with one param per implementation (as multidict's
-    conftest does), so every test that opens a store with default options runs
-    over both, grouped: the default is swapped once per implementation, not per test.
+    conftest does), so tests run grouped by implementation; the fixtures that
+    open stores swap the default for the length of one test only.
     """
-    saved = _kernel.merge
-    _kernel.merge = _kernel.select(request.param)
-    yield request.param
-    _kernel.merge = saved
+    return request.param
 
 
 @pytest.fixture
-def lmdb_path(tmp_path, kernel):
+def lmdb_path(tmp_path, kernel, monkeypatch):
     """A fresh store directory; stores opened on it without ``kernel=`` use the ``kernel`` param."""
+    monkeypatch.setattr(_kernel, "merge", _kernel.select(kernel))
     return str(tmp_path / "store")
