@@ -236,10 +236,12 @@ def _missing(ctx: Context, obs: Observation, followed: list[int], b: tuple[Any, 
 
 def _bounds(ctx: Context, obs: Observation, clean: bool) -> None:
     """G4: every id of a page lies within its bounds (all of them: since_id and min_id both apply)."""
-    events = obs.events
+    events, h = obs.events, ctx.h
+    if obs.limit is not None and len(events) > obs.limit and len(set(events)) > obs.limit:  # repeats are G1's
+        ctx.report.add("G4", f"G4 (bounds): {ctx.who(obs)} read a page of {len(events)} events with "
+                             f"limit={obs.limit} ({obs.where})")  # fmt: skip
     if not events or (obs.max_id is None and obs.since_id is None and obs.min_id is None):
         return
-    h = ctx.h
     checks = []  # (name, bound, keep): keep(e) says e respects the bound
     if obs.max_id is not None:
         e = obs.max_id if h.ordered else ctx.bound_event(obs.max_id)
