@@ -130,11 +130,11 @@ def required(ctx: Context, obs: Observation, e: int) -> bool:
 class _Page:
     """What the page pass learnt about one read: its bounds and followed sources."""
 
-    __slots__ = ("obs", "bounds", "followed", "group", "shown")
+    __slots__ = ("obs", "bounds", "followed", "group", "inside")
 
     def __init__(self, obs: Observation, bounds: Any, followed: set[int], group: Any) -> None:
         self.obs, self.bounds, self.followed, self.group = obs, bounds, followed, group
-        self.shown: set[int] | None = None
+        self.inside = -1  # with the fast path: every event is followed, distinct and in bounds (this many)
 
 
 def pages(ctx: Context, reads: list[Observation], clean: set[int]) -> None:
@@ -180,7 +180,7 @@ def pages(ctx: Context, reads: list[Observation], clean: set[int]) -> None:
                     merged.extend(ranks[bisect_left(ranks, lo_all) : bisect_right(ranks, hi_all)])
             merged.sort()
         for obs, b in zip(members, bounds):
-            info[id(obs)] = _Page(obs, b, followed_set, (key, merged))
+            info[id(obs)] = page = _Page(obs, b, followed_set, (key, merged))
             _bounds(ctx, obs, id(obs) in clean)
             events = obs.events if id(obs) in clean else list(dict.fromkeys(obs.events))
             sources = list(map(source.__getitem__, events))
@@ -189,7 +189,7 @@ def pages(ctx: Context, reads: list[Observation], clean: set[int]) -> None:
                 b is not None and shown == len(events) and id(obs) in clean
                 and (not events or b[0] <= rank[events[0]] and rank[events[-1]] <= b[1])
             ):
-                pass  # the common case, at C speed: all followed, sorted, inside the range
+                page.inside = shown  # the common case, at C speed: all followed, sorted, inside the range
             else:
                 shown = _scan_page(ctx, obs, key[0], events, followed_set, b)
             if b is None:
@@ -242,6 +242,14 @@ def _bounds(ctx: Context, obs: Observation, clean: bool) -> None:
                              f"limit={obs.limit} ({obs.where})")  # fmt: skip
     if not events or (obs.max_id is None and obs.since_id is None and obs.min_id is None):
         return
+    if clean and h.ordered:  # sorted int ids: compare the ends with the bounds, no per-event work
+        lowest, highest = h.rank[events[0]], h.rank[events[-1]]
+        if (
+            (obs.max_id is None or highest < obs.max_id + (not obs.max_exclusive))
+            and (obs.since_id is None or lowest > obs.since_id)
+            and (obs.min_id is None or lowest > obs.min_id)
+        ):
+            return
     checks = []  # (name, bound, keep): keep(e) says e respects the bound
     if obs.max_id is not None:
         e = obs.max_id if h.ordered else ctx.bound_event(obs.max_id)
@@ -280,15 +288,12 @@ def _walk_key(ctx: Context, obs: Observation) -> Any:
 
 def _walks(ctx: Context, reads: list[Observation], info: dict[int, _Page]) -> None:
     """G4: consecutive pages of one walk neither repeat nor skip an event that existed at the first read."""
-    h = ctx.h
+    h, rank = ctx.h, ctx.h.rank
     ends: dict[tuple[Any, ...], list[Observation]] = {}  # (kind, sink, oldest id shown) -> pages by t
     for obs in reads:
         if obs.events and obs.min_id is None:
             ends.setdefault((obs.kind, obs.sink, h.ids[obs.events[0]]), []).append(obs)
-    if not ends:
-        return
-    for same in ends.values():
-        same.sort(key=lambda o: o.t)
+    steps = 0
     for second in reads:
         key = _walk_key(ctx, second)
         if key is None:
@@ -296,38 +301,56 @@ def _walks(ctx: Context, reads: list[Observation], info: dict[int, _Page]) -> No
         previous = ends.get((second.kind, second.sink, key))
         if not previous:
             continue
-        n = bisect_left([o.t for o in previous], second.t0)
-        if not n:
-            continue  # no page with that end returned before this one began
-        first = previous[n - 1]
-        ctx.report.stats["walk_steps"] = ctx.report.stats.get("walk_steps", 0) + 1
-        one = set(first.events)
-        again = [e for e in second.events if e in one]
-        if again:
-            ctx.report.add("G4", f"G4 (repeat): {ctx.who(second)} paged on from the page at {first.where} and "
-                                 f"saw {h.describe(again[0])} again ({second.where})")  # fmt: skip
-        _skips(ctx, first, second, info[id(first)], info[id(second)], one)
+        if len(previous) == 1:
+            first = previous[0]
+            if first.t >= second.t0:
+                continue  # it had not returned when this one began
+        else:
+            earlier = [o for o in previous if o.t < second.t0]
+            if not earlier:
+                continue
+            first = max(earlier, key=lambda o: o.t)  # the latest that returned before this one began
+        steps += 1
+        p1, p2 = info[id(first)], info[id(second)]
+        if h.ordered and p2.inside >= 0 and (not second.events or rank[second.events[-1]] < rank[first.events[0]]):
+            one = None  # sorted, in bounds, all older than the first page: no repeat is possible
+        else:
+            one = set(first.events)
+            if not one.isdisjoint(second.events):
+                again = next(e for e in second.events if e in one)
+                ctx.report.add("G4", f"G4 (repeat): {ctx.who(second)} paged on from the page at {first.where} and "
+                                     f"saw {h.describe(again)} again ({second.where})")  # fmt: skip
+        _skips(ctx, first, second, p1, p2, one)
+    ctx.report.stats["walk_steps"] += steps
 
 
-def _skips(ctx: Context, first: Observation, second: Observation, p1: _Page, p2: _Page, one: set[int]) -> None:
+def _skips(ctx: Context, first: Observation, second: Observation, p1: _Page, p2: _Page, one: set[int] | None) -> None:
+    """Report an event both pages of a walk step owed together, though neither alone (that is G3)."""
     h, rank = ctx.h, ctx.h.rank
     if p1.bounds is None or p2.bounds is None:
         return
     lo, hi = p2.bounds[0], p1.bounds[1]
-    shown = one.union(second.events)
+    shown: set[int] | None = None
     if p1.group[0] == p2.group[0] and p1.group[0][0] != "solo":
         followed = p1.followed  # no follow change between the two reads
         merged = p1.group[1]
         count = bisect_right(merged, hi) - bisect_left(merged, lo)
-        visible = sum(1 for e in shown if h.source[e] in followed and lo <= rank[e] <= hi)
+        if p1.inside >= 0 and p2.inside >= 0 and p1.bounds[0] >= lo and p2.bounds[1] <= hi:
+            # Both pages lie inside the walk's range: their counts add up, less the repeats.
+            repeats = 0 if one is None else len(one.intersection(second.events))
+            visible = p1.inside + p2.inside - repeats
+        else:
+            shown = set(first.events).union(second.events)
+            visible = sum(1 for e in shown if h.source[e] in followed and lo <= rank[e] <= hi)
         if count == visible:
             return
+    elif first.kind == "timeline":
+        followed = {first.sink}
     else:
-        per_sink = h.follows.get(first.sink, {}) if first.kind == "page" else {}
-        if first.kind == "timeline":
-            followed = {first.sink}
-        else:
-            followed = {s for s, ch in per_sink.items() if follow_state(ch, first.t0, second.t)}
+        per_sink = h.follows.get(first.sink, {})
+        followed = {s for s, ch in per_sink.items() if follow_state(ch, first.t0, second.t)}
+    if shown is None:
+        shown = set(first.events).union(second.events)
     for s in followed:
         ranks, events = ctx.ranks.get(s, []), ctx.by_source.get(s, [])
         for e in events[bisect_left(ranks, lo) : bisect_right(ranks, hi)]:

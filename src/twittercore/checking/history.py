@@ -462,12 +462,16 @@ def _load_observation(h: History, record: dict[str, Any], where: str, t0: Any, t
     if not set(map(type, ids)) <= {int, str}:  # C speed; rejects floats and bools that would hash like ints
         bad = next(x for x in ids if type(x) not in _NODE)
         raise _fail(where, f'"ids" holds {_show(bad)}', "expected event ids, integers or strings")
-    sink = _id(record, "sink", where)
+    sink = record.get("sink")
+    if type(sink) not in _NODE:
+        _id(record, "sink", where)  # raises, saying what is wrong
     limit = record.get("limit")
     if limit is not None and (type(limit) is not int or limit < 0):
         raise _fail(where, f'"limit" is {_show(limit)}', "expected the page size asked for, an integer >= 0")
     for name in _BOUNDS:
-        _id(record, name, where, optional=True)
+        value = record.get(name)
+        if value is not None and type(value) not in _NODE:
+            _id(record, name, where)
     stream = record.get("stream")
     if stream is not None and type(stream) not in _NODE:
         raise _fail(where, f'"stream" is {_show(stream)}', "expected a name, an integer or a string")
