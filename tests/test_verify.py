@@ -460,6 +460,47 @@ def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path, r
     assert int(peak_kib) <= 2 * 1024 * 1024
 
 
+def _verify_in_subprocess(path) -> tuple[bool, float, float, int]:
+    code = (
+        "import resource, sys, time\n"
+        "from twittercore.checking.verify import verify\n"
+        "start = time.perf_counter(); cpu = time.process_time(); report = verify([sys.argv[1]])\n"
+        "print(report.ok, time.perf_counter() - start, time.process_time() - cpu,\n"
+        "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    ok, wall, cpu, peak_kib = done.stdout.split()
+    return ok == "True", float(wall), float(cpu), int(peak_kib)
+
+
+@pytest.mark.slow
+def test_a_failing_big_history_costs_no_more_than_twice_a_passing_one(tmp_path, request):
+    """One repeated event and one swapped pair in 8M observed ids: same memory class, found fast."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("about two minutes: run with -m slow (make test-long)")
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    write_passing_history(good)
+    with open(good) as src, open(bad, "w") as dst:
+        changed = 0
+        for n, line in enumerate(src):
+            if changed < 2 and n > 100_000 and '"op":"observe"' in line:
+                record = json.loads(line)
+                ids = record["ids"]
+                if changed == 0:
+                    ids.insert(5, ids[5])  # a repeat: G1 (duplicate), the stream is still sorted without it
+                else:
+                    ids[10], ids[11] = ids[11], ids[10]  # a swap: the precedence graph is built
+                line = json.dumps(record, separators=(",", ":")) + "\n"
+                changed += 1
+            dst.write(line)
+    passing, failing = _verify_in_subprocess(good), _verify_in_subprocess(bad)
+    print(f"passing: {passing[2]:.1f} s CPU, peak {passing[3] / 1024:.0f} MiB; "
+          f"failing: {failing[2]:.1f} s CPU, peak {failing[3] / 1024:.0f} MiB")  # fmt: skip
+    assert passing[0] and not failing[0]
+    assert failing[3] <= 2 * passing[3]
+    assert failing[2] <= 2 * passing[2] + 10
+
+
 def scenario(write) -> "Report":  # noqa: F821
     buffer = io.StringIO()
     with HistoryWriter(buffer, clock=None) as h:

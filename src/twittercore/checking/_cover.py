@@ -31,7 +31,7 @@ def _lower(ctx: Context, obs: Observation) -> tuple[bool, Any]:
     ``known`` is False when an opaque bound is not an acknowledged event, or
     since_id and min_id are both given and neither certainly follows the other.
     """
-    values = [v for v in (obs.since_id, obs.min_id) if v is not None]
+    values: list[Any] = [v for v in (obs.since_id, obs.min_id) if v is not None]
     if not values:
         return True, None
     if ctx.h.ordered:
@@ -417,7 +417,7 @@ def tail(ctx: Context, obs: Observation, events: list[int], clean: bool) -> None
     if candidates == shown:
         return
     seen = set(distinct)
-    items: dict[int, tuple[int, int]] = {}  # publish record -> (lowest, highest) item delivered
+    items: dict[int, tuple[Any, Any]] = {}  # publish record -> (lowest, highest) item delivered
     for d in distinct:
         low, high = items.get(h.batch[d], (INF, -INF))
         items[h.batch[d]] = (min(low, h.item[d]), max(high, h.item[d]))

@@ -3,9 +3,9 @@
 Runtime complexity: :func:`scan` is O(n) for a stream of n events (running
 maxima, since "certainly before" is an interval order or the id order);
 :func:`ids_against_real_time` is O(P log P) for P publishes; :func:`agreement`
-runs only when some stream is not sorted by the reference order, in
-O(E log E) for E observed pairs, holding one successor list per event
-(no per-pair tuples: failing histories stay within the memory of passing ones).
+runs only when some stream is out of the reference order without its
+repeats, and builds the precedence graph only over the rank spans where such
+streams descend: O(S log n) for S streams plus the pairs inside those spans.
 """
 
 from __future__ import annotations
@@ -140,60 +140,85 @@ def ids_against_real_time(ctx: Context) -> None:
                                       f"but {h.ids[b]!r} got the smaller id")  # fmt: skip
 
 
-def agreement(ctx: Context, streams: list[tuple[Observation, list[int]]]) -> None:
-    """Find a global order, or a cycle and pairwise disagreements (only called on failure).
+def agreement(ctx: Context, streams: list[tuple[Observation, list[int]]], tangled: list[int]) -> None:
+    """Report pairwise disagreements (G2) and whether one global order exists (only called on failure).
 
-    Kahn's topological sort of the observed precedences, smallest rank
-    first; when it is stuck on a cycle, the earliest remaining event is
-    taken anyway, which makes the resulting order a good candidate: only
-    streams that disagree with it can hold a G2 counterexample.
+    ``tangled`` lists the streams out of the reference order.  Every G2
+    counterexample has one of its two streams out of that order, so
+    disagreements are searched from the inverted pairs of those streams.
+    A cycle of the precedence graph must descend somewhere, and only tangled
+    streams descend: every cycle lies inside one of the merged rank spans of
+    their descents.  So the graph is built over those spans only (the
+    neighbouring pairs of all streams inside them: bisection into each sorted
+    stream), which keeps a failing history within the memory and close to the
+    time of a passing one.  Kahn's topological sort, smallest rank first,
+    finds a cycle if there is one.
     """
     h = ctx.h
     rank = h.rank
-    streams = [(obs, list(dict.fromkeys(events))) for obs, events in streams]  # repeats are G1's
-    size = len(h.ids)
-    succ: list[list[int] | None] = [None] * size  # lists, not sets of pairs: memory stays linear
-    indegree = [0] * size
-    present = bytearray(size)
-    for _, events in streams:
-        for x, y in zip(events, events[1:]):
-            out = succ[x]
-            if out is None:
-                succ[x] = [y]
-            else:
-                out.append(y)
-            indegree[y] += 1
-        for e in events:
-            present[e] = 1
-    by_rank = sorted((e for e in range(size) if present[e]), key=rank.__getitem__)
+    streams = list(streams)
+    spans = []
+    for n in tangled:
+        obs, events = streams[n]
+        events = list(dict.fromkeys(events))  # repeats are G1's
+        streams[n] = (obs, events)
+        spans.extend((rank[y], rank[x]) for x, y in zip(events, events[1:]) if rank[x] > rank[y])
+    spans.sort()
+    merged: list[list[Any]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    starts = [lo for lo, _ in merged]
+
+    def span_of(r: Any) -> int:
+        i = bisect_right(starts, r) - 1
+        return i if i >= 0 and r <= merged[i][1] else -1
+
+    succ: dict[int, list[int]] = {}
+    indegree: dict[int, int] = {}
+    tangled_set = set(tangled)
+    key = rank.__getitem__
+    for n, (_, events) in enumerate(streams):
+        if n in tangled_set:
+            pairs = [(x, y) for x, y in zip(events, events[1:]) if span_of(rank[x]) == span_of(rank[y]) >= 0]
+        else:  # sorted: each span is one slice
+            pairs = []
+            for lo, hi in merged:
+                a, b = bisect_left(events, lo, key=key), bisect_right(events, hi, key=key)
+                pairs.extend(zip(events[a:b], events[a + 1 : b]))
+        for x, y in pairs:
+            succ.setdefault(x, []).append(y)
+            indegree[y] = indegree.get(y, 0) + 1
+            indegree.setdefault(x, 0)
+    by_rank = sorted(indegree, key=key)
     heap = [(rank[e], e) for e in by_rank if not indegree[e]]
     heapq.heapify(heap)
-    order: dict[int, int] = {}
+    done: set[int] = set()
     stuck, next_free = None, 0
-    while len(order) < len(by_rank):
+    while len(done) < len(by_rank):
         if not heap:  # a cycle: break it at the earliest remaining event
-            while by_rank[next_free] in order:
+            while by_rank[next_free] in done:
                 next_free += 1
             e = by_rank[next_free]
             stuck = e if stuck is None else stuck
             indegree[e] = 0
             heapq.heappush(heap, (rank[e], e))
         _, e = heapq.heappop(heap)
-        if e in order:
+        if e in done:
             continue
-        order[e] = len(order)
-        for y in succ[e] or ():
+        done.add(e)
+        for y in succ.get(e, ()):
             indegree[y] -= 1
             if indegree[y] == 0:
                 heapq.heappush(heap, (rank[y], y))
-    if stuck is None:
-        return  # one order explains every stream: G2 holds
-    ctx.report.add("global", _cycle(ctx, stuck, succ, streams))
-    del succ
-    _disagreements(ctx, streams, order)
+    if stuck is not None:
+        ctx.report.add("global", _cycle(ctx, stuck, succ, streams))
+    _disagreements(ctx, streams, tangled)
 
 
-def _cycle(ctx: Context, start: int, succ: list, streams: list[tuple[Observation, list[int]]]) -> str:
+def _cycle(ctx: Context, start: int, succ: dict[int, list[int]], streams: list[tuple[Observation, list[int]]]) -> str:
     # Shortest path back to `start` by breadth-first search: the smallest cycle through it.
     h = ctx.h
     parent: dict[int, int | None] = {start: None}
@@ -201,7 +226,7 @@ def _cycle(ctx: Context, start: int, succ: list, streams: list[tuple[Observation
     while frontier:
         nxt = []
         for x in frontier:
-            for y in succ[x] or ():
+            for y in succ.get(x, ()):
                 if y == start:
                     path = [x]
                     while parent[path[-1]] is not None:
@@ -209,7 +234,7 @@ def _cycle(ctx: Context, start: int, succ: list, streams: list[tuple[Observation
                     path.reverse()
                     steps = []
                     for a, b in list(zip(path, path[1:] + [start]))[:6]:
-                        obs = next(o for o, events in streams for p, q in zip(events, events[1:]) if (p, q) == (a, b))
+                        obs = next(o for o, events in streams if a in events and _follows(events, a, b))
                         steps.append(f"{ctx.who(obs)} ordered {h.ids[a]!r} before {h.ids[b]!r}")
                     return "no single order explains all reads: " + "; ".join(steps)
                 if y not in parent:
@@ -219,30 +244,33 @@ def _cycle(ctx: Context, start: int, succ: list, streams: list[tuple[Observation
     return f"no single order explains all reads (cycle through {h.describe(start)})"
 
 
-def _disagreements(ctx: Context, streams: list[tuple[Observation, list[int]]], order: dict[int, int]) -> None:
-    h = ctx.h
-    pairs: list[tuple[int, int, int]] = []  # (stream, x, y): x seen before y against the order
-    for n, (_, events) in enumerate(streams):
-        ranks = [order.get(e, -1) for e in events]
-        if all(a < b for a, b in zip(ranks, ranks[1:])):
-            continue  # agrees with the candidate order: no inverted pair here
-        seen: list[tuple[int, int]] = []  # (order, event) of the events so far, sorted
-        for y in events:
-            oy = order.get(y, -1)
-            at = bisect_right(seen, (oy, INF))
+def _follows(events: list[int], a: int, b: int) -> bool:
+    i = events.index(a)
+    return i + 1 < len(events) and events[i + 1] == b
+
+
+def _disagreements(ctx: Context, streams: list[tuple[Observation, list[int]]], tangled: list[int]) -> None:
+    h, rank = ctx.h, ctx.h.rank
+    pairs: list[tuple[int, int, int]] = []  # (stream, x, y): x seen before y against the reference order
+    for n in tangled:
+        seen: list[tuple[Any, int]] = []  # (rank, event) of the events so far, sorted
+        for y in streams[n][1]:
+            ry = rank[y]
+            at = bisect_right(seen, (ry, INF))
             for _, x in seen[at : at + 50]:  # a few inverted partners per event are plenty
                 same = h.source[x] == h.source[y] >= 0
                 if not (same and (ctx.before(x, y) or ctx.before(y, x))):
                     pairs.append((n, x, y))  # same-source pairs with a known order are G1's
-            insort(seen, (oy, y))
+            insort(seen, (ry, y))
         if len(pairs) > 20_000:
             break
     wanted = {e for _, x, y in pairs for e in (x, y)}
     where: dict[int, list[int]] = {}
     for n, (_, events) in enumerate(streams):
-        for e in events:
-            if e in wanted:
-                where.setdefault(e, []).append(n)
+        if not wanted.isdisjoint(events):  # C speed: most streams hold none of them
+            for e in events:
+                if e in wanted:
+                    where.setdefault(e, []).append(n)
     positions: dict[int, dict[int, int]] = {}
     reported = set()
     for n, x, y in pairs:

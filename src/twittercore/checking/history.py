@@ -2,10 +2,11 @@
 
 A history lists acknowledged publishes, follows, unfollows and deletes, and
 observations (the ids a sink saw, in order: a page read or a batch of tail
-deliveries).  :mod:`twittercore.verify` checks G1-G3 on it.  Ids and node ids
-are opaque (ints or strings), so a history recorded from any implementation,
-for example an HTTP server with string ids, can be checked black-box.  The
-format is specified in ``docs/history-format.md``.
+deliveries).  :mod:`twittercore.checking.verify` checks G1-G4, deletes and
+real time on it.  Ids and node ids are opaque (ints or strings), so a history
+recorded from any implementation, for example an HTTP server with string ids,
+can be checked black-box.  The format is specified in
+``docs/history-format.md``; a malformed record raises :class:`HistoryError`.
 
 Write with :class:`HistoryWriter`, read with :func:`records` (raw dicts) or
 :func:`load` (the indexed :class:`History` the verifier uses).
@@ -211,6 +212,7 @@ def records(sources: Iterable[Source]) -> Iterator[tuple[str, dict[str, Any]]]:
     Raises :class:`HistoryError` on a line that is not a JSON object, or a header of another format.
     """
     for source in sources:
+        handle: IO[str]
         if isinstance(source, (str, os.PathLike)):
             name, handle = os.fspath(source), open(source, encoding="utf-8")
         else:

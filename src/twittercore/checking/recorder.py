@@ -1,7 +1,7 @@
 """Record what an embedded run did and saw, so ``twittercore verify`` can check it.
 
 :class:`Recorder` wraps a store and offers the same API; each call goes to the
-store, and its outcome is written to a :class:`~twittercore.history.HistoryWriter`:
+store, and its outcome is written to a :class:`~twittercore.checking.history.HistoryWriter`:
 acknowledged publishes, follows, unfollows and deletes, every page read
 (``home``, ``timeline``) and every batch of tail deliveries (``tail``,
 ``changes``, ``subscribe``).  Calls that change nothing observable
@@ -13,8 +13,8 @@ write their own file and the verifier merges them: ``twittercore verify
 a.jsonl b.jsonl``.
 
 >>> import io, twittercore
->>> from twittercore.history import HistoryWriter
->>> from twittercore.verify import verify
+>>> from twittercore.checking.history import HistoryWriter
+>>> from twittercore.checking.verify import verify
 >>> buffer = io.StringIO()
 >>> with twittercore.open(":memory:") as store:
 ...     rec = Recorder(store, HistoryWriter(buffer))

@@ -71,7 +71,8 @@ __all__ = ["verify", "Report", "GUARANTEES", "follow_state"]
 
 def _streams(ctx: Context) -> list[tuple[Observation, list[int]]]:
     """Pages and timelines alone; the batches of one tail subscription joined, in time order."""
-    out, tails = [], {}
+    out: list[tuple[Observation, list[int]]] = []
+    tails: dict[tuple[int, Any], list[Observation]] = {}
     for obs in ctx.h.observations:
         if obs.kind == "tail":
             tails.setdefault((obs.sink, obs.stream), []).append(obs)
@@ -97,16 +98,16 @@ def verify(sources: Iterable[Any] | History, *, ordered: bool | None = None, lim
     streams = _streams(ctx)
     rank = h.rank
     clean: set[int] = set()
-    tangled = False  # some stream is out of the candidate order even without its repeats
-    for obs, events in streams:
+    tangled: list[int] = []  # streams out of the candidate order even without their repeats
+    for n, (obs, events) in enumerate(streams):
         ranks = list(map(rank.__getitem__, events))
         if all(map(operator.lt, ranks, ranks[1:])):  # map and all run in C: this loop is the bulk
             clean.add(id(obs))  # sorted by the candidate order: G1 and G2 hold for this stream
             continue
         _order.scan(ctx, obs, events)
-        if not tangled:
-            distinct = list(map(rank.__getitem__, dict.fromkeys(events)))
-            tangled = not all(map(operator.lt, distinct, distinct[1:]))
+        distinct = list(map(rank.__getitem__, dict.fromkeys(events)))
+        if not all(map(operator.lt, distinct, distinct[1:])):
+            tangled.append(n)
     if h.ordered:
         _order.ids_against_real_time(ctx)
     _cover.pages(ctx, [obs for obs, _ in streams if obs.kind != "tail"], clean)
@@ -115,7 +116,7 @@ def verify(sources: Iterable[Any] | History, *, ordered: bool | None = None, lim
             _cover.tail(ctx, obs, events, id(obs) in clean)
     _cover.shown_in_time(ctx, h.observations)
     if tangled:
-        _order.agreement(ctx, streams)
+        _order.agreement(ctx, streams, tangled)
     unknown = sum(1 for s in h.source if s < 0)
     if unknown:
         report.notes.append(f"{unknown} observed id(s) have no acknowledged publish; checked for agreement only")
