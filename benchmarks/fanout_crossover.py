@@ -43,6 +43,7 @@ import time
 from typing import Any
 
 import twittercore
+from twittercore.tools.percentiles import percentile  # the one definition: nearest rank
 
 PAYLOAD = b"p" * 140
 BACKGROUND_SINKS = 10_000
@@ -58,8 +59,8 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
     n = len(ordered)
     return {
-        "p50_us": ordered[n // 2] / 1000,
-        "p99_us": ordered[min(n - 1, int(n * 0.99))] / 1000,
+        "p50_us": percentile(ordered, 50, presorted=True) / 1000,
+        "p99_us": percentile(ordered, 99, presorted=True) / 1000,
         "mean_us": statistics.fmean(ordered) / 1000,
         "n": n,
     }

@@ -51,6 +51,7 @@ import time
 from typing import Any
 
 import twittercore
+from twittercore.tools.percentiles import percentile  # the one definition: nearest rank
 
 PAYLOAD = b"w" * 140
 SINK = 1 << 40
@@ -65,7 +66,7 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
         return {"n": 0}
 
     def at(q: float) -> float:
-        return ordered[min(n - 1, int(n * q))] / 1000
+        return percentile(ordered, q * 100, presorted=True) / 1000
 
     return {
         "n": n,

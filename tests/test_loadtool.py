@@ -18,6 +18,7 @@ pytest.importorskip("uvicorn")
 from twittercore.server.testing import free_port, running_server  # noqa: E402
 from twittercore import cli  # noqa: E402
 from twittercore.tools.loadtool import percentile  # noqa: E402
+from twittercore.checking.verify import verify  # noqa: E402
 
 ADMIN = "load-admin"
 SMALL = ["--admin-token", ADMIN, "--users", "12", "--followees", "4", "--posts", "30",
@@ -65,6 +66,19 @@ def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
     assert report["failure_point"] == 60 and report["max_sustainable_rate"] is None
     assert report["half_of_failure_point"]["rate"] == 30
     assert report["verify"]["ok"] and report["verify"]["stats"]["ordered"] is False
+
+
+def test_second_pages_are_recorded_with_opaque_ids(tmp_path, capsys):
+    """Mastodon's exclusive max_id is recorded as before_id: the verifier joins the pages (G4)."""
+    out = tmp_path / "opaque"
+    with running_server(admin_token=ADMIN) as url:
+        code = cli.main(["load", url, *SMALL, "--rate", "150", "--duration", "2", "--no-plot", "--out", str(out)])
+    assert code == 0, capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()[1:]]
+    second = [r for r in records if r.get("kind") == "page" and "before_id" in r]
+    assert second and all(isinstance(r["before_id"], str) and "limit" in r and "t0" in r for r in second)
+    report = verify([out / "history.jsonl"], ordered=False)
+    assert report.ok and report.stats["walk_steps"] > 0, report.format()
 
 
 @pytest.mark.parametrize("ids", ["ordered", "opaque"])

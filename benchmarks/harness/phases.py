@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twittercore.tools.percentiles import percentile  # the one definition: nearest rank
+
 from .target import Target
 from .workload_file import Fixture
 
@@ -44,8 +46,8 @@ def stats(samples_ns: list[int]) -> dict[str, float]:
     n = len(s)
     return {
         "n": n,
-        "p50_us": s[n // 2] / 1e3,
-        "p99_us": s[min(n - 1, int(n * 0.99))] / 1e3,
+        "p50_us": percentile(s, 50, presorted=True) / 1e3,
+        "p99_us": percentile(s, 99, presorted=True) / 1e3,
         "mean_us": sum(s) / n / 1e3,
     }
 

@@ -2,10 +2,11 @@
 
 A history lists acknowledged publishes, follows, unfollows and deletes, and
 observations (the ids a sink saw, in order: a page read or a batch of tail
-deliveries).  :mod:`twittercore.checking.verify` checks G1-G3 on it.  Ids and node ids
-are opaque (ints or strings), so a history recorded from any implementation,
-for example an HTTP server with string ids, can be checked black-box.  The
-format is specified in ``docs/history-format.md``.
+deliveries).  :mod:`twittercore.checking.verify` checks G1-G4, deletes and
+real time on it.  Ids and node ids are opaque (ints or strings), so a history
+recorded from any implementation, for example an HTTP server with string ids,
+can be checked black-box.  The format is specified in
+``docs/history-format.md``; a malformed record raises :class:`HistoryError`.
 
 Write with :class:`HistoryWriter`, read with :func:`records` (raw dicts) or
 :func:`load` (the indexed :class:`History` the verifier uses).
@@ -34,7 +35,7 @@ from typing import IO, Any, Union
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["HistoryWriter", "History", "Observation", "records", "load", "follow_state", "FORMAT"]
+__all__ = ["HistoryWriter", "History", "HistoryError", "Observation", "records", "load", "follow_state", "FORMAT"]
 
 FORMAT = "twittercore-history"
 VERSION = 1
@@ -168,26 +169,74 @@ class HistoryWriter:
 # ------------------------------------------------------------------ reading
 
 
+class HistoryError(InvalidArgumentError):
+    """A history file cannot be read: ``FILE:LINE: what is wrong (what was expected)``."""
+
+
+_NODE = (int, str)  # node and event ids: JSON integers or strings (``type() in``: rejects bool and float)
+
+
+def _fail(where: str, what: str, expected: str) -> "HistoryError":
+    return HistoryError(f"{where}: {what} ({expected})")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) or len(value) < 40 else json.dumps(value[:40]) + "..."
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _id(record: dict[str, Any], name: str, where: str, *, optional: bool = False) -> Any:
+    value = record.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _fail(where, f'{record.get("op", "record")} without "{name}"', f'"{name}" is required here')
+    if type(value) not in _NODE:
+        raise _fail(where, f'"{name}" is {_show(value)}', "expected an integer or a string")
+    return value
+
+
+def _pairs(record: dict[str, Any], name: str, where: str) -> list[Any]:
+    value = record[name]
+    if type(value) is not list:
+        raise _fail(where, f'"{name}" is {_show(value)}', "expected a list of [a, b] pairs")
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) not in _NODE or type(pair[1]) not in _NODE:
+            raise _fail(where, f'"{name}" holds {_show(pair)}', "expected [a, b], each an integer or a string")
+    return value
+
+
 def records(sources: Iterable[Source]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(where, record)`` for every record of every file, ``where`` = ``"file:line"``."""
+    """Yield ``(where, record)`` for every record of every file, ``where`` = ``"file:line"``.
+
+    Raises :class:`HistoryError` on a line that is not a JSON object, or a header of another format.
+    """
     for source in sources:
+        handle: IO[str]
         if isinstance(source, (str, os.PathLike)):
             name, handle = os.fspath(source), open(source, encoding="utf-8")
         else:
             name, handle = getattr(source, "name", "<stream>"), source
-        with handle if handle is not source else _nullcontext(handle) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    raise InvalidArgumentError(f"{name}:{number}: not JSON: {exc} (is this a history file?)") from None
-                if "format" in record:
-                    if record["format"] != FORMAT:
-                        raise InvalidArgumentError(f"{name}:{number}: format {record['format']!r} is not {FORMAT!r}")
-                    continue
-                yield f"{name}:{number}", record
+        number = 0
+        try:
+            with handle if handle is not source else _nullcontext(handle) as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except ValueError as exc:
+                        raise _fail(f"{name}:{number}", f"not JSON: {exc}", "is this a history file?") from None
+                    if type(record) is not dict:
+                        raise _fail(f"{name}:{number}", f"a JSON {type(record).__name__}, not an object",
+                                    'expected one object per line, e.g. {"op": "publish", ...}')  # fmt: skip
+                    if "format" in record:
+                        if record["format"] != FORMAT:
+                            raise _fail(f"{name}:{number}", f"format {_show(record['format'])}", f"expected {FORMAT!r}")
+                        continue
+                    yield f"{name}:{number}", record
+        except UnicodeDecodeError as exc:
+            raise _fail(f"{name}:{number + 1}", f"not UTF-8 text: {exc.reason}", "is this a history file?") from None
 
 
 class _nullcontext:
@@ -202,14 +251,19 @@ class _nullcontext:
 
 
 class Observation:
-    """One read as the verifier sees it: interned event numbers, oldest first."""
+    """One read as the verifier sees it: interned event numbers, oldest first.
+
+    Bounds keep the history's own ids (``max_id`` with ``max_exclusive`` when
+    it was given as ``before_id``).
+    """
 
     __slots__ = ("kind", "sink", "events", "t0", "t", "limit", "max_id", "max_exclusive", "since_id", "min_id",
                  "stream", "after", "where")  # fmt: skip
 
-    def __init__(self, kind: str, sink: int, events: list[int], t0: int, t: int, where: str) -> None:
+    def __init__(self, kind: str, sink: int, events: list[int], t0: Any, t: Any, where: str) -> None:
         self.kind, self.sink, self.events, self.t0, self.t, self.where = kind, sink, events, t0, t, where
-        self.limit = self.max_id = self.since_id = self.min_id = self.stream = self.after = None
+        self.limit: int | None = None
+        self.max_id = self.since_id = self.min_id = self.stream = self.after = None
         self.max_exclusive = False  # the upper bound was given as before_id
 
 
@@ -218,26 +272,30 @@ class History:
 
     Events and nodes are interned to small ints: ``ids[e]`` is event ``e``'s
     original id, ``source[e]`` its source (-1 if no publish was acknowledged),
-    ``ack0[e]``/``ack[e]`` the times its publish began and returned,
+    ``ack0[e]``/``ack[e]`` the times its publish began and returned (-1: none),
     ``rank[e]`` its place in the reference order, ``batch[e]`` the publish
-    record that acknowledged it (items of one record commit in list order).  ``follows[sink][source]``
+    record that acknowledged it and ``item[e]`` its place in that record
+    (items of one record commit in list order).  ``follows[sink][source]``
     lists ``(t0, t, following)`` changes in time order; ``deleted[e]`` is the
-    earliest time a delete of ``e`` began.  Timeline observations have the
-    source as their ``sink`` and ``kind == "timeline"``.
+    earliest time a delete of ``e`` began, ``deleted_done[e]`` the earliest
+    time one returned.  Timeline observations have the source as their
+    ``sink`` and ``kind == "timeline"``.
     """
 
     def __init__(self) -> None:
         self.index: dict[Any, int] = {}
         self.ids: list[Any] = []
         self.source: list[int] = []
-        self.ack0: list[int] = []
-        self.ack: list[int] = []
-        self.rank: list[int] = []
+        self.ack0: list[Any] = []
+        self.ack: list[Any] = []
+        self.rank: list[Any] = []
         self.batch: list[int] = []  # the publish record that acknowledged the event (-1: none)
+        self.item: list[int] = []  # the event's place in that record
         self.nodes: list[Any] = []
         self.node_index: dict[Any, int] = {}
-        self.follows: dict[int, dict[int, list[tuple[int, int, bool]]]] = {}
-        self.deleted: dict[int, int] = {}
+        self.follows: dict[int, dict[int, list[tuple[Any, Any, bool]]]] = {}
+        self.deleted: dict[int, Any] = {}
+        self.deleted_done: dict[int, Any] = {}
         self.observations: list[Observation] = []
         self.ordered = True  # every event id is an int: the id order is the reference order
         self.timed = False  # records carry a shared clock ("t"); otherwise line order is time
@@ -252,6 +310,7 @@ class History:
             self.ack0.append(-1)
             self.ack.append(-1)
             self.batch.append(-1)
+            self.item.append(-1)
             if type(id) is not int:
                 self.ordered = False
         return e
@@ -269,6 +328,20 @@ class History:
         return f"event {self.ids[e]!r}" + ("" if source < 0 else f" (source {self.nodes[source]!r})")
 
 
+_OPS = "publish, follow, unfollow, delete or observe"
+
+
+def _times(record: dict[str, Any], where: str) -> tuple[Any, Any]:
+    t = record["t"]
+    t0 = record.get("t0", t)
+    for name, value in (("t", t), ("t0", t0)):
+        if type(value) not in (int, float):
+            raise _fail(where, f'"{name}" is {_show(value)}', "expected a number from the run's shared clock")
+    if t0 > t:
+        raise _fail(where, f'"t0" {t0} is after "t" {t}', "a call begins (t0) before it returns (t)")
+    return t0, t
+
+
 def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
     """Read and merge history files into one :class:`History`.
 
@@ -276,30 +349,35 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
     line order is time (files taken in the order given).  ``ordered`` forces
     (True) or refuses (False) using int ids as the reference order; by default
     ids that are all ints are taken to be ordered, as twittercore's are.
+    Raises :class:`HistoryError` (``FILE:LINE: what (expected)``) on the first
+    malformed record.  Runtime complexity: O(R + P log P) for R records and P
+    publishes.
     """
     h = History()
     timed = untimed = 0
     seq = 0
-    publishes: list[tuple[int, int, int, int]] = []  # (t, seq, n, event) for the acknowledgement order
+    publishes: list[tuple[Any, int, int, int]] = []  # (t, seq, n, event) for the acknowledgement order
     for where, record in records(sources):
         seq += 1
         if "t" in record:
             timed += 1
-            t = record["t"]
-            t0 = record.get("t0", t)
+            t0, t = _times(record, where)
         else:
             untimed += 1
+            if "t0" in record:
+                raise _fail(where, 'a "t0" without "t"', 'record "t" (when the call returned) as well')
             t = t0 = seq
         if timed and untimed:
-            raise InvalidArgumentError(
-                f"{where}: some records have a time \"t\" and some do not "
-                "(merge only files recorded with one shared clock, or all without times)"
-            )
+            raise _fail(where, 'some records have a time "t" and some do not',
+                        "merge only files recorded with one shared clock, or all without times")  # fmt: skip
         op = record.get("op")
         if op == "observe":
             _load_observation(h, record, where, t0, t)
         elif op == "publish":
-            items = record["items"] if "items" in record else [(record["source"], record["id"])]
+            if "items" in record:
+                items = _pairs(record, "items", where)
+            else:
+                items = [(_id(record, "source", where), _id(record, "id", where))]
             for n, (source, id) in enumerate(items):
                 e = h.event(id)
                 s = h.node(source)
@@ -307,11 +385,14 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
                     if h.source[e] != s:
                         h.problems.append(f"{where}: {h.describe(e)} acknowledged again for source {source!r}")
                     continue
-                h.source[e], h.ack0[e], h.ack[e], h.batch[e] = s, t0, t, seq
+                h.source[e], h.ack0[e], h.ack[e], h.batch[e], h.item[e] = s, t0, t, seq, n
                 publishes.append((t, seq, n, e))
         elif op in ("follow", "unfollow"):
             change = (t0, t, op == "follow")  # one tuple shared by a batch: 1M follows stay small
-            pairs = record["pairs"] if "pairs" in record else [(record["sink"], record["source"])]
+            if "pairs" in record:
+                pairs = _pairs(record, "pairs", where)
+            else:
+                pairs = [(_id(record, "sink", where), _id(record, "source", where))]
             known, node, follows = h.node_index, h.node, h.follows
             for sink, source in pairs:  # the hot loop of big histories: lookups inlined
                 k = known.get(sink)
@@ -327,18 +408,26 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
                 else:
                     changes.append(change)
         elif op == "delete":
-            e = h.event(record["id"])
+            e = h.event(_id(record, "id", where))
             h.deleted[e] = min(t0, h.deleted.get(e, t0))
+            h.deleted_done[e] = min(t, h.deleted_done.get(e, t))
+        elif op is None:
+            raise _fail(where, 'a record without "op"', f"expected one of {_OPS}, or the format header")
         else:
-            raise InvalidArgumentError(
-                f"{where}: unknown op {op!r} (expected publish, follow, unfollow, delete or observe)"
-            )
+            raise _fail(where, f"unknown op {_show(op)}", f"expected {_OPS}")
     h.timed = bool(timed)
     if ordered is None:
         ordered = h.ordered
     elif ordered and not h.ordered:
-        raise InvalidArgumentError("history: ordered ids requested but some ids are not ints (drop --ordered)")
+        raise HistoryError("history: ordered ids requested but some ids are not ints (drop --ordered)")
     h.ordered = ordered
+    if ordered:  # bounds are compared as numbers then: each must be an int
+        for obs in h.observations:
+            for name in ("max_id", "since_id", "min_id", "after"):
+                value = getattr(obs, name)
+                if value is not None and type(value) is not int:
+                    raise _fail(obs.where, f'"{name}" is {_show(value)} but every event id is an int',
+                                "give bounds as ids, or verify with --opaque")  # fmt: skip
     if h.timed:  # records of several threads may be written out of clock order
         for per_sink in h.follows.values():
             for changes in per_sink.values():
@@ -360,11 +449,36 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
     return h
 
 
-def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t: int) -> None:
+_KINDS = ("page", "tail", "timeline")
+_BOUNDS = ("max_id", "before_id", "since_id", "min_id", "after")
+
+
+def _load_observation(h: History, record: dict[str, Any], where: str, t0: Any, t: Any) -> None:
     kind = record.get("kind", "page")
-    if kind not in ("page", "tail", "timeline"):
-        raise InvalidArgumentError(f"{where}: unknown observation kind {kind!r} (page, tail or timeline)")
-    ids = record["ids"]
+    if kind not in _KINDS:
+        raise _fail(where, f"unknown observation kind {_show(kind)}", "expected page, tail or timeline")
+    ids = record.get("ids")
+    if type(ids) is not list:
+        raise _fail(where, f'"ids" is {_show(ids)}' if "ids" in record else 'observe without "ids"',
+                    "expected a list of event ids, integers or strings")  # fmt: skip
+    if not set(map(type, ids)) <= {int, str}:  # C speed; rejects floats and bools that would hash like ints
+        bad = next(x for x in ids if type(x) not in _NODE)
+        raise _fail(where, f'"ids" holds {_show(bad)}', "expected event ids, integers or strings")
+    sink = record.get("sink")
+    if type(sink) not in _NODE:
+        _id(record, "sink", where)  # raises, saying what is wrong
+    limit = record.get("limit")
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise _fail(where, f'"limit" is {_show(limit)}', "expected the page size asked for, an integer >= 0")
+    for name in _BOUNDS:
+        value = record.get(name)
+        if value is not None and type(value) not in _NODE:
+            _id(record, name, where)
+    stream = record.get("stream")
+    if stream is not None and type(stream) not in _NODE:
+        raise _fail(where, f'"stream" is {_show(stream)}', "expected a name, an integer or a string")
+    if record.get("max_id") is not None and record.get("before_id") is not None:
+        raise _fail(where, 'both "max_id" and "before_id"', "give the inclusive or the exclusive upper bound, not both")
     try:
         events = list(map(h.index.__getitem__, ids))  # C speed for ids seen before (nearly all)
     except KeyError:
@@ -372,9 +486,9 @@ def _load_observation(h: History, record: dict[str, Any], where: str, t0: int, t
         events = [event(id) for id in ids]
     if kind != "tail":
         events.reverse()  # pages come newest first; the verifier reads oldest first
-    obs = Observation(kind, h.node(record["sink"]), events, t0, t, where)
-    obs.limit = record.get("limit")
-    obs.stream = record.get("stream")
+    obs = Observation(kind, h.node(sink), events, t0, t, where)
+    obs.limit = limit
+    obs.stream = stream
     for name in ("max_id", "since_id", "min_id", "after"):
         if record.get(name) is not None:
             setattr(obs, name, record[name])

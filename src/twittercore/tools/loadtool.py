@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import secrets
@@ -50,29 +49,22 @@ try:  # parsing every page is most of the generator's own CPU: use orjson when p
 except ImportError:  # pragma: no cover - the stdlib does the same, slower
     _loads = json.loads
 from ..checking.history import HistoryWriter
-from .loadtool_http import Connection, HTTPError, split_url
 from ..checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
+from .loadtool_http import Connection, HTTPError, split_url
+from .percentiles import percentile  # nearest rank, the definition every report shares
 
 __all__ = ["add_arguments", "run", "LoadRun", "percentile"]
 
 KINDS = ("home", "home2", "timeline", "publish", "follow", "unfollow", "delete")
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted values, nearest rank; 0.0 for none."""
-    if not sorted_values:
-        return 0.0
-    rank = math.ceil(q * len(sorted_values) / 100 - 1e-9)  # 1-based
-    return sorted_values[max(1, min(rank, len(sorted_values))) - 1]
-
-
 def _summary(latencies: list[float]) -> dict[str, float]:
     values = sorted(latencies)
     return {
         "count": len(values),
-        "p50_ms": percentile(values, 50) * 1e3,
-        "p99_ms": percentile(values, 99) * 1e3,
-        "p999_ms": percentile(values, 99.9) * 1e3,
+        "p50_ms": percentile(values, 50, presorted=True) * 1e3,
+        "p99_ms": percentile(values, 99, presorted=True) * 1e3,
+        "p999_ms": percentile(values, 99.9, presorted=True) * 1e3,
         "max_ms": (values[-1] * 1e3) if values else 0.0,
     }
 
@@ -327,15 +319,18 @@ class LoadRun:
         path = parts.path + ("?" + parts.query if parts.query else "")
         if parts.path.startswith(self.base) and self.base:
             path = path[len(self.base):]
-        max_id = parse_qs(parts.query).get("max_id", [None])[0]
-        if self.ordered and max_id is not None and max_id.isdigit():
-            # Mastodon's max_id is exclusive; the history's is inclusive.
-            ok, _, _ = await self.read_page(conn, sink, limit, "page", path, max_id=int(max_id) - 1)
-            return ok
-        # Opaque ids: the exclusive bound cannot be written in the history's
-        # inclusive terms, so this page is measured but not recorded.
-        status, _, _ = await self.call(conn, "GET", path, sink)
-        return status == 200
+        query = parse_qs(parts.query)
+        # Mastodon's max_id is exclusive: recorded as before_id, so opaque ids need no
+        # arithmetic and the verifier can join this page to the first (G4: no skip, no repeat).
+        bounds = {}
+        for name, recorded in (("max_id", "before_id"), ("since_id", "since_id"), ("min_id", "min_id")):
+            value = query.get(name, [None])[0]
+            if value is not None:
+                if self.ordered and not value.isdigit():
+                    return False  # --ordered-ids promised integer ids
+                bounds[recorded] = self.norm(value)
+        ok, _, _ = await self.read_page(conn, sink, limit, "page", path, **bounds)
+        return ok
 
     def operations(self) -> Iterator[tuple[Any, int | None]]:
         """The operation stream, with each publish's number in the workload."""

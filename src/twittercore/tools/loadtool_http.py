@@ -10,14 +10,114 @@ connection, ``Content-Length`` or chunked bodies, and server-sent events.
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "HTTPError", "Response", "split_url"]
+__all__ = ["Connection", "HTTPError", "Response", "split_url", "EventStreamParser", "ServerSentEvent"]
 
 
 class HTTPError(Exception):
     """The connection failed or the server broke the protocol."""
+
+
+class ServerSentEvent(NamedTuple):
+    """One dispatched event: its type (``"message"`` by default), data, and the last event id."""
+
+    event: str
+    data: str
+    id: str
+
+
+class EventStreamParser:
+    r"""An incremental ``text/event-stream`` parser following the WHATWG HTML rules (section 9.2.6).
+
+    Feed it bytes as they arrive; it returns the events each feed completed.
+    Lines end with CRLF, LF or CR (also when a CRLF is split across feeds);
+    the text is UTF-8, a leading BOM dropped; a line starting with ``:`` is a
+    comment; ``field: value`` loses one space after the colon, a line without
+    a colon is a field with an empty value; ``data`` lines are joined with
+    ``\n``; ``event`` sets the type (``"message"`` when absent); ``id`` sets
+    the last event id (kept for later events; ignored if it holds NUL);
+    ``retry`` with only ASCII digits sets :attr:`retry` (ms); other fields are
+    ignored.  A blank line dispatches the event, unless no data was given;
+    an event not ended by a blank line when the stream closes is dropped.
+
+    >>> p = EventStreamParser()
+    >>> p.feed(b": keep-alive\r\nevent: update\r\ndata: {\r\ndata: }\r\nid: 7\r\n\r\ndata: x\n")
+    [ServerSentEvent(event='update', data='{\n}', id='7')]
+    >>> p.feed(b"\n"), p.comments
+    ([ServerSentEvent(event='message', data='x', id='7')], 1)
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._text = ""
+        self._started = False  # the BOM is dropped only at the very start
+        self._skip_lf = False  # the last feed ended with CR: a LF opening the next one ends the same line
+        self._data: list[str] = []
+        self._type = ""
+        self.last_id = ""
+        self.retry: int | None = None
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Parse ``chunk``; return the events it completed, in order.  O(len(chunk))."""
+        text = self._text + self._decoder.decode(chunk)
+        if not self._started and text:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._skip_lf and text:
+            if text[0] == "\n":
+                text = text[1:]
+            self._skip_lf = False
+        out: list[ServerSentEvent] = []
+        start, n = 0, len(text)
+        while start < n:
+            cr, lf = text.find("\r", start), text.find("\n", start)
+            if cr < 0 and lf < 0:
+                break
+            end = lf if cr < 0 or 0 <= lf < cr else cr
+            line = text[start:end]
+            if text[end] == "\r":
+                if end + 1 < n:
+                    start = end + 2 if text[end + 1] == "\n" else end + 1
+                else:
+                    start, self._skip_lf = end + 1, True
+            else:
+                start = end + 1
+            event = self._line(line)
+            if event is not None:
+                out.append(event)
+        self._text = text[start:]
+        return out
+
+    def _line(self, line: str) -> ServerSentEvent | None:
+        if not line:  # dispatch
+            data, kind = self._data, self._type
+            self._data, self._type = [], ""
+            if not data:
+                return None
+            return ServerSentEvent(kind or "message", "\n".join(data), self.last_id)
+        if line[0] == ":":
+            self.comments += 1
+            return None
+        field, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._type = value
+        elif field == "id":
+            if "\0" not in value:
+                self.last_id = value
+        elif field == "retry":
+            if value and value.isascii() and value.isdigit():
+                self.retry = int(value)
+        return None
 
 
 class Response:
@@ -116,8 +216,11 @@ class Connection:
             await self._reader.readexactly(2)
             yield chunk
 
-    async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator[tuple[str, str, str]]:
-        """Open a server-sent-event stream; yield ``(event, data, id)`` (comments as ``("", text, "")``).
+    async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator["ServerSentEvent"]:
+        """Open a server-sent-event stream; yield each dispatched :class:`ServerSentEvent`.
+
+        Parsed by :class:`EventStreamParser` (the WHATWG rules; comments,
+        such as keep-alives, are not events).
 
         Runs until the server closes or the caller stops iterating; raises
         HTTPError if the stream cannot be opened.
@@ -134,24 +237,12 @@ class Connection:
             self.close()
             raise HTTPError(f"GET {path}: status {status}: {body[:200]!r}")
         chunked = response_headers.get("transfer-encoding", "").lower() == "chunked"
-        buffer = b""
-        event: dict[str, str] = {}
+        parser = EventStreamParser()
         try:
             source = self._chunks() if chunked else self._raw()
             async for chunk in source:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    line = raw.decode("utf-8", "replace").rstrip("\r")
-                    if line.startswith(":"):
-                        yield "", line[1:], ""
-                    elif line == "":
-                        if "event" in event:
-                            yield event["event"], event.get("data", ""), event.get("id", "")
-                        event = {}
-                    else:
-                        key, _, value = line.partition(":")
-                        event[key] = value[1:] if value.startswith(" ") else value
+                for event in parser.feed(chunk):
+                    yield event
         except (OSError, asyncio.IncompleteReadError, ValueError):
             return
         finally:

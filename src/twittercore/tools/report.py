@@ -1,6 +1,7 @@
 """Tables, plots and JSON summaries shared by the demo and the benchmark tools.
 
-Statistics are plain Python; rich and matplotlib (the ``tools`` extra) are
+Statistics are plain Python (percentiles: nearest rank, defined once in
+:mod:`twittercore.tools.percentiles`); rich and matplotlib (the ``tools`` extra) are
 imported only by the functions that draw, with a clear error when missing.
 
 >>> latency_summary([1000, 2000, 3000, 4000, 100_000])
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
+from .percentiles import percentile  # the one definition (nearest rank); re-exported here
 
 __all__ = [
     "percentile",
@@ -30,22 +32,14 @@ __all__ = [
 ]
 
 
-def percentile(values: Iterable[float], p: float) -> float:
-    """The nearest-rank ``p``-th percentile (0 < p <= 100) of ``values``; 0 when empty."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def latency_summary(nanoseconds: Sequence[int]) -> dict[str, Any]:
-    """Count, p50/p90/p99/max/mean in microseconds of latencies given in nanoseconds."""
+    """Count, p50/p90/p99/max/mean in microseconds of latencies given in nanoseconds (nearest-rank percentiles)."""
     ordered = sorted(nanoseconds)
     if not ordered:
         return {"count": 0}
 
     def at(p: float) -> float:
-        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] / 1000, 1)
+        return round(percentile(ordered, p, presorted=True) / 1000, 1)
 
     return {
         "count": len(ordered),
