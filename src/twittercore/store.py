@@ -143,17 +143,12 @@ class Store(abc.ABC):
         All items are checked first: either all are published or none is.
         """
         self._live()
-        items = items if type(items) is list else list(items)
+        items = v.items(items, "items")
         if self._fast_items is not None and self._fast_items(items, MAX_PAYLOAD):
             return self._publish_many(items) if items else []
         checked = []
         for n, item in enumerate(items):
-            try:
-                source, payload = item
-            except (TypeError, ValueError):
-                raise InvalidArgumentError(
-                    f"items[{n}]: expected a (source, payload) pair, got {v._describe(item)}"
-                ) from None
+            source, payload = v.pair(item, f"items[{n}] (source, payload)")
             checked.append(
                 (v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload"))
             )
@@ -296,13 +291,8 @@ class Store(abc.ABC):
     @staticmethod
     def _pairs(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         checked = []
-        for n, pair in enumerate(pairs):
-            try:
-                sink, source = pair
-            except (TypeError, ValueError):
-                raise InvalidArgumentError(
-                    f"pairs[{n}]: expected a (sink, source) pair, got {v._describe(pair)}"
-                ) from None
+        for n, pair in enumerate(v.items(pairs, "pairs")):
+            sink, source = v.pair(pair, f"pairs[{n}] (sink, source)")
             checked.append((v.uint64(sink, f"pairs[{n}] sink"), v.uint64(source, f"pairs[{n}] source")))
         return checked
 

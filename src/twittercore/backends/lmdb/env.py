@@ -105,6 +105,31 @@ def _after_fork_in_child() -> None:
     _open_paths.clear()
     for handle in list(_handles):
         handle._inherit(parent)
+    _tag_lmdb_registry()
+
+
+def _tag_lmdb_registry() -> None:
+    """Let the child open environments its parent had open.
+
+    py-lmdb 3 refuses to open files it believes already open in this process
+    (keyed by device and inode), and that belief survives fork although the
+    inherited environments are dead in the child (and must never be closed
+    there).  Keys made in a child carry its pid, so they never meet the
+    parent's; two opens within one process still collide.  The rule it
+    guards (POSIX locks shared by two handles) does not span processes: fcntl
+    locks are not inherited.
+    """
+    envid = getattr(lmdb, "_envid", None)
+    keys = getattr(envid, "env_keys", None)
+    if keys is None or getattr(keys, "_twittercore", False):
+        return
+
+    def env_keys(path: Any, subdir: Any) -> tuple:
+        pid = os.getpid()
+        return tuple(key + (pid,) for key in keys(path, subdir))
+
+    env_keys._twittercore = True  # type: ignore[attr-defined]
+    envid.env_keys = env_keys
 
 
 if hasattr(os, "register_at_fork"):
@@ -192,10 +217,17 @@ class Handle:
             return
         info = env.info()
         used = (info["last_pgno"] + 1) * env.stat()["psize"]
-        target = size or max(info["map_size"], 2 * used)
-        if target < used:
-            target = 2 * used
-        self.reserve(target, "the map grows")
+        current = info["map_size"]
+        target = max(size or current, 2 * used)
+        while True:  # on a nearly full disk, grow by what is left rather than not at all
+            try:
+                self.reserve(target, "the map grows")
+                break
+            except DiskFullError:
+                step = (target - current) // 2
+                if step < 1 << 20 or target - step <= used:
+                    raise
+                target -= step
         try:
             env.set_mapsize(target)
         except lmdb.Error as exc:
@@ -436,7 +468,7 @@ def _check_data_file(path: str, where: str) -> _Meta | None:
             if _read_meta(fd, where).txnid == meta.txnid:
                 raise DamagedStoreError(
                     f"{where}: damaged: the data file is shorter than its metadata says "
-                    f"({size} of {need} bytes; pages {have}..{meta.last_pg} are in use but missing) "
+                    f"({size} of {need} bytes; pages {have}..{meta.last_pg} are missing and not all of them are free) "
                     "(restore it from a backup; opening it would crash the process)"
                 )
         raise StoreError(f"{where}: the data file kept changing while it was checked (retry the open)")
@@ -444,49 +476,50 @@ def _check_data_file(path: str, where: str) -> _Meta | None:
         os.close(fd)
 
 
-def _prepare_lock_file(path: str) -> None:
-    """Create lock.mdb with its first page written, so LMDB's first writes to it are not holes.
+def _prepare_lock_file(path: str, max_readers: int) -> None:
+    """Make every byte of lock.mdb allocated on disk before LMDB maps it.
 
-    LMDB maps the lock file writable; on a full disk a write to a hole in it
-    is a SIGBUS.  Linked into place so a concurrent opener never sees a half
-    file (it either finds none, or this complete one).
+    LMDB maps the lock file writable under every setting; on a full disk a
+    write to a hole in it (a reader slot) is a SIGBUS.  A new lock file is
+    written out at the size LMDB would give it (its header, 128 bytes, and
+    64 per reader) and linked into place, so a concurrent opener finds
+    either none or this complete one.  This runs before ``lmdb.open``
+    because afterwards any close of another descriptor of the file would
+    drop the POSIX locks LMDB holds on it.
     """
     lock = os.path.join(path, LOCK_FILE)
-    if os.path.exists(lock):
-        return
     temp = f"{lock}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, bytes(4096))
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, bytes(128 + 64 * max_readers))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temp, lock)
+            except FileExistsError:
+                pass
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                os.posix_fallocate(fd, 0, size)
         finally:
             os.close(fd)
-        try:
-            os.link(temp, lock)
-        except FileExistsError:
-            pass
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFullError(f"{path}: cannot create {LOCK_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
-        raise StoreError(f"{path}: cannot create {LOCK_FILE}: {exc.strerror} (check the directory's permissions)") from None
+            raise DiskFullError(f"{path}: cannot allocate {LOCK_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise StoreError(f"{path}: cannot prepare {LOCK_FILE}: {exc.strerror} (check the directory's permissions)") from None
     finally:
         try:
             os.unlink(temp)
         except OSError:
             pass
-
-
-def _reserve_lock_file(handle: Handle) -> None:
-    lock = os.path.join(handle.path, LOCK_FILE)
-    try:
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFullError(f"{handle.path}: cannot reserve {LOCK_FILE}: {exc.strerror} ({_free(handle.path)}; free space and retry)") from None
 
 
 def _write_marker(path: str) -> None:
@@ -585,7 +618,7 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
                 handle.reserve(size, "opening the store")
         else:
             size = map_size or READMAP_INITIAL
-        _prepare_lock_file(path)
+        _prepare_lock_file(path, max_readers)
         try:
             handle.env = lmdb.open(
                 path,
@@ -606,7 +639,6 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
             raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         if writemap and meta is None:
             handle.reserve(handle.env.info()["map_size"], "creating the store")
-        _reserve_lock_file(handle)
         try:
             handle.env.reader_check()
             _check_format(handle)
