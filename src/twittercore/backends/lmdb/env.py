@@ -66,7 +66,7 @@ DATA_FILE, LOCK_FILE = "data.mdb", "lock.mdb"
 
 #: Initial map of a writemap store: the map is reserved on disk, so it starts
 #: small and doubles (the store grows it on MDB_MAP_FULL).
-WRITEMAP_INITIAL = 64 << 20
+WRITEMAP_INITIAL = 1 << 20
 READMAP_INITIAL = 1 << 34  # a read-only map costs address space only
 MIN_MAP, MAX_MAP = 1 << 20, 1 << 46
 MAX_READERS = 1 << 16
@@ -218,20 +218,27 @@ class Handle:
         info = env.info()
         used = (info["last_pgno"] + 1) * env.stat()["psize"]
         current = info["map_size"]
-        target = max(size or current, 2 * used)
-        while True:  # on a nearly full disk, grow by what is left rather than not at all
-            try:
-                self.reserve(target, "the map grows")
-                break
-            except DiskFullError:
-                step = (target - current) // 2
-                if step < 1 << 20 or target - step <= used:
-                    raise
-                target -= step
+        # At least 1 MiB more each time, so a transaction that needs more
+        # reaches a full disk (an error) in a bounded number of steps.
+        least = max(current, used) + (1 << 20)
+        target = self.reserve_between(least, max(size or current, 2 * used, least), "the map grows")
         try:
             env.set_mapsize(target)
         except lmdb.Error as exc:
             raise self.translate(exc, "resize") from exc
+
+    def reserve_between(self, least: int, most: int, why: str) -> int:
+        """Reserve ``most`` bytes, or on a nearly full disk as much above ``least`` as there is room for."""
+        target = most
+        while True:
+            try:
+                self.reserve(target, why)
+                return target
+            except DiskFullError:
+                if target == least:
+                    raise
+                step = (target - least) // 2
+                target = least if step < 1 << 20 else target - step
 
     def reserve(self, size: int, why: str) -> None:
         """Allocate the first ``size`` bytes of the data file on disk (writemap: no page is a hole)."""
@@ -612,10 +619,13 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
         used = 0 if meta is None else (meta.last_pg + 1) * meta.psize
         if writemap:
             size = map_size or WRITEMAP_INITIAL
-            while size < 2 * used:
-                size *= 2
             if meta is not None:
-                handle.reserve(size, "opening the store")
+                # The file's present size was reserved when the map last grew (or
+                # is LMDB's sparse file): keep it; double only if it is nearly full.
+                have = os.path.getsize(os.path.join(path, DATA_FILE))
+                size = max(size, have, used)
+                most = size if size >= 2 * used or map_size else 2 * used
+                size = handle.reserve_between(max(used, min(size, have)), most, "opening the store")
         else:
             size = map_size or READMAP_INITIAL
         _prepare_lock_file(path, max_readers)
