@@ -559,3 +559,24 @@ def test_infinite_timeouts_wait_forever(lmdb_path):
         store.follow(2, 1)
         threading.Timer(0.2, lambda: store.publish(1, b"next")).start()
         assert next(iter(store.tail(2, timeout=1e300))).payload == b"next"
+
+
+@pytest.mark.parametrize("kernel", ["python", "cython"])
+def test_damaged_records_are_damaged_store_errors(lmdb_path, kernel):
+    ids = make_store(lmdb_path, events=50)
+    env = lmdb.open(lmdb_path, max_dbs=16)
+    events, logs = env.open_db(b"events"), env.open_db(b"logs")
+    with env.begin(write=True) as txn:
+        txn.put(struct.pack(">Q", ids[-1]), b"short", db=events)  # an event record cut to 5 bytes
+        head_key = struct.pack(">Q", 3) + b"\xff" * 8
+        assert txn.get(head_key, db=logs) is not None
+        txn.put(head_key, b"\x01" * 13, db=logs)  # source 3's head: not whole 8-byte ids
+    env.close()
+    with twittercore.open(lmdb_path, kernel=kernel) as store:
+        for call in (lambda: store.event(ids[-1]), lambda: store.home(100), lambda: store.timeline(3),
+                     lambda: store.publish(3, b"onto a damaged head")):
+            with pytest.raises(Error) as caught:
+                call()
+            assert type(caught.value) is DamagedStoreError, caught.value
+        assert store.last_id() == ids[-1]  # the refused publish changed nothing
+        assert store.event(ids[0]).payload.startswith(b"event 0")

@@ -269,6 +269,10 @@ class Handle:
         import sys
 
         exc = sys.exc_info()[1]
+        if isinstance(exc, InvalidArgumentError):
+            # Arguments were checked before the transaction: inside it, the
+            # kernel refusing a record means the record is damaged.
+            raise self.translate(exc, what) from exc
         if isinstance(exc, Error):
             raise exc
         if isinstance(exc, lmdb.ReadersFullError) and retry:

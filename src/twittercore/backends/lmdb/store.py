@@ -43,7 +43,7 @@ from .check import check_layout
 from .live import LiveMixin
 from .read import ReadMixin
 from ..._types import Event, EventBatch
-from ...errors import ConfigurationError, StoreError
+from ...errors import ConfigurationError, DamagedStoreError
 from ...store import Store
 
 __all__ = ["LMDBStore"]
@@ -402,7 +402,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             records = codec.encode_events(first, items, now)
             consumed, added = txn.cursor(self._events).putmulti(records, append=True)
             if added != len(records):  # pragma: no cover - ids only grow
-                raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
+                raise DamagedStoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
             logs = self._logs
             get, put = txn.get, txn.put
             groups = codec.group_ids(first, items)
@@ -450,7 +450,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             event = self._codec.decode_event(id, value)
             txn.delete(key, db=self._events)
             if not self._unlog(txn, be(event.source), id):
-                raise StoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
+                raise DamagedStoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
             self._fan.on_delete(txn, event)
             seq = self._seq(txn) + 1
             txn.put(be(seq), key + be(event.source), db=self._deletions, append=True)
