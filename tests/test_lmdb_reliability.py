@@ -580,3 +580,92 @@ def test_damaged_records_are_damaged_store_errors(lmdb_path, kernel):
             assert type(caught.value) is DamagedStoreError, caught.value
         assert store.last_id() == ids[-1]  # the refused publish changed nothing
         assert store.event(ids[0]).payload.startswith(b"event 0")
+
+
+# ------------------------------------------------------------- API fuzzing
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _released_view():
+    view = memoryview(b"gone")
+    view.release()
+    return view
+
+
+_ODD = st.sampled_from([
+    -1, 2**64, 2**70, 1.5, float("nan"), float("inf"), -float("inf"), True, None, "7", "", b"", b"xy",
+    bytearray(b"ab"), [1, 2], (1,), (1, 2, 3), {}, object(), 0, 1, 2, 3, 2**64 - 1,
+])
+_VALUE = st.one_of(st.integers(0, 4), _ODD)
+_PAYLOAD = st.one_of(st.binary(max_size=8), _ODD, st.builds(_released_view), st.just(b"x" * (twittercore.MAX_PAYLOAD + 1)))
+_PAIRS = st.one_of(_ODD, st.lists(st.one_of(st.tuples(_VALUE, _VALUE), _ODD), max_size=4))
+_ITEMS = st.one_of(_ODD, st.lists(st.one_of(st.tuples(_VALUE, _PAYLOAD), _ODD), max_size=4))
+_SHORT = st.one_of(st.sampled_from([0, 0.001, -1, float("nan"), "1", b"", True, [1]]))
+
+
+def _calls():
+    node = _VALUE
+    page = {"limit": st.one_of(st.integers(1, 30), _ODD), "max_id": _VALUE, "since_id": _VALUE, "min_id": _VALUE}
+    return st.one_of(
+        st.tuples(st.sampled_from(["follow", "unfollow", "is_following"]), st.tuples(node, node), st.just({})),
+        st.tuples(st.sampled_from(["follow_many", "unfollow_many"]), st.tuples(_PAIRS), st.just({})),
+        st.tuples(st.just("publish"), st.tuples(node, _PAYLOAD), st.just({})),
+        st.tuples(st.just("publish_many"), st.tuples(_ITEMS), st.just({})),
+        st.tuples(st.sampled_from(["event", "delete", "timeline_count", "source_count", "sink_count"]), st.tuples(node), st.just({})),
+        st.tuples(st.sampled_from(["sources", "sinks"]), st.tuples(node),
+                  st.fixed_dictionaries({}, optional={"limit": _VALUE, "after": _VALUE})),
+        st.tuples(st.sampled_from(["home", "timeline"]), st.tuples(node), st.fixed_dictionaries({}, optional=page)),
+        st.tuples(st.just("changes"), st.tuples(node, node), st.fixed_dictionaries({}, optional={"limit": _VALUE})),
+        st.tuples(st.just("wait"), st.tuples(node), st.fixed_dictionaries({"timeout": _SHORT})),
+        st.tuples(st.just("tail"), st.tuples(node), st.fixed_dictionaries({"timeout": _SHORT}, optional={"after": _VALUE})),
+        st.tuples(st.just("backup"), st.tuples(st.sampled_from(["fresh", "nonempty", "file", "a\0b", "", 5, None, b"x"])),
+                  st.just({})),
+    )
+
+
+def _state(store) -> tuple:
+    return (
+        store.last_id(),
+        [[e.id for e in store.home(s, limit=50)] for s in range(4)],
+        [store.sources(s) for s in range(4)],
+        [store.timeline_count(s) for s in range(4)],
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(_calls(), min_size=1, max_size=12))
+def test_fuzzed_calls_raise_only_twittercore_errors_and_change_nothing_when_refused(tmp_path, calls):
+    path = tempfile.mkdtemp(dir=tmp_path)
+    with twittercore.open(os.path.join(path, "store"), durable=False) as store:
+        store.follow_many([(s, t) for s in range(4) for t in range(4) if s != t])
+        store.publish_many([(n % 4, b"seed %d" % n) for n in range(12)])
+        for name, args, kwargs in calls:
+            if name == "backup":  # paths inside this example's directory only
+                where = {"fresh": tempfile.mkdtemp(dir=path) + "/copy", "nonempty": path,
+                         "file": os.path.join(path, "store", "data.mdb")}
+                args = (where.get(args[0], args[0]),)
+            before = _state(store)
+            try:
+                result = getattr(store, name)(*args, **kwargs)
+                if name == "tail":
+                    for _ in zip(range(3), result):
+                        pass
+            except Error:
+                assert _state(store) == before, (name, args, kwargs)
+            store._check()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(options=st.fixed_dictionaries({}, optional={
+    name: _ODD for name in ("map_size", "max_readers", "writemap", "clock", "durable", "fanout",
+                            "window", "celebrity_threshold", "kernel", "event_cache", "bogus")
+}))
+def test_fuzzed_open_options_raise_only_twittercore_errors_and_leave_nothing(tmp_path, options):
+    path = os.path.join(tempfile.mkdtemp(dir=tmp_path), "store")
+    try:
+        twittercore.open(path, **options).close()
+    except Error:
+        pass
+    twittercore.open(path).close()  # never left locked or half-made
