@@ -21,6 +21,8 @@ import time
 
 import lmdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import twittercore
 from twittercore import (
@@ -43,7 +45,7 @@ def run(script: str, *args: str, timeout: float = 60, env: dict | None = None) -
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env,
+        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
     )
 
 
@@ -464,7 +466,7 @@ print("ok")
 def small_disk():
     """A 6 MiB tmpfs (root only), unmounted afterwards."""
     mount = tempfile.mkdtemp(prefix="twittercore-tmpfs-")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mount], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mount], capture_output=True, check=False)
     if made.returncode:
         os.rmdir(mount)
         pytest.skip("cannot mount a tmpfs here (needs root); test_file_size_limit covers the errors")
@@ -483,7 +485,7 @@ def test_a_full_disk_is_a_disk_full_error_and_loses_nothing(small_disk, durable,
     result = run(_FILL, path, flag, "1" if other else "0", timeout=120)
     assert result.returncode == 0, (result.returncode, result.stderr)  # -7: SIGBUS
     name, count, last = result.stdout.split()
-    assert name == "DiskFullError", result.stdout
+    assert name == DiskFullError.__name__, result.stdout
     filler = os.path.join(small_disk, "filler")
     if os.path.exists(filler):
         os.unlink(filler)
@@ -515,7 +517,7 @@ def test_file_size_limit_is_a_disk_full_error(lmdb_path, durable):
     result = run(_FSIZE, lmdb_path, "1" if durable else "0")
     assert result.returncode == 0, (result.returncode, result.stderr)
     name, acked, last = result.stdout.split()
-    assert name == "DiskFullError" and int(acked) > 0 and int(acked) == int(last), result.stdout
+    assert name == DiskFullError.__name__ and int(acked) > 0 and int(acked) == int(last), result.stdout
     with twittercore.open(lmdb_path, durable=durable) as store:
         assert store.timeline_count(1) == int(acked)
 
@@ -584,8 +586,6 @@ def test_damaged_records_are_damaged_store_errors(lmdb_path, kernel):
 
 # ------------------------------------------------------------- API fuzzing
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 def _released_view():
@@ -669,3 +669,11 @@ def test_fuzzed_open_options_raise_only_twittercore_errors_and_leave_nothing(tmp
     except Error:
         pass
     twittercore.open(path).close()  # never left locked or half-made
+
+
+def test_a_file_where_a_store_should_be_is_a_configuration_error(tmp_path):
+    target = tmp_path / "plain-file"
+    target.write_bytes(b"not a directory")
+    with pytest.raises(twittercore.ConfigurationError, match="not a directory"):
+        twittercore.open(str(target))
+    assert target.read_bytes() == b"not a directory"

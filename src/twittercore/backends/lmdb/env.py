@@ -25,6 +25,11 @@ instead of a signal, a hang or a silent empty store:
 * **Errors.**  Every engine exception, and every decoding failure of a
   damaged record, becomes a ``twittercore.Error`` with a ``what: reason
   (hint)`` message.
+
+One module on purpose (longer than most): everything that stands between
+LMDB's trust in its files and the caller is in one place to review; the rest
+of the backend reaches it through a few calls (``open_env``, ``Handle.failed``,
+``Handle.set_mapsize``, ``backup``, ``check_strategy``).  See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import os
 import struct
 import threading
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 
@@ -52,7 +57,7 @@ from ...errors import (
     StoreError,
 )
 
-__all__ = ["Handle", "open_env", "backup", "check_strategy", "FORMAT", "MARKER_FILE"]
+__all__ = ["FORMAT", "MARKER_FILE", "OPTIONS", "Handle", "backup", "check_strategy", "open_env"]
 
 FORMAT_NAME = b"twittercore-lmdb"
 FORMAT_VERSION = 1
@@ -93,7 +98,7 @@ _P_INVALID = (1 << 64) - 1
 # (closing the second handle drops the first one's POSIX locks).
 _open_paths: set[str] = set()
 _open_lock = threading.Lock()
-_handles: "weakref.WeakSet[Handle]" = weakref.WeakSet()
+_handles: weakref.WeakSet[Handle] = weakref.WeakSet()
 #: Environments inherited across fork: kept referenced for the life of the
 #: child, so no destructor ever runs mdb_env_close on the parent's slots.
 _inherited: list[Any] = []
@@ -121,7 +126,7 @@ def _tag_lmdb_registry() -> None:
     guards (POSIX locks shared by two handles) does not span processes: fcntl
     locks are not inherited.
     """
-    envid = getattr(lmdb, "_envid", None)
+    envid: Any = getattr(lmdb, "_envid", None)
     keys = getattr(envid, "env_keys", None)
     if keys is None or getattr(keys, "_twittercore", False):
         return
@@ -141,7 +146,7 @@ if hasattr(os, "register_at_fork"):
 class _ForkedEnv:
     """Stands in for an inherited environment in a forked child: every use is a ForkedError."""
 
-    def __init__(self, handle: "Handle") -> None:
+    def __init__(self, handle: Handle) -> None:
         self._handle = handle
 
     def close(self) -> None:
@@ -286,7 +291,7 @@ class Handle:
                 return False
         if isinstance(exc, (lmdb.Error, struct.error, ValueError, IndexError, UnicodeDecodeError, SystemError)):
             raise self.translate(exc, what) from exc
-        raise exc  # a bug, not damage: let it show as it is
+        raise  # a bug, not damage: let it show as it is
 
     def translate(self, exc: BaseException, what: str) -> Error:
         """The ``twittercore.Error`` for an engine or decoding exception during ``what``."""
@@ -347,8 +352,14 @@ def _check_options(map_size: Any, max_readers: Any, writemap: Any) -> None:
 # ---------------------------------------------------------------- the data file
 
 
-class _Meta:
-    __slots__ = ("psize", "last_pg", "txnid", "mapsize", "free_root", "free_depth")
+class _Meta(NamedTuple):
+    """The fields of an LMDB meta record the checks need."""
+
+    psize: int
+    last_pg: int
+    txnid: int
+    mapsize: int
+    free_root: int
 
 
 def _read_meta(fd: int, where: str) -> _Meta:
@@ -371,13 +382,9 @@ def _read_meta(fd: int, where: str) -> _Meta:
             raise DamagedStoreError(f"{where}: the data file is shorter than its two meta pages (restore it from a backup)")
         if struct.unpack_from("=I", raw, 16)[0] != _MAGIC:
             raise DamagedStoreError(f"{where}: meta page {page} is damaged (restore it from a backup)")
-        meta = _Meta()
-        meta.psize = psize
-        meta.mapsize = _META.unpack_from(raw, 16)[3]
-        free = _DB.unpack_from(raw, 16 + _META.size)
-        meta.free_depth, meta.free_root = free[2], free[7]
-        meta.last_pg, meta.txnid = _TAIL.unpack_from(raw, 16 + _META.size + 2 * _DB.size)
-        metas.append(meta)
+        last_pg, txnid = _TAIL.unpack_from(raw, 16 + _META.size + 2 * _DB.size)
+        free_root = _DB.unpack_from(raw, 16 + _META.size)[7]
+        metas.append(_Meta(psize, last_pg, txnid, _META.unpack_from(raw, 16)[3], free_root))
     return metas[metas[0].txnid < metas[1].txnid]
 
 
@@ -619,6 +626,8 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
     try:
         try:
             os.makedirs(path, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigurationError(f"open({path!r}): the path is not a directory (a store is a directory; pick another path)") from None
         except OSError as exc:
             raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         meta = _check_data_file(path, path)
@@ -660,6 +669,10 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
             _check_format(handle)
         except lmdb.Error as exc:
             raise handle.translate(exc, f"open({path!r})") from None
+        except OSError as exc:  # writing the marker file
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFullError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
+            raise StoreError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)") from None
     except BaseException:
         handle.close()
         raise

@@ -222,7 +222,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                     txn.abort()
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, then retry
-            except Exception:
+            except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
                 # Raises a twittercore.Error, or returns after clearing dead readers' slots.
                 retry = self._handle.failed("read", retry)
                 continue
@@ -247,7 +247,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                     grow = self._env.info()["map_size"] * 2
                 except lmdb.MapResizedError:
                     grow = 0
-                except Exception:
+                except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
                     self._handle.failed("write")
                 finally:
                     self._leave()
