@@ -627,7 +627,7 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
         try:
             os.makedirs(path, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise ConfigurationError(f"open({path!r}): the path is not a directory (a store is a directory; pick another path)") from None
+            raise StoreError(f"open({path!r}): the path is not a directory (a store is a directory; pick another path)") from None
         except OSError as exc:
             raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         meta = _check_data_file(path, path)
