@@ -155,11 +155,6 @@ def test_a_forked_child_gets_forked_error_and_can_open_its_own_store(lmdb_path, 
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_forked_error_is_a_closed_error_in_process():
-    # The error class a child sees: a ClosedError (the handle is closed for it) and a twittercore.Error.
-    assert issubclass(ForkedError, twittercore.ClosedError) and issubclass(ForkedError, Error)
-
-
 # ------------------------------------------------------------ stale readers
 
 _HOLD_READER = """
