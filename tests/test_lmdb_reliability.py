@@ -25,18 +25,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import twittercore
+from tests.conftest import HAVE_COMPILED
 from twittercore import (
     DamagedStoreError,
     DiskFullError,
     Error,
-    ForkedError,
     FormatError,
     InvalidArgumentError,
     ReadersFullError,
 )
 from twittercore.backends.lmdb import env as lmdb_env
-
-from tests.conftest import HAVE_COMPILED
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
