@@ -23,10 +23,15 @@ from ._types import MAX_LIMIT, MAX_NODE, MAX_PAYLOAD, Deletion, Event
 from .errors import (
     ClosedError,
     ConfigurationError,
+    DamagedStoreError,
+    DiskFullError,
     Error,
+    ForkedError,
+    FormatError,
     InvalidArgumentError,
     NotFoundError,
     PayloadTooLargeError,
+    ReadersFullError,
     StoreError,
 )
 from .store import Change, Store
@@ -46,6 +51,11 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "StoreError",
+    "ForkedError",
+    "DamagedStoreError",
+    "FormatError",
+    "DiskFullError",
+    "ReadersFullError",
     "MAX_NODE",
     "MAX_PAYLOAD",
     "MAX_LIMIT",

@@ -135,6 +135,8 @@ def append_head(head, list ids):
         have_view = True
     try:
         if have_view:
+            if view.len < 16 or view.len & 7:  # a damaged head: never copy a negative length
+                raise ValueError(f"head: {view.len} bytes is not a [floor, count, ids...] run of 8-byte words")
             old = <const uint64_t*> view.buf
             floor = old[0]
             count = old[1]
@@ -173,6 +175,8 @@ def decode_event(uint64_t id, value):
     cdef bytes payload
     PyObject_GetBuffer(value, &view, PyBUF_SIMPLE)
     try:
+        if view.len < 16:  # a damaged record: never read past its end
+            raise ValueError(f"event {id}: the record is {view.len} bytes, shorter than its 16-byte header")
         memcpy(&source, view.buf, 8)
         memcpy(&time, (<char*> view.buf) + 8, 8)
         payload = PyBytes_FromStringAndSize((<char*> view.buf) + 16, view.len - 16)
@@ -249,6 +253,9 @@ def decode_pairs(list ids, list pairs):
         value = <object> PyTuple_GET_ITEM(<object> PyList_GET_ITEM(pairs, i), 1)
         if type(value) is not bytes:
             out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)
+            continue
+        if PyBytes_GET_SIZE(value) < 16:
+            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)  # raises ValueError
             continue
         data = PyBytes_AS_STRING(value)
         memcpy(&source, data, 8)

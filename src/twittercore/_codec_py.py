@@ -77,6 +77,8 @@ def append_head(head: Any, ids: Sequence[int]) -> tuple[bytes, list[tuple[int, b
 
 
 def decode_event(id: int, value: Any) -> Event:
+    if len(value) < 16:  # as the compiled twin: a damaged record is a ValueError
+        raise ValueError(f"event {id}: the record is {len(value)} bytes, shorter than its 16-byte header")
     source, time = _EVENT.unpack_from(value)
     return Event(id, source, bytes(value[16:]), time)
 

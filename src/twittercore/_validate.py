@@ -8,6 +8,7 @@ message that says what was wrong and how to fix it.
 from __future__ import annotations
 
 import operator
+import threading as _threading
 from typing import Any
 
 from ._types import MAX_LIMIT, MAX_NODE, MAX_PAYLOAD
@@ -63,17 +64,47 @@ def limit(value: Any) -> int:
 
 
 def timeout(value: Any) -> float | None:
-    """Return a wait in seconds (>= 0) or None (wait forever), or raise InvalidArgumentError."""
+    """Return a wait in seconds (>= 0) or None (wait forever), or raise InvalidArgumentError.
+
+    A wait longer than the platform's lock timeout (``math.inf`` included)
+    means forever: the locks would refuse it with OverflowError.
+    """
     if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0):
-        return value
+        return None if value is not None and value > _threading.TIMEOUT_MAX else value
     raise InvalidArgumentError(f"timeout: expected seconds >= 0 or None, got {_describe(value)}")
+
+
+def pair(value: Any, what: str) -> tuple[Any, Any]:
+    """Unpack a 2-item pair; bytes and str are refused (``b"xy"`` is not the pair (120, 121))."""
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        raise InvalidArgumentError(f"{what}: expected a pair, got {_describe(value)} (pass a tuple such as (1, 2))")
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{what}: expected a pair, got {_describe(value)}") from None
+    return first, second
+
+
+def items(value: Any, what: str) -> list[Any]:
+    """``value`` as a list, or InvalidArgumentError when it is not an iterable of items."""
+    if type(value) is list:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview, str)) or value is None:
+        raise InvalidArgumentError(f"{what}: expected an iterable of pairs, got {_describe(value)}")
+    try:
+        return list(value)
+    except TypeError:
+        raise InvalidArgumentError(f"{what}: expected an iterable of pairs, got {_describe(value)}") from None
 
 
 def payload(value: Any, what: str = "payload") -> bytes:
     """Return ``value`` as bytes of at most MAX_PAYLOAD, or raise."""
     if type(value) is not bytes:
         if isinstance(value, (bytearray, memoryview)):
-            value = bytes(value)
+            try:
+                value = bytes(value)
+            except ValueError:  # a released memoryview
+                raise InvalidArgumentError(f"{what}: the memoryview was released (pass live bytes)") from None
         elif isinstance(value, str):
             raise InvalidArgumentError(
                 f"{what}: expected bytes, got str (payloads are opaque bytes; "

@@ -16,6 +16,11 @@ __all__ = [
     "ClosedError",
     "StoreError",
     "ConfigurationError",
+    "ForkedError",
+    "DamagedStoreError",
+    "FormatError",
+    "DiskFullError",
+    "ReadersFullError",
 ]
 
 
@@ -45,3 +50,28 @@ class ConfigurationError(InvalidArgumentError):
 
 class StoreError(Error, RuntimeError):
     """The storage engine failed (disk full, corrupt file, permissions, ...)."""
+
+
+class ForkedError(ClosedError):
+    """A store handle was used in a process forked from the one that opened it.
+
+    LMDB environments must not be used across ``fork()``; the child's copy of
+    the handle is closed for it (without touching the parent's environment)
+    and the child opens the store again.
+    """
+
+
+class DamagedStoreError(StoreError):
+    """The store's files are damaged (truncated, emptied, corrupt pages); nothing was changed."""
+
+
+class FormatError(StoreError):
+    """The directory holds something other than a store of this format version; nothing was changed."""
+
+
+class DiskFullError(StoreError, OSError):
+    """The disk (or the process's file size limit) is full; the failed call changed nothing."""
+
+
+class ReadersFullError(StoreError):
+    """Every LMDB reader slot is taken by live readers (stale ones were cleared first)."""

@@ -166,23 +166,17 @@ class Store(abc.ABC):
         twice in one call publishes once.
         """
         self._live()
-        items = items if type(items) is list else list(items)
+        items = v.items(items, "items")
         if self._fast_items is not None and self._fast_items(items, MAX_PAYLOAD):
             return self._publish_many(items, None) if items else []
         checked = []
         keys: list[bytes | None] = []
         for n, item in enumerate(items):
             key = None
-            try:
-                if type(item) is tuple and len(item) == 3:
-                    source, payload, key = item
-                else:
-                    source, payload = item
-            except (TypeError, ValueError):
-                raise InvalidArgumentError(
-                    f"items[{n}]: expected a (source, payload) pair or a (source, payload, key) "
-                    f"triple, got {v._describe(item)}"
-                ) from None
+            if type(item) is tuple and len(item) == 3:
+                source, payload, key = item
+            else:
+                source, payload = v.pair(item, f"items[{n}] (source, payload) or (source, payload, key)")
             checked.append(
                 (v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload"))
             )
@@ -328,13 +322,8 @@ class Store(abc.ABC):
     @staticmethod
     def _pairs(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         checked = []
-        for n, pair in enumerate(pairs):
-            try:
-                sink, source = pair
-            except (TypeError, ValueError):
-                raise InvalidArgumentError(
-                    f"pairs[{n}]: expected a (sink, source) pair, got {v._describe(pair)}"
-                ) from None
+        for n, pair in enumerate(v.items(pairs, "pairs")):
+            sink, source = v.pair(pair, f"pairs[{n}] (sink, source)")
             checked.append((v.uint64(sink, f"pairs[{n}] sink"), v.uint64(source, f"pairs[{n}] source")))
         return checked
 

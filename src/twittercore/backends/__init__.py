@@ -50,6 +50,9 @@ def open_target(target: Any, options: dict[str, Any]) -> Any:
         raise InvalidArgumentError(f"open: expected a str path, got {type(path).__name__} (decode it first)")
     if not path or "\0" in path:
         raise InvalidArgumentError(f"open({path!r}): expected a directory path (empty or NUL in the path)")
+    from .. import _options
     from .lmdb import LMDBStore
+    from .lmdb.env import OPTIONS
 
+    _options.check("LMDB", options, OPTIONS)
     return LMDBStore(path, **options)

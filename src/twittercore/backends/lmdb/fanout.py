@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._types import Event
+from .env import check_strategy
 
 if TYPE_CHECKING:
     from .store import LMDBStore
@@ -63,9 +64,9 @@ class Config:
         return _CONFIG.pack(self.window, self.threshold) + self.mode.encode()
 
     @classmethod
-    def decode(cls, value: Any) -> "Config":
-        window, threshold = _CONFIG.unpack_from(value)
-        return cls(bytes(value[16:]).decode(), window, threshold)
+    def decode(cls, value: Any, where: str = "store") -> "Config":
+        window, threshold, mode = check_strategy(value, where)  # an unknown mode is refused, not read as "read"
+        return cls(mode, window, threshold)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and (self.mode, self.window, self.threshold) == (
@@ -95,7 +96,7 @@ class Fanout:
 
     def config(self, txn: Any) -> Config:
         value = txn.get(_CONFIG_KEY, db=self.store._meta)
-        return READ if value is None else Config.decode(value)
+        return READ if value is None else Config.decode(value, self.store.path)
 
     def configure(
         self,

@@ -16,7 +16,7 @@ from itertools import islice
 from typing import Any
 
 from ..._types import Event
-from ...errors import StoreError
+from ...errors import DamagedStoreError
 
 _BE = struct.Struct(">Q")
 be = _BE.pack
@@ -125,4 +125,4 @@ class ReadMixin:
         try:
             return self._codec.decode_pairs(ids, pairs)
         except LookupError:  # getmulti skips missing keys: a log names a lost event
-            raise StoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())") from None
+            raise DamagedStoreError(f"{self.path}: a log lists an event that does not exist (the store is damaged; run _check())") from None

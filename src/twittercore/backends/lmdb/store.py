@@ -39,11 +39,12 @@ import lmdb
 from ... import _idempotency, _kernel, _options
 from .keys import Keyring
 from .fanout import READ, Config, Fanout, celebrity_threshold_default, rebuild_progress
+from . import env as _env
 from .check import check_layout
 from .live import LiveMixin
 from .read import ReadMixin
 from ..._types import Event, EventBatch
-from ...errors import ConfigurationError, StoreError
+from ...errors import ConfigurationError, DamagedStoreError
 from ...store import Store
 
 __all__ = ["LMDBStore"]
@@ -54,12 +55,6 @@ _BE2 = struct.Struct(">QQ")
 be = _BE.pack
 _SEQ = b"seq"
 _FOLLOW, _UNFOLLOW = b"\x01", b"\x00"
-
-# Paths open in this process: LMDB must not be opened twice in one process
-# (closing the second handle drops the first one's POSIX locks).
-_open_paths: set[str] = set()
-_open_paths_lock = threading.Lock()
-
 
 def _codec_for(kernel: str | None) -> Any:
     if _kernel.select(kernel).__name__.endswith("_py"):
@@ -118,52 +113,34 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         self._clock = clock
         self.path = os.path.abspath(path)
         self.durable = durable
-        # Writing through the map halves commit cost, but a full disk then
-        # kills the process (SIGBUS) instead of failing the write: only the
-        # non-durable mode, which asked for speed, turns it on by default.
-        self.writemap = (not durable) if writemap is None else bool(writemap)
-        real = os.path.realpath(self.path)
-        with _open_paths_lock:
-            if real in _open_paths:
-                raise ConfigurationError(
-                    f"open({path!r}): this store is already open in this process "
-                    "(LMDB forbids two handles in one process; share the Store between threads)"
-                )
-            _open_paths.add(real)
-        self._real = real
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            self._env = lmdb.open(
-                self.path,
-                map_size=map_size or (1 << 34),
-                max_dbs=16,
-                max_readers=max_readers,
-                sync=durable,
-                metasync=durable,
-                readahead=False,
-                writemap=self.writemap,
-                lock=True,
-            )
-        except lmdb.Error as exc:
-            with _open_paths_lock:
-                _open_paths.discard(real)
-            raise StoreError(f"open({path!r}): LMDB refused the directory: {exc}") from exc
-        except OSError as exc:
-            with _open_paths_lock:
-                _open_paths.discard(real)
-            raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from exc
+        # Writing through the map halves commit cost; the map is then reserved
+        # on disk as it grows (see env.py), which costs up to twice the data's
+        # size: only the non-durable mode, which asked for speed, turns it on.
+        self.writemap = (not durable) if writemap is None else _options.flag("writemap", writemap)
+        self._handle = _env.open_env(
+            self.path, durable=durable, writemap=self.writemap, map_size=map_size, max_readers=max_readers
+        )
+        self._env = self._handle.env
         env = self._env
-        with env.begin(write=True) as txn:
-            self._meta = env.open_db(b"meta", txn=txn)
-            self._events = env.open_db(b"events", txn=txn)
-            self._logs = env.open_db(b"logs", txn=txn)
-            self._following = env.open_db(b"following", txn=txn, dupsort=True, dupfixed=True)
-            self._followers = env.open_db(b"followers", txn=txn, dupsort=True, dupfixed=True)
-            self._edgelog = env.open_db(b"edgelog", txn=txn)
-            self._edgehist = env.open_db(b"edgehist", txn=txn)
-            self._deletions = env.open_db(b"deletions", txn=txn)
-            self._fan = Fanout(self, txn)
-            self._keyring = Keyring(env, txn, retention)
+        try:
+            with env.begin(write=True) as txn:
+                self._meta = env.open_db(b"meta", txn=txn)
+                self._events = env.open_db(b"events", txn=txn)
+                self._logs = env.open_db(b"logs", txn=txn)
+                self._following = env.open_db(b"following", txn=txn, dupsort=True, dupfixed=True)
+                self._followers = env.open_db(b"followers", txn=txn, dupsort=True, dupfixed=True)
+                self._edgelog = env.open_db(b"edgelog", txn=txn)
+                self._edgehist = env.open_db(b"edgehist", txn=txn)
+                self._deletions = env.open_db(b"deletions", txn=txn)
+                self._fan = Fanout(self, txn)
+                self._keyring = Keyring(env, txn, retention)
+        except BaseException as exc:
+            self._closed = True
+            self._handle.close()
+            if isinstance(exc, lmdb.Error):
+                raise self._handle.translate(exc, f"open({path!r})") from exc
+            raise
+        self._handle.attach(self)
         self._write_lock = threading.Lock()
         # In-process readers, counted so the map can be resized safely.
         self._gate = threading.Condition(threading.Lock())
@@ -181,6 +158,12 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
 
     # ------------------------------------------------------------------ life
 
+    def _live(self) -> None:
+        if self._closed:
+            if self._handle.forked_from is not None:
+                raise self._handle.forked_error()
+            super()._live()
+
     def _close(self) -> None:
         with self._changed:
             self._changed.notify_all()
@@ -188,9 +171,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             self._draining = True
             while self._readers:
                 self._gate.wait()
-            self._env.close()
-        with _open_paths_lock:
-            _open_paths.discard(self._real)
+            self._handle.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fanout={self.fanout!r}, durable={self.durable}"
@@ -216,14 +197,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         would write out every hole.
         """
         self._live()
-        target = os.fspath(path)
-        os.makedirs(target, exist_ok=True)
-        if os.listdir(target):
-            raise ConfigurationError(f"backup({target!r}): the directory is not empty (pick a new one)")
-        try:
-            self._env.copy(target, compact=compact)
-        except lmdb.Error as exc:
-            raise StoreError(f"backup({target!r}): {exc}") from exc
+        _env.backup(self._handle, path, compact)
 
     def _configure(self, fanout: str | None, window: int | None, threshold: int | None) -> None:
         """Apply the open() options to the store's recorded strategy; rebuild windows if they change."""
@@ -242,6 +216,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
 
     def _read(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(txn)`` in a read snapshot (default table: logs, zero-copy values)."""
+        retry = True
         while True:
             self._enter()
             try:
@@ -252,6 +227,10 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                     txn.abort()
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, then retry
+            except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
+                # Raises a twittercore.Error, or returns after clearing dead readers' slots.
+                retry = self._handle.failed("read", retry)
+                continue
             finally:
                 self._leave()
             self._resize(0)
@@ -273,8 +252,8 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
                     grow = self._env.info()["map_size"] * 2
                 except lmdb.MapResizedError:
                     grow = 0
-                except lmdb.Error as exc:
-                    raise StoreError(f"{self.path}: the write failed: {exc}") from exc
+                except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
+                    self._handle.failed("write")
                 finally:
                     self._leave()
                 self._resize(grow)
@@ -301,7 +280,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             try:
                 while self._readers:
                     self._gate.wait()
-                self._env.set_mapsize(size)
+                self._handle.set_mapsize(size)
             finally:
                 self._resizing = self._draining = False
                 self._gate.notify_all()
@@ -454,7 +433,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
         records = codec.encode_events(first, items, now)
         consumed, added = txn.cursor(self._events).putmulti(records, append=True)
         if added != len(records):  # pragma: no cover - ids only grow
-            raise StoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
+            raise DamagedStoreError(f"{self.path}: event ids collided at {first} (the store is corrupt)")
         logs = self._logs
         get, put = txn.get, txn.put
         groups = codec.group_ids(first, items)
@@ -500,7 +479,7 @@ class LMDBStore(ReadMixin, LiveMixin, Store):
             event = self._codec.decode_event(id, value)
             txn.delete(key, db=self._events)
             if not self._unlog(txn, be(event.source), id):
-                raise StoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
+                raise DamagedStoreError(f"{self.path}: event {id} is missing from its source's log (run _check())")
             self._fan.on_delete(txn, event)
             seq = self._seq(txn) + 1
             txn.put(be(seq), key + be(event.source), db=self._deletions, append=True)
