@@ -17,10 +17,12 @@ strings), not only twittercore's example server:
    ``--p99-limit`` (100 ms) or errors pass ``--error-limit`` (1%); the last
    good step is the maximum sustainable rate, the first bad one the failure
    point; then one step at half the failure point;
-5. **verify**: everything acknowledged and observed (pages, profile reads,
-   streamed events) is written in the :mod:`twittercore.history` format and
-   checked by :mod:`twittercore.verify` (G1, G2, G3);
-6. **report**: throughput and p50/p99/p99.9 per step and per operation,
+5. **verify**: everything acknowledged and observed (pages, second pages
+   with ``before_id``, profile reads, streamed events) is written in the
+   :mod:`twittercore.checking.history` format and checked by
+   :mod:`twittercore.checking.verify` (G1-G4, deletes, real time);
+6. **report**: throughput and p50/p99/p99.9 (nearest rank,
+   :mod:`twittercore.tools.percentiles`) per step and per operation,
    ``report.json`` and a plot, ``latency.png``.
 
 The generator shares the machine with the server when both run on one host:
