@@ -231,3 +231,20 @@ def test_cli_exits_2_with_file_and_line_never_a_traceback(tmp_path):
         done = subprocess.run([sys.executable, "-m", "twittercore", "verify", str(path)], capture_output=True, text=True)
         assert done.returncode == 2 and not done.stdout, done
         assert f"bad{n}.jsonl:2: " in done.stderr and what in done.stderr and "Traceback" not in done.stderr
+
+
+def test_opaque_pages_owe_what_follows_an_event_they_showed():
+    """e overlaps the bound b, but follows o, which the page showed above b: the short page owes e."""
+    base = [follow(1, "s", t=0), publish("s", "b", 1, 20), publish("s", "o", 2, 3), publish("s", "e", 4, 5)]
+    assert check(*base, page(1, ["e", "o"], 30, 31, limit=3, min_id="b")).ok
+    report = check(*base, page(1, ["o"], 30, 31, limit=3, min_id="b"))
+    assert failed(report) == {"G3"} and "'e'" in report.violations["G3"][0], report.format()
+
+
+def test_a_page_below_an_id_holds_nothing_another_page_showed_above_it():
+    """n1 overlaps b, so only the first page says n1 is newer than b; the walk is joined to the second."""
+    base = [follow(1, "s", t=0), publish("s", "b", 1, 4), publish("s", "n1", 2, 3)]
+    first = [page(1, ["n1", "b"], 10, 11, limit=2), page(1, ["b"], 12, 13, limit=1, before_id="n1")]
+    assert check(*base, *first, page(1, [], 14, 15, limit=2, before_id="b")).ok
+    report = check(*base, *first, page(1, ["n1"], 14, 15, limit=2, before_id="b"))
+    assert failed(report) == {"G4"} and "showed as newer" in report.violations["G4"][0], report.format()

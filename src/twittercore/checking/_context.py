@@ -105,6 +105,7 @@ class Context:
             best = max(best, r)
             self.ack_max_rank.append(best)
         self.tail_end: dict[int, Observation] = {}  # id(first batch of a tail stream) -> its last batch
+        self.witnesses: dict[int, list[int]] = {}  # id(page) -> its events inside its bounds, when asked
 
     def name(self, node: int) -> str:
         return repr(self.h.nodes[node]) if node >= 0 else "?"

@@ -61,25 +61,69 @@ def page_bounds(ctx: Context, obs: Observation) -> tuple[Any, Any] | None:
     """Rank bounds ``[lo, hi]`` that hold every event the page had to show, or None to skip.
 
     The bounds are a superset of the page's range; :func:`required` is exact.
+    With opaque ids an event certainly newer than one the page showed is
+    above the lower bound too (the shown one is), so the range also reaches
+    past the shown events' ranks; likewise below.
     """
     h, events = ctx.h, obs.events
     full = obs.limit is None or len(events) >= obs.limit
     known_lo, low = _lower(ctx, obs)
     known_hi, high = _upper(ctx, obs)
-    if not (known_lo and known_hi):
-        return None  # a bound names an event this history does not know, or is ambiguous
-    lo: Any = -INF if low is None else (low + 1 if h.ordered else h.rank[low] + 1)
-    if high is None:
+    shown = [] if h.ordered else [h.rank[e] for e in events if h.source[e] >= 0]
+    lo: Any
+    if full and events and obs.min_id is None:
+        lo = h.rank[events[0]]
+    elif obs.since_id is None and obs.min_id is None:
+        lo = -INF
+    else:
+        options = ([low + 1 if h.ordered else h.rank[low] + 1] if known_lo else []) + ([min(shown) + 1] if shown else [])
+        if not options:
+            return None  # a bound names an event this history does not know, or is ambiguous
+        lo = min(options)
+    if full and events and obs.min_id is not None:  # the oldest `limit` above the lower bound
+        hi = h.rank[events[-1]]
+    elif obs.max_id is None:
         hi = ctx.now_rank(obs.t0)  # "now": the newest event acknowledged before the read began
     else:
-        hi = high if h.ordered else h.rank[high]
-        hi -= obs.max_exclusive
-    if full and events:
-        if obs.min_id is not None:  # the oldest `limit` above the lower bound
-            hi = min(hi, h.rank[events[-1]])
-        else:
-            lo = max(lo, h.rank[events[0]])
+        options = ([(high if h.ordered else h.rank[high]) - obs.max_exclusive] if known_hi else [])
+        options += [max(shown) - 1] if shown else []
+        if not options:
+            return None
+        hi = max(options)
     return lo, hi
+
+
+def _witnesses(ctx: Context, obs: Observation) -> list[int]:
+    """The page's acknowledged events not certainly outside one of its bounds (those G4 reports)."""
+    h = ctx.h
+    known_hi, high = _upper(ctx, obs)
+    lows = [ctx.bound_event(v) for v in (obs.since_id, obs.min_id) if v is not None]
+    out = []
+    for s in obs.events:
+        if h.source[s] < 0:
+            continue
+        if known_hi and high is not None and _above(ctx, s, high, obs.max_exclusive):
+            continue
+        if any(b >= 0 and _below(ctx, s, b, True) for b in lows):
+            continue
+        out.append(s)
+    return out
+
+
+def _witnesses_of(ctx: Context, obs: Observation) -> list[int]:
+    found = ctx.witnesses.get(id(obs))
+    if found is None:
+        found = ctx.witnesses[id(obs)] = _witnesses(ctx, obs)
+    return found
+
+
+def _after_shown(ctx: Context, obs: Observation, e: int) -> bool:
+    """Opaque ids: does ``e`` certainly follow an event the page rightly showed (so is above its lower bound)?"""
+    return any(ctx.before(s, e) for s in _witnesses_of(ctx, obs))
+
+
+def _before_shown(ctx: Context, obs: Observation, e: int) -> bool:
+    return any(ctx.before(e, s) for s in _witnesses_of(ctx, obs))
 
 
 def _above(ctx: Context, e: int, bound: Any, inclusive: bool) -> bool:
@@ -101,18 +145,22 @@ def _in_range(ctx: Context, obs: Observation, e: int) -> bool:
     """Is ``e`` certainly inside the range of the page (its bounds and, when full, its ends)?"""
     h, events = ctx.h, obs.events
     full = obs.limit is None or len(events) >= obs.limit
-    _, low = _lower(ctx, obs)
-    _, high = _upper(ctx, obs)
     if full and events and obs.min_id is None:
         if not _above(ctx, e, events[0] if not h.ordered else h.rank[events[0]], True):
             return False
-    elif low is not None and not _above(ctx, e, low, False):
-        return False
+    elif obs.since_id is not None or obs.min_id is not None:
+        known, low = _lower(ctx, obs)
+        if not (known and _above(ctx, e, low, False)) and (h.ordered or not _after_shown(ctx, obs, e)):
+            return False
     if full and events and obs.min_id is not None:
         if not _below(ctx, e, events[-1] if not h.ordered else h.rank[events[-1]], True):
             return False
-    elif high is not None and not _below(ctx, e, high, not obs.max_exclusive):
-        return False
+    elif obs.max_id is not None:
+        known, high = _upper(ctx, obs)
+        if not (known and _below(ctx, e, high, not obs.max_exclusive)) and (
+            h.ordered or not _before_shown(ctx, obs, e)
+        ):
+            return False
     return True
 
 
@@ -301,6 +349,10 @@ def _walks(ctx: Context, reads: list[Observation], info: dict[int, _Page]) -> No
         previous = ends.get((second.kind, second.sink, key))
         if not previous:
             continue
+        if not h.ordered and second.events:
+            # Every page that ended at this id showed its other events as newer than it: none of
+            # them may appear below it (ordered ids: the bounds check compares the numbers).
+            _above_the_end(ctx, second, previous)
         if len(previous) == 1:
             first = previous[0]
             if first.t >= second.t0:
@@ -322,6 +374,18 @@ def _walks(ctx: Context, reads: list[Observation], info: dict[int, _Page]) -> No
                                      f"saw {h.describe(again)} again ({second.where})")  # fmt: skip
         _skips(ctx, first, second, p1, p2, one)
     ctx.report.stats["walk_steps"] += steps
+
+
+def _above_the_end(ctx: Context, second: Observation, previous: list[Observation]) -> None:
+    h = ctx.h
+    for other in previous:
+        newer = set(other.events[1:])
+        if not newer.isdisjoint(second.events):
+            e = next(x for x in second.events if x in newer)
+            ctx.report.add("G4", f"G4 (bounds): {ctx.who(second)} read a page with before_id={h.ids[other.events[0]]!r} "
+                                 f"that holds {h.describe(e)}, which the page at {other.where} showed as newer "
+                                 f"than {h.ids[other.events[0]]!r} ({second.where})")  # fmt: skip
+            return
 
 
 def _skips(ctx: Context, first: Observation, second: Observation, p1: _Page, p2: _Page, one: set[int] | None) -> None:
@@ -374,10 +438,14 @@ def _in_walk(ctx: Context, first: Observation, second: Observation, e: int) -> b
             return False
     else:
         known, low = _lower(ctx, second)
-        if not known or (low is not None and not _above(ctx, e, low, False)):
+        if not (known and (low is None or _above(ctx, e, low, False))) and (
+            h.ordered or not _after_shown(ctx, second, e)
+        ):
             return False
     known, high = _upper(ctx, first)
-    return known and (high is None or _below(ctx, e, high, not first.max_exclusive))
+    if known and (high is None or _below(ctx, e, high, not first.max_exclusive)):
+        return True
+    return not h.ordered and _before_shown(ctx, first, e)
 
 
 # ------------------------------------------------------------------- tails

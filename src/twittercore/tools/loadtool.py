@@ -4,7 +4,7 @@ Works against any server speaking ``bindings/openapi.yaml`` (ids are opaque
 strings), not only twittercore's example server:
 
 1. **setup**: accounts (registered with ``--admin-token``, or given as
-   ``--tokens FILE``), the synthetic follow graph of :mod:`twittercore.checking.workload`,
+   ``--tokens FILE``), the synthetic follow graph of :mod:`twittercore.workload`,
    its initial posts;
 2. **streams**: ``--streams`` clients hold ``/api/v1/streaming/user`` open;
 3. **load**: the workload's operation stream (home and profile reads,
@@ -17,10 +17,12 @@ strings), not only twittercore's example server:
    ``--p99-limit`` (100 ms) or errors pass ``--error-limit`` (1%); the last
    good step is the maximum sustainable rate, the first bad one the failure
    point; then one step at half the failure point;
-5. **verify**: everything acknowledged and observed (pages, profile reads,
-   streamed events) is written in the :mod:`twittercore.checking.history` format and
-   checked by :mod:`twittercore.checking.verify` (G1, G2, G3);
-6. **report**: throughput and p50/p99/p99.9 per step and per operation,
+5. **verify**: everything acknowledged and observed (pages, second pages
+   with ``before_id``, profile reads, streamed events) is written in the
+   :mod:`twittercore.checking.history` format and checked by
+   :mod:`twittercore.checking.verify` (G1-G4, deletes, real time);
+6. **report**: throughput and p50/p99/p99.9 (nearest rank,
+   :mod:`twittercore.tools.percentiles`) per step and per operation,
    ``report.json`` and a plot, ``latency.png``.
 
 The generator shares the machine with the server when both run on one host:
