@@ -124,6 +124,10 @@ class HistoryWriter:
         """Event ``id`` was deleted."""
         self._write({"op": "delete", "id": id}, t0)
 
+    def fault(self, action: str, target: str, phase: str, *, t0: int | None = None, **detail: Any) -> None:
+        """A fault the lab injected (``phase`` "start" or "end"); context for readers, ignored by the verifier."""
+        self._write({"op": "fault", "action": action, "target": target, "phase": phase, **detail}, t0)
+
     # ---------------------------------------------------------- observations
 
     def observe(
@@ -329,9 +333,11 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
         elif op == "delete":
             e = h.event(record["id"])
             h.deleted[e] = min(t0, h.deleted.get(e, t0))
+        elif op == "fault":
+            pass  # what the lab did to the system, not what the system did: nothing to check
         else:
             raise InvalidArgumentError(
-                f"{where}: unknown op {op!r} (expected publish, follow, unfollow, delete or observe)"
+                f"{where}: unknown op {op!r} (expected publish, follow, unfollow, delete, observe or fault)"
             )
     h.timed = bool(timed)
     if ordered is None:
