@@ -12,7 +12,8 @@ Definitions (also in ``docs/lab.md``):
 - *recovered* at time T after a fault's end: every request due in
   [T, T + 1 s] was answered correctly and their p99 is at most
   ``recover_p99_ms``; ``recovery_s`` is T minus the fault's end and
-  ``outage_s`` T minus its start;
+  ``outage_s`` T minus its start; none (not recovered) if no such window
+  ends before the next fault starts or the load ends;
 - *staleness*: delivery time on a user stream minus the publish's
   acknowledgement, over the posts acknowledged in the window.
 """
@@ -106,8 +107,10 @@ def fault_figures(samples: list[tuple[float, float, bool, str]], faults: list[di
         start, end = f["start"], f["end"] if f["end"] is not None else t_end
         hi = max(end, start + 0.25)  # a kill is instantaneous: its window is at least the next quarter second
         recovered = None
+        # Recovery must show before the next fault starts: after that, it would be that fault's.
+        limit = min([t_end] + [g["start"] for g in faults if not g.get("skipped") and g["start"] > start])
         k = bisect_left(times, end)
-        while k < len(ordered) and ordered[k][0] + RECOVERY_WINDOW_S <= t_end:
+        while k < len(ordered) and ordered[k][0] + RECOVERY_WINDOW_S <= limit:
             T = ordered[k][0]
             j = bisect_left(times, T + RECOVERY_WINDOW_S, lo=k)
             window = ordered[k:j]
@@ -208,6 +211,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     thr.axhline(result["load"]["rate"], color="grey", linestyle=":", linewidth=1, label="offered")
     thr.set_ylabel("requests/s")
     err.bar(t, [100 * r["error_rate"] for r in rows], width=result["bucket_s"], align="edge", color="tab:red", alpha=0.6)
+    err.set_ylim(0, max([1.0] + [120 * r["error_rate"] for r in rows]))
     err.set_ylabel("errors (%)")
     err.set_xlabel("seconds since the load started")
     for n, f in enumerate(f for f in result["faults"] if not f.get("skipped")):

@@ -156,7 +156,11 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
 
 def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``scenario`` on the deployment in ``path``; writes out/<name>/report.{json,md}, timeline.png."""
-    d = load_deployment(path)
+    try:
+        d = load_deployment(path)
+    except LabError as exc:  # one broken file is a failed row, not a failed comparison
+        print(f"lab: {path.stem}: failed: {exc}", flush=True)
+        return {"scenario": scenario.name, "deployment": path.stem, "status": "failed", "reason": str(exc)}
     run_dir = out / d.name
     if run_dir.exists():
         from .supervisor import down

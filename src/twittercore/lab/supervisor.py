@@ -212,6 +212,8 @@ class Lab:
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ)
+        if env.get("PYTHONPATH"):  # processes run in the run directory: a relative src/ would not be found there
+            env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
         env.update(extra)
         return env
 

@@ -1,0 +1,207 @@
+"""The failure-point lab: deployments come up and always go down, faults land, the report says what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from twittercore import cli
+from twittercore.lab.config import LabError, load_deployment, load_scenario
+from twittercore.lab.proxy import Proxy
+from twittercore.lab.supervisor import STATE_FILE, Lab, group_members
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENTS = ROOT / "lab" / "deployments"
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the lab tracks processes through /proc")
+
+
+def _nothing_left(pgids) -> None:
+    deadline = time.monotonic() + 3
+    while any(group_members(g) for g in pgids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [g for g in pgids if group_members(g)], "a process the lab started is still running"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_up_then_down_from_another_process_leaves_nothing(tmp_path):
+    """lab up starts 5 processes and returns; lab down in another process stops all of them."""
+    run_dir = tmp_path / "run"
+    up = subprocess.run([sys.executable, "-m", "twittercore", "lab", "up", str(DEPLOYMENTS / "lmdb-haproxy.toml"),
+                         "--dir", str(run_dir)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert up.returncode == 0, up.stderr
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    assert sorted(state["processes"]) == ["app1", "app2", "lb", "link1", "link2"]
+    assert all(group_members(g) for g in state["pgids"])  # they outlived `lab up`
+    import urllib.request
+
+    with urllib.request.urlopen(state["url"] + "/api/v1/instance", timeout=5) as response:
+        assert response.status == 200  # through haproxy and a link proxy to a server
+    down = subprocess.run([sys.executable, "-m", "twittercore", "lab", "down", "--dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert down.returncode == 0 and "stopped lmdb-haproxy (5 processes" in down.stdout, down.stdout + down.stderr
+    _nothing_left(state["pgids"])
+    assert not (run_dir / STATE_FILE).exists()
+    again = cli.main(["lab", "down", "--dir", str(run_dir)])  # idempotent
+    assert again == 0
+
+
+def test_a_failed_up_stops_what_it_started(tmp_path):
+    """A step that fails halfway through bringing a deployment up: the processes already started are stopped."""
+    path = _write(tmp_path / "broken.toml", """
+        name = "broken"
+        url = "http://127.0.0.1:{port:x}"
+        [[process]]
+        name = "sleeper{i}"
+        count = 2
+        argv = ["sleep", "600"]
+        [[step]]
+        argv = ["sh", "-c", "echo no cluster for you; exit 3"]
+        timeout = 0.5
+    """)
+    lab = Lab(load_deployment(path), tmp_path / "run")
+    with pytest.raises(LabError, match="no cluster for you"):
+        lab.up()
+    assert len(lab.pgids) == 2
+    _nothing_left(lab.pgids)
+    assert not (tmp_path / "run" / STATE_FILE).exists()
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    bad_key = _write(tmp_path / "a.toml", 'url = "x"\nprocesses = []\n[[process]]\nname = "a"\nargv = ["true"]\n')
+    with pytest.raises(LabError, match="unknown key.*processes"):
+        load_deployment(bad_key)
+    typo = _write(tmp_path / "b.toml", 'url = "http://127.0.0.1:{prot:a}"\n[[process]]\nname = "a"\nargv = ["true"]\n')
+    with pytest.raises(LabError, match=r"unknown placeholder \{prot:a\}"):
+        Lab(load_deployment(typo), tmp_path / "run").up()
+    fault = _write(tmp_path / "s.toml", 'deployments = []\n[[fault]]\nat = 1\naction = "explode"\ntarget = "app"\n')
+    with pytest.raises(LabError, match="action = 'explode'"):
+        load_scenario(fault)
+    assert cli.main(["lab", "run", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_proxy_delays_cuts_and_heals():
+    """The link proxy: a delay shows in the round trip; a reset partition refuses; healing restores."""
+
+    async def scenario() -> None:
+        async def echo(reader, writer):
+            while data := await reader.read(1024):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        upstream = await asyncio.start_server(echo, "127.0.0.1", 0)
+        proxy = Proxy(("127.0.0.1", upstream.sockets[0].getsockname()[1]))
+        front = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        port = front.sockets[0].getsockname()[1]
+
+        async def round_trip() -> float:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            t = time.monotonic()
+            writer.write(b"ping")
+            data = await asyncio.wait_for(reader.readexactly(4), 2)
+            writer.close()
+            assert data == b"ping"
+            return time.monotonic() - t
+
+        try:
+            assert await round_trip() < 0.1
+            proxy.update({"delay_ms": 150})
+            assert await round_trip() >= 0.29  # 150 ms each way
+            proxy.update({"delay_ms": 0, "partition": "reset"})
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await round_trip()
+            proxy.update({"partition": None})
+            assert await round_trip() < 0.1
+            with pytest.raises(ValueError, match="partition"):
+                proxy.update({"partition": "sideways"})
+        finally:
+            front.close()
+            upstream.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-cli") is None, reason="redis is not installed")
+def test_redis_cluster_steps_and_master_pick(tmp_path):
+    """The redis-cluster deployment's Redis half: 6 nodes on bus-port pairs, cluster create, pick = master."""
+    shipped = (DEPLOYMENTS / "redis-cluster.toml").read_text()
+    redis_only = shipped.split("[[process]]\nname = \"app{i}\"")[0]  # the app servers may not exist yet
+    redis_only = redis_only.replace('url = "http://127.0.0.1:{port:lb}"', 'url = "redis://127.0.0.1:{port:redis1}"')
+    path = _write(tmp_path / "redis.toml", redis_only)
+    lab = Lab(load_deployment(path), tmp_path / "run")
+    try:
+        lab.up()
+        assert all(p + 10000 not in lab.ports.values() for p in lab.ports.values())
+        master = lab.targets("redis", "master")
+        assert len(master) == 1
+        out = subprocess.run(["redis-cli", "-p", str(lab.ports[master[0]]), "role"], capture_output=True, text=True)
+        assert out.stdout.startswith("master")
+        info = subprocess.run(["redis-cli", "-p", str(lab.ports["redis1"]), "cluster", "info"], capture_output=True, text=True)
+        assert "cluster_known_nodes:6" in info.stdout
+    finally:
+        lab.down()
+    _nothing_left(lab.pgids)
+
+
+def test_smoke_scenario_kills_a_worker_and_reports_recovery(tmp_path):
+    """The shipped smoke scenario: a few seconds of load on lmdb-1, one worker SIGKILLed and replaced."""
+    out = tmp_path / "report"
+    code = cli.main(["lab", "run", "smoke", "--out", str(out)])
+    result = json.loads((out / "lmdb-1" / "report.json").read_text())
+    assert code == 0, result
+    assert result["status"] == "ok" and result["ok"]
+    assert result["verify"]["ok"] and not any(result["verify"]["violations"].values())
+    posts = result["posts"]
+    assert posts["acknowledged"] >= 40 and posts["lost"] == 0 and posts["resurrected"] == 0
+    (fault,) = result["faults"]
+    assert fault["action"] == "kill" and fault["processes"] == ["app"] and fault["error"] is None
+    assert fault["pids"] and 1.4 <= fault["start_s"] <= 1.8 and fault["end_s"] > fault["start_s"]
+    assert fault["during"]["requests"] > 0
+    assert fault["recovery_s"] is not None and fault["outage_s"] >= fault["recovery_s"]
+    assert result["load"]["requests"] == 160 and result["processes_left"] == 0
+    assert len(result["timeline"]) == 16 and sum(b["requests"] for b in result["timeline"]) >= 150
+    assert (out / "lmdb-1" / "timeline.png").stat().st_size > 10_000
+    assert "kill app" in (out / "lmdb-1" / "report.md").read_text()
+    assert "| lmdb-1 | ok |" in (out / "comparison.md").read_text()
+    history = (out / "lmdb-1" / "history.jsonl").read_text()
+    assert history.count('"op":"fault"') == 2  # its start and its end, on the history's clock
+
+
+def test_a_deployment_that_cannot_run_here_is_a_skipped_row(tmp_path):
+    """A failed ``requires`` check: the row says skipped and why; nothing is started; the run still succeeds."""
+    (tmp_path / "deployments").mkdir()
+    _write(tmp_path / "deployments" / "future.toml", """
+        url = "http://127.0.0.1:{port:app}"
+        [[requires]]
+        argv = ["sh", "-c", "exit 1"]
+        reason = "the future backend is not built yet"
+        [[process]]
+        name = "app"
+        argv = ["sleep", "600"]
+    """)
+    (tmp_path / "scenarios").mkdir()
+    _write(tmp_path / "scenarios" / "s.toml", """
+        deployments = ["future"]
+        [[fault]]
+        at = 1
+        action = "kill"
+        target = "app"
+    """)
+    out = tmp_path / "out"
+    assert cli.main(["lab", "run", str(tmp_path / "scenarios" / "s.toml"), "--out", str(out)]) == 0
+    assert "| future | skipped: the future backend is not built yet |" in (out / "comparison.md").read_text()
+    assert json.loads((out / "future" / "report.json").read_text())["status"] == "skipped"
