@@ -17,7 +17,7 @@ import pytest
 from twittercore import cli
 from twittercore.lab.config import LabError, load_deployment, load_scenario
 from twittercore.lab.proxy import Proxy
-from twittercore.lab.supervisor import STATE_FILE, Lab, group_members
+from twittercore.lab.supervisor import STATE_FILE, Lab, down, group_members
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = ROOT / "lab" / "deployments"
@@ -205,3 +205,64 @@ def test_a_deployment_that_cannot_run_here_is_a_skipped_row(tmp_path):
     assert cli.main(["lab", "run", str(tmp_path / "scenarios" / "s.toml"), "--out", str(out)]) == 0
     assert "| future | skipped: the future backend is not built yet |" in (out / "comparison.md").read_text()
     assert json.loads((out / "future" / "report.json").read_text())["status"] == "skipped"
+
+
+@pytest.mark.parametrize("bug, guarantee", [("drop", "G3"), ("reorder", "G1")])
+def test_a_broken_deployment_is_caught_and_named(bug, guarantee, tmp_path):
+    """A server that loses acknowledged posts from its pages, or reorders a page: the run is not ok, and says why."""
+    (tmp_path / "deployments").mkdir()
+    _write(tmp_path / "deployments" / "broken.toml", f"""
+        url = "http://127.0.0.1:{{port:app}}"
+        [[process]]
+        name = "app"
+        role = "app"
+        argv = ["{{python}}", "{ROOT / 'tests' / 'lab_broken_server.py'}", "{bug}", "--data", "{{dir}}/data",
+                "--port", "{{port:app}}", "--admin-token", "{{token}}", "--no-durable"]
+        health = "http://127.0.0.1:{{port:app}}/api/v1/instance"
+    """)
+    (tmp_path / "scenarios").mkdir()
+    _write(tmp_path / "scenarios" / "s.toml", """
+        deployments = ["broken"]
+        settle = 0.2
+        [load]
+        rate = 60
+        duration = 2
+        users = 12
+        followees = 4
+        posts = 60
+        connections = 4
+        streams = 0
+    """)
+    out = tmp_path / "out"
+    assert cli.main(["lab", "run", str(tmp_path / "scenarios" / "s.toml"), "--out", str(out)]) == 1
+    result = json.loads((out / "broken" / "report.json").read_text())
+    assert result["status"] == "ok" and not result["ok"] and not result["verify"]["ok"]
+    assert result["verify"]["violations"][guarantee] > 0
+    page = (out / "broken" / "report.md").read_text()
+    assert f"first {guarantee} counterexample: {guarantee} (" in page
+    assert f"{guarantee}: " in (out / "comparison.md").read_text()
+
+
+def test_ctrl_c_mid_run_stops_everything(tmp_path):
+    """SIGINT while the load runs: the lab tears the deployment down before it exits."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "twittercore", "lab", "run", "smoke", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state_file = out / "lmdb-1" / "deploy" / STATE_FILE
+    try:
+        deadline = time.monotonic() + 60
+        while "load: setup" not in (line := proc.stdout.readline()):
+            assert line and time.monotonic() < deadline, "the run never started its load"
+        state = json.loads(state_file.read_text())
+        assert state["pgids"] and all(group_members(g) for g in state["pgids"])
+        proc.send_signal(2)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            down(state_file.parent)  # the test failed: still leave nothing behind
+    assert proc.returncode == 130, rest
+    assert "everything it started was stopped" in rest
+    _nothing_left(state["pgids"])
+    assert not state_file.exists()

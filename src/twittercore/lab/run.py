@@ -38,11 +38,20 @@ class _LabLoad(loadtool.LoadRun):
     """The load tool's run, with streams that reconnect (a killed worker takes its streams with it)."""
 
     reconnect_delay = 0.2
+    stopping = False
 
     async def stream(self, name: str, account: loadtool.Account) -> None:
         for attempt in range(1000):  # bounded: 1000 reconnects is a server that never stays up
             await super().stream(f"{name}.{attempt}" if attempt else name, account)
+            # A cancel can be lost in asyncio.wait_for on 3.11 (it raced a connect that completed):
+            # the flag, not the cancel alone, is what ends the loop.
+            if self.stopping or asyncio.current_task().cancelling():
+                return
             await asyncio.sleep(self.reconnect_delay)
+
+    async def stop_streams(self) -> None:
+        self.stopping = True
+        await super().stop_streams()
 
 
 def load_args(url: str, token: str, out: Path, ordered: bool, options: dict[str, Any]) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -142,6 +151,7 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
             pass
         await asyncio.sleep(scenario.settle)
     finally:
+        lab.aborting = True
         if fault_task is not None and not fault_task.done():
             fault_task.cancel()
             await asyncio.gather(fault_task, return_exceptions=True)

@@ -124,8 +124,10 @@ class Lab:
         self.running: dict[str, Running] = {}
         self.pgids: set[int] = set()  # every group ever started: a killed server's orphans are in the old one
         self.mounts: list[str] = []
-        self.log: list[str] = []
         self.url = ""
+        # Set when a run is being torn down: health waits in worker threads stop at once
+        # (the event loop's shutdown would otherwise wait for them).
+        self.aborting = False
 
     # ---------------------------------------------------------- templates
 
@@ -250,6 +252,8 @@ class Lab:
                 raise LabError(f"{where}: exited with status {r.popen.returncode} while starting:\n{self.tail(name)}")
             if self.ready(url, port):
                 return
+            if self.aborting:
+                raise LabError(f"{where}: the run is being stopped")
             if time.monotonic() > deadline:
                 raise LabError(f"{where}: not ready after {timeout:.0f} s ({url or port}):\n{self.tail(name)}")
             time.sleep(0.05)
