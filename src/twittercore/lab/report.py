@@ -162,7 +162,7 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("ramp"):
         r = result["ramp"]
         lines += [f"Ramp: maximum sustainable rate {_fmt(r['max_sustainable_rate'], '/s', 0)}, failure point "
-                  f"{_fmt(r['failure_point'], '/s', 0)} (p99 > {r['p99_limit']:g} ms or errors > {100 * r['error_limit']:g}%); "
+                  f"{_fmt(r['failure_point'], '/s', 0) if r['failure_point'] else 'above ' + _fmt(r['steps'][-1]['rate'], '/s', 0)} (p99 > {r['p99_limit']:g} ms or errors > {100 * r['error_limit']:g}%); "
                   f"faults run at {load['rate']:.0f}/s.", ""]
     if result["faults"]:
         lines += ["| fault | at | lasted | requests | availability | errors | p99 during | staleness p99 | recovery | outage |",

@@ -134,7 +134,8 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
                 step_rate *= args.ramp_factor
             failure = next((s["rate"] for s in steps if not s["ok"]), None)
             sustainable = max((s["rate"] for s in steps if s["ok"]), default=None)
-            rate = failure * float(opts["rate_fraction"]) if failure else steps[-1]["rate"]
+            # No failure within max_steps: the last rate is a lower bound of the failure point.
+            rate = (failure or steps[-1]["rate"]) * float(opts["rate_fraction"])
             ramp = {"steps": steps, "failure_point": failure, "max_sustainable_rate": sustainable,
                     "p99_limit": args.p99_limit, "error_limit": args.error_limit}
             await asyncio.sleep(args.cooldown)  # the failed step left a queue behind
