@@ -152,6 +152,27 @@ def test_redis_cluster_steps_and_master_pick(tmp_path):
         assert out.stdout.startswith("master")
         info = subprocess.run(["redis-cli", "-p", str(lab.ports["redis1"]), "cluster", "info"], capture_output=True, text=True)
         assert "cluster_known_nodes:6" in info.stdout
+        # Kill that master, restart it after the cluster node timeout (2 s): its replica has been promoted, so
+        # the old master rejoins as a replica. (Restarted sooner, it would still be the master.)
+        from twittercore.lab.config import FaultSpec
+        from twittercore.lab.faults import run_faults
+
+        async def kill_master() -> list:
+            log: list = []
+            loop = asyncio.get_running_loop()
+            await run_faults(lab, [FaultSpec(at=0, action="kill", target="redis", pick="master", restart_after=3.0)],
+                             loop.time(), _Faults(), log)
+            return log
+
+        (record,) = asyncio.run(kill_master())
+        assert record["error"] is None and record["processes"] == master
+        role = ""
+        deadline = time.monotonic() + 30
+        while not role.startswith("slave") and time.monotonic() < deadline:
+            time.sleep(0.25)
+            role = subprocess.run(["redis-cli", "-p", str(lab.ports[master[0]]), "role"], capture_output=True, text=True).stdout
+        assert role.startswith("slave"), role
+        assert len(lab.targets("redis", "all")) == 6 and lab.targets("redis", "master") != master
     finally:
         lab.down()
     _nothing_left(lab.pgids)
@@ -266,3 +287,56 @@ def test_ctrl_c_mid_run_stops_everything(tmp_path):
     assert "everything it started was stopped" in rest
     _nothing_left(state["pgids"])
     assert not state_file.exists()
+
+
+class _Faults:
+    """Collects what run_faults writes into a history."""
+
+    def __init__(self) -> None:
+        self.records = []
+
+    def fault(self, *args, **kwargs) -> None:
+        self.records.append((args, kwargs))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_fills_the_tmpfs_then_frees_it_and_down_unmounts(tmp_path):
+    from twittercore.lab.config import FaultSpec
+    from twittercore.lab.faults import run_faults
+
+    path = _write(tmp_path / "d.toml", """
+        url = "http://127.0.0.1:{port:x}"
+        [[tmpfs]]
+        name = "data"
+        path = "data"
+        size = "2m"
+        [[process]]
+        name = "sleeper"
+        argv = ["sleep", "600"]
+    """)
+    lab = Lab(load_deployment(path), tmp_path / "run")
+    mount = tmp_path / "run" / "data"
+    try:
+        lab.up()
+        assert os.path.ismount(mount)
+        seen = []
+
+        async def scenario() -> None:
+            loop = asyncio.get_running_loop()
+            log: list = []
+            task = loop.create_task(run_faults(lab, [FaultSpec(at=0, action="disk-full", target="data", duration=0.3)],
+                                               loop.time(), history, log))
+            await asyncio.sleep(0.15)
+            seen.append(os.statvfs(mount).f_bavail)
+            await task
+            seen.append(os.statvfs(mount).f_bavail)
+            assert log[0]["error"] is None and log[0]["bytes"] >= 1_500_000
+
+        history = _Faults()
+        asyncio.run(scenario())
+        assert seen[0] == 0 and seen[1] > 400  # full during the fault, free after (4 KiB blocks)
+        assert [r[0][2] for r in history.records] == ["start", "end"]
+    finally:
+        lab.down()
+    assert not os.path.ismount(mount)
+    _nothing_left(lab.pgids)

@@ -241,7 +241,9 @@ def load_deployment(path: Path) -> Deployment:
         if count > 1 and "{i}" not in name:
             raise LabError(f"{w}: count = {count} needs {{i}} in the name (e.g. \"app{{i}}\")")
         for i in range(1, count + 1):
-            sub = lambda s: s.replace("{i}", str(i))  # noqa: E731 - instance number first, the rest at up time
+            def sub(s: str, i: int = i) -> str:  # the instance number first, the rest at up time
+                return s.replace("{i}", str(i))
+
             spec = ProcessSpec(
                 name=sub(name), argv=[sub(a) for a in argv], **{**common, "env": {k: sub(str(v)) for k, v in common["env"].items()}},
             )
