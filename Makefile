@@ -61,9 +61,10 @@ bench-quick: build redis
 # The failure-point lab (docs/lab.md): every deployment in lab/deployments under the same load and
 # faults, side by side in lab-report/comparison.md.  Deployments whose backend is not built yet are
 # skipped rows.  Bounded: each run's ramp, load and faults are fixed in lab/scenarios/matrix.toml, and
-# `timeout` ends the whole comparison (tearing every deployment down) after 15 minutes.
+# `timeout` ends the comparison (tearing every deployment down) after 15 minutes, the ladder after 5.
 lab: build redis
 	timeout -s INT 900 $(BIN)/python -m twittercore lab run matrix --out lab-report
+	timeout -s INT 300 $(BIN)/python -m twittercore lab run ladder --out lab-report/ladder
 
 # Seconds, not minutes: one worker of the embedded deployment killed under load.
 lab-smoke: build

@@ -17,6 +17,7 @@ import pytest
 from twittercore import cli
 from twittercore.lab.config import LabError, load_deployment, load_scenario
 from twittercore.lab.proxy import Proxy
+from twittercore.lab.run import run_scenario
 from twittercore.lab.supervisor import STATE_FILE, Lab, down, group_members
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,9 @@ def test_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(LabError, match="action = 'explode'"):
         load_scenario(fault)
     assert cli.main(["lab", "run", str(tmp_path / "missing.toml")]) == 2
+    typo = _write(tmp_path / "t.toml", 'deployments = []\n[load]\nrat = 5\n')
+    with pytest.raises(LabError, match="rat: not an option of twittercore load"):
+        run_scenario(load_scenario(typo), tmp_path / "out")
 
 
 def test_proxy_delays_cuts_and_heals():

@@ -40,19 +40,27 @@ def _p(values: list[float], q: float) -> float:
 
 
 def timeline(samples: list[tuple[float, float, bool, str]], t_start: float, duration: float, bucket: float) -> list[dict[str, Any]]:
-    """Per bucket of due time: requests, answered per second, errors, p50/p99 in ms."""
+    """Per bucket: requests due, their errors and p50/p99 in ms; answers completed per second in it.
+
+    Latency and errors are by due time (what a request met when it was sent);
+    throughput is by completion time, so a stall shows as a dip, then a burst.
+    """
     n = max(1, math.ceil(duration / bucket))
     rows: list[list[tuple[float, bool]]] = [[] for _ in range(n)]
+    answered = [0] * n
     for intended, latency, ok, _ in samples:
         k = int((intended - t_start) / bucket)
         if 0 <= k < n:
             rows[k].append((latency, ok))
+        done = int((intended + latency - t_start) / bucket)
+        if ok and 0 <= done < n:
+            answered[done] += 1
     out = []
     for k, row in enumerate(rows):
         lat = [x for x, _ in row]
         errors = sum(1 for _, ok in row if not ok)
         out.append({
-            "t": round(k * bucket, 3), "requests": len(row), "answered_per_s": (len(row) - errors) / bucket,
+            "t": round(k * bucket, 3), "requests": len(row), "answered_per_s": answered[k] / bucket,
             "errors": errors, "error_rate": errors / len(row) if row else 0.0,
             "p50_ms": _p(lat, 50) * 1e3, "p99_ms": _p(lat, 99) * 1e3,
         })
@@ -209,7 +217,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     lat.set_ylabel("latency (ms, open loop)")
     thr.plot(t, [r["answered_per_s"] for r in rows], color="tab:green", drawstyle="steps-post", label="answered")
     thr.axhline(result["load"]["rate"], color="grey", linestyle=":", linewidth=1, label="offered")
-    thr.set_ylabel("requests/s")
+    thr.set_ylabel("answered/s")
+    thr.set_ylim(0, 1.15 * max([result["load"]["rate"]] + [r["answered_per_s"] for r in rows]))
     err.bar(t, [100 * r["error_rate"] for r in rows], width=result["bucket_s"], align="edge", color="tab:red", alpha=0.6)
     err.set_ylim(0, max([1.0] + [120 * r["error_rate"] for r in rows]))
     err.set_ylabel("errors (%)")
@@ -233,16 +242,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def comparison(results: Iterable[dict[str, Any]]) -> str:
     """One Markdown page across deployments: a row per deployment, then a row per (deployment, fault)."""
     results = list(results)
-    lines = ["| deployment | status | rate | errors | p99 | max sustainable | failure point | acked | lost | verifier |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    # Ratios within one run are what compares across deployments on a shared machine.
+    first = next((r["ramp"]["max_sustainable_rate"] for r in results if (r.get("ramp") or {}).get("max_sustainable_rate")), None)
+    lines = ["| deployment | status | rate | errors | p99 | max sustainable | vs first | failure point | acked | lost | verifier |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "load" not in r:
-            lines.append(f"| {r['deployment']} | {r['status']}: {r.get('reason', '')} | — | — | — | — | — | — | — | — |")
+            lines.append(f"| {r['deployment']} | {r['status']}: {r.get('reason', '')} |" + " — |" * 9)
             continue
         load, ramp = r["load"], r.get("ramp") or {}
         lines.append(
             f"| {r['deployment']} | {r['status']} | {load['rate']:.0f}/s | {100 * load['error_rate']:.2f}% | {load['p99_ms']:.1f} ms | "
-            f"{_fmt(ramp.get('max_sustainable_rate'), '/s', 0)} | {_fmt(ramp.get('failure_point'), '/s', 0)} | "
+            f"{_fmt(ramp.get('max_sustainable_rate'), '/s', 0)} | "
+            f"{_fmt(ramp['max_sustainable_rate'] / first if first and ramp.get('max_sustainable_rate') else None, '×', 2)} | "
+            f"{_fmt(ramp.get('failure_point'), '/s', 0)} | "
             f"{r['posts']['acknowledged']} | {r['posts']['lost']} | "
             f"{'ok' if r['verify']['ok'] else ', '.join(f'{g}: {n}' for g, n in r['verify']['violations'].items() if n)} |"
         )

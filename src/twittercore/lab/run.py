@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..checking.verify import verify
+from ..errors import InvalidArgumentError
 from ..tools import loadtool
 from ..tools.loadtool_http import Connection, HTTPError
 from . import report
@@ -193,7 +194,7 @@ def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[st
         print(f"lab: {d.name} up at {url} ({len(lab.running)} processes)", flush=True)
         args, opts = load_args(url, lab.token, run_dir, d.ordered_ids, options)
         got = loadtool._run_loop(_drive(lab, url, scenario, args, opts))
-    except (LabError, HTTPError) as exc:
+    except (InvalidArgumentError, HTTPError, OSError) as exc:  # LabError is an InvalidArgumentError
         result = {**base, "status": "failed", "reason": str(exc)}
         report.write(result, run_dir)
         print(f"lab: {d.name}: failed: {exc}", flush=True)
@@ -228,6 +229,7 @@ def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[st
 def run_scenario(scenario: Scenario, out: Path, only: list[str] | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every deployment of the scenario in turn (or those named in ``only``); comparison.md and .json in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    load_args("http://127.0.0.1:1", "-", out, True, {**scenario.load, **(overrides or {})})  # a [load] typo fails now, not after up
     results = []
     for path in scenario.deployments:
         if only and path.stem not in only:
