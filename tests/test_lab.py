@@ -91,6 +91,9 @@ def test_bad_files_are_clear_errors(tmp_path):
     fault = _write(tmp_path / "s.toml", 'deployments = []\n[[fault]]\nat = 1\naction = "explode"\ntarget = "app"\n')
     with pytest.raises(LabError, match="action = 'explode'"):
         load_scenario(fault)
+    stringly = _write(tmp_path / "s2.toml", 'deployments = []\n[[fault]]\nat = "soon"\naction = "kill"\ntarget = "app"\n')
+    with pytest.raises(LabError, match="at: wrong type"):
+        load_scenario(stringly)
     assert cli.main(["lab", "run", str(tmp_path / "missing.toml")]) == 2
     typo = _write(tmp_path / "t.toml", 'deployments = []\n[load]\nrat = 5\n')
     with pytest.raises(LabError, match="rat: not an option of twittercore load"):

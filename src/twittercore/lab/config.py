@@ -295,10 +295,15 @@ def load_scenario(path: Path) -> Scenario:
         unknown = set(f) - known
         if unknown:
             raise LabError(f"{w}: unknown key(s) {', '.join(sorted(unknown))} (see docs/lab.md)")
+        numbers = {k: float(v) for k, v in f.items() if isinstance(v, int) and not isinstance(v, bool)}  # at = 3 means 3.0
         try:
-            spec = FaultSpec(**{k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in ("action", "target", "pick", "mode") else v for k, v in f.items()})
+            spec = FaultSpec(**{**f, **numbers})
         except TypeError as exc:
             raise LabError(f"{w}: {exc} (every fault needs at, action and target)") from None
+        kinds = {"float": float, "str": str}
+        wrong = [k for k, fd in FaultSpec.__dataclass_fields__.items() if not isinstance(getattr(spec, k), kinds[str(fd.type)])]
+        if wrong:
+            raise LabError(f"{w}: {', '.join(wrong)}: wrong type (numbers for times and rates, strings for names)")
         if spec.action not in FAULT_ACTIONS:
             raise LabError(f"{w}: action = {spec.action!r}: expected one of {', '.join(FAULT_ACTIONS)}")
         if spec.pick not in ("first", "last", "all", "master"):

@@ -30,7 +30,7 @@ from typing import Any
 from ..checking.history import records
 from ..tools.loadtool import percentile
 
-__all__ = ["timeline", "fault_figures", "history_facts", "markdown", "plot", "comparison"]
+__all__ = ["comparison", "fault_figures", "history_facts", "lag_summary", "markdown", "plot", "timeline", "write"]
 
 RECOVERY_WINDOW_S = 1.0
 
@@ -86,7 +86,7 @@ def history_facts(path: Path) -> dict[str, Any]:
     return {"acked": acked, "deleted": deleted, "lags": lags}
 
 
-def _lag_summary(lags: list[tuple[int, float]], lo_ns: float = -math.inf, hi_ns: float = math.inf) -> dict[str, Any]:
+def lag_summary(lags: list[tuple[int, float]], lo_ns: float = -math.inf, hi_ns: float = math.inf) -> dict[str, Any]:
     start = bisect_left(lags, (lo_ns, -math.inf)) if lo_ns > -math.inf else 0
     values = [lag for t, lag in lags[start:] if t <= hi_ns]
     return {"deliveries": len(values), "p50_ms": _p(values, 50), "p99_ms": _p(values, 99), "max_ms": max(values, default=0.0)}
@@ -132,7 +132,7 @@ def fault_figures(samples: list[tuple[float, float, bool, str]], faults: list[di
             **{key: f[key] for key in ("label", "action", "target", "processes", "pids", "error")},
             "start_s": round(start - t_start, 3), "end_s": round(end - t_start, 3),
             "during": _window(ordered, start, hi),
-            "staleness": _lag_summary(lags, (start + clock_offset) * 1e9, (hi + clock_offset) * 1e9),
+            "staleness": lag_summary(lags, (start + clock_offset) * 1e9, (hi + clock_offset) * 1e9),
             "recovered_at_s": None if recovered is None else round(recovered - t_start, 3),
             "recovery_s": None if recovered is None else round(max(0.0, recovered - end), 3),
             "outage_s": None if recovered is None else round(max(0.0, recovered - start), 3),

@@ -212,7 +212,7 @@ def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[st
         "faults": report.fault_figures(got["samples"], got["faults"], got["t_start"], got["t_end"],
                                        scenario.recover_p99_ms, got["facts"]["lags"], got["clock_offset"]),
         "posts": got["posts"],
-        "staleness": report._lag_summary(got["facts"]["lags"]),
+        "staleness": report.lag_summary(got["facts"]["lags"]),
         "streamed_events": got["streamed"], "stream_errors": got["stream_errors"],
         "verify": verdict.to_dict(),
         "timeline": report.timeline(got["samples"], got["t_start"], got["t_end"] - got["t_start"], scenario.bucket_s),
