@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis clean
+.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis lab lab-smoke clean
 
 all: build
 
@@ -62,6 +62,18 @@ bench: build redis
 
 bench-quick: build redis
 	$(BIN)/python benchmarks/compare.py --quick --out $(VENV)/bench-quick
+
+# The failure-point lab (docs/lab.md): every deployment in lab/deployments under the same load and
+# faults, side by side in lab-report/comparison.md.  Deployments whose backend is not built yet are
+# skipped rows.  Bounded: each run's ramp, load and faults are fixed in lab/scenarios/matrix.toml, and
+# `timeout` ends the comparison (tearing every deployment down) after 15 minutes, the ladder after 5.
+lab: build redis
+	timeout -s INT 900 $(BIN)/python -m twittercore lab run matrix --out lab-report
+	timeout -s INT 300 $(BIN)/python -m twittercore lab run ladder --out lab-report/ladder
+
+# Seconds, not minutes: one worker of the embedded deployment killed under load.
+lab-smoke: build
+	timeout -s INT 120 $(BIN)/python -m twittercore lab run smoke --out lab-report/smoke
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/twittercore/*.so src/twittercore/_merge.c $(SO)

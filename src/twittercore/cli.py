@@ -18,6 +18,7 @@ COMMANDS = {
     "bench": ("twittercore.tools.bench", "where the comparison harness is (it ships with the source checkout)"),
     "serve": ("twittercore.tools.serve", "run the Mastodon-compatible server (the server extra)"),
     "load": ("twittercore.tools.loadtool", "drive a server over HTTP, record and verify"),
+    "lab": ("twittercore.lab.cli", "the failure-point lab: lab up/down DEPLOYMENT, lab run SCENARIO (docs/lab.md)"),
 }
 
 

@@ -125,6 +125,10 @@ class HistoryWriter:
         """Event ``id`` was deleted."""
         self._write({"op": "delete", "id": id}, t0)
 
+    def fault(self, action: str, target: str, phase: str, *, t0: int | None = None, **detail: Any) -> None:
+        """A fault the lab injected (``phase`` "start" or "end"); context for readers, ignored by the verifier."""
+        self._write({"op": "fault", "action": action, "target": target, "phase": phase, **detail}, t0)
+
     # ---------------------------------------------------------- observations
 
     def observe(
@@ -328,7 +332,7 @@ class History:
         return f"event {self.ids[e]!r}" + ("" if source < 0 else f" (source {self.nodes[source]!r})")
 
 
-_OPS = "publish, follow, unfollow, delete or observe"
+_OPS = "publish, follow, unfollow, delete, observe or fault"
 
 
 def _times(record: dict[str, Any], where: str) -> tuple[Any, Any]:
@@ -411,6 +415,8 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
             e = h.event(_id(record, "id", where))
             h.deleted[e] = min(t0, h.deleted.get(e, t0))
             h.deleted_done[e] = min(t, h.deleted_done.get(e, t))
+        elif op == "fault":
+            pass  # what the lab did to the system, not what the system did: nothing to check
         elif op is None:
             raise _fail(where, 'a record without "op"', f"expected one of {_OPS}, or the format header")
         else:

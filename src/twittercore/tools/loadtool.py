@@ -103,6 +103,8 @@ class LoadRun:
         self.stream_tasks: list[asyncio.Task[None]] = []
         self.streamed = 0
         self.stream_errors: list[str] = []
+        # Called as on_sample(kind, ok, intended, latency) for every request of a step (the lab's timeline).
+        self.on_sample: Any = None
 
     # ----------------------------------------------------------- helpers
 
@@ -390,6 +392,8 @@ class LoadRun:
                     except HTTPError:
                         kind, ok = _kind(op), False
                     latencies[kind].append(loop.time() - intended)
+                    if self.on_sample is not None:
+                        self.on_sample(kind, ok, intended, latencies[kind][-1])
                     if not ok:
                         errors[kind] += 1
             finally:
