@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from tests.server_fixtures import server_fixture  # noqa: E402
+from tests.server_fixtures import serve_process, server_fixture  # noqa: E402
 from twittercore.server.testing import free_port, running_server  # noqa: E402
 
 ADMIN = "test-admin-token"
@@ -266,33 +266,6 @@ def test_create_account_command(tmp_path):
         # The self-edge was made too: carol's own post is in her home timeline.
         post(c, {"Authorization": f"Bearer {token}"}, "mine")
         assert len(c.get("/api/v1/timelines/home", headers={"Authorization": f"Bearer {token}"}).json()) == 1
-
-
-@contextlib.contextmanager
-def serve_process(data: Path, port: int, *extra: str):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twittercore", "serve", "--data", str(data), "--port", str(port), "--no-durable", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/v1/streaming/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}") from None
-                time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_two_processes_share_one_store(tmp_path):
