@@ -103,14 +103,14 @@ _TRUE = ("1", "true", "t", "on", "yes")
 _FALSE = ("0", "false", "f", "off", "no", "")
 
 
-def flag(params: dict[str, Any], name: str, default: bool = False) -> bool:
-    """A boolean parameter as Rails reads one; anything else is a 422."""
+def flag(params: Any, name: str, default: bool = False, status: int = 422) -> bool:
+    """A boolean parameter as Rails reads one; anything else is a ``status`` (422 in a body, 400 in a query)."""
     value = params.get(name, default)
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
         return value.lower() in _TRUE
-    raise ApiError(422, f"Validation failed: {name}: expected a boolean, got {str(value)[:40]!r}")
+    raise ApiError(status, f"{'Validation failed: ' if status == 422 else ''}{name}: expected a boolean, got {str(value)[:40]!r}")
 
 
 def text_field(params: dict[str, Any], name: str, largest: int, default: str | None = None) -> str | None:

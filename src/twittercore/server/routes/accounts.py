@@ -133,7 +133,7 @@ async def search(request: Request) -> Response:
     if not (offset_text.isascii() and offset_text.isdigit()) or len(offset_text) > 6:
         raise ApiError(400, f"offset: expected a small non-negative integer, got {offset_text[:20]!r}")
     offset = int(offset_text)
-    flag(dict(q), "resolve")  # accepted for clients' sake; there is nothing remote to resolve
+    flag(q, "resolve", status=400)  # accepted for clients' sake; there is nothing remote to resolve
     renderer = server.renderer(request)
     accounts: list[Any] = []
     statuses: list[Any] = []
@@ -171,8 +171,8 @@ async def relationships(request: Request) -> Response:
 async def account_statuses(request: Request) -> Response:
     server = server_of(request)
     account = server.account(path_id(request))
-    q = dict(request.query_params)
-    if flag(q, "pinned") or flag(q, "only_media"):
+    q = request.query_params
+    if flag(q, "pinned", status=400) or flag(q, "only_media", status=400):
         return json_response([])  # no pins, no media on this server
     page = paging(request)
     events = [] if page is None else server.store.timeline(account.id, **page)
