@@ -309,3 +309,41 @@ def test_two_processes_share_one_store(tmp_path):
             assert texts.count("<p>retried</p>") == 1
             one.close()
             two.close()
+
+
+def test_idle_streams_cost_nothing(monkeypatch):
+    """With streams open and nothing posted, the hub makes no store reads: it waits in Store.wait, it does not poll."""
+    from twittercore.backends.memory import MemoryStore
+
+    calls = {"changes": 0, "last": 0}
+    real_changes, real_last = MemoryStore._changes, MemoryStore._last_seq
+
+    def changes(self, *args):
+        calls["changes"] += 1
+        return real_changes(self, *args)
+
+    def last(self):
+        calls["last"] += 1
+        return real_last(self)
+
+    monkeypatch.setattr(MemoryStore, "_changes", changes)
+    monkeypatch.setattr(MemoryStore, "_last_seq", last)
+    with running_server(admin_token=ADMIN, heartbeat=5) as url, httpx.Client(base_url=url, timeout=10) as c:
+        _, a = register(c, "alice")
+        streams = [c.stream("GET", "/api/v1/streaming/user", headers=a) for _ in range(3)]
+        try:
+            lines = [s.__enter__().iter_lines() for s in streams]
+            for it in lines:
+                assert next(it) == ":)"
+            time.sleep(0.3)  # let the joins settle
+            before = dict(calls)
+            time.sleep(1.5)
+            assert calls["changes"] == before["changes"], "the hub read changes with nothing posted"
+            assert calls["last"] - before["last"] <= 1, "the hub polled the store's position"
+            post(c, a, "wake up")
+            got = [read_events(it, want=1) for it in lines]
+            assert all(any(e[0] == "update" for e in g) for g in got)
+            assert calls["changes"] - before["changes"] >= 3  # one wake-up, one read per subscriber
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
