@@ -347,3 +347,23 @@ def test_idle_streams_cost_nothing(monkeypatch):
         finally:
             for s in streams:
                 s.__exit__(None, None, None)
+
+
+def test_serve_store_option(tmp_path):
+    """`serve --store TARGET` puts statuses in any twittercore.open target; accounts stay in --data."""
+    data, elsewhere, port = tmp_path / "data", tmp_path / "elsewhere", free_port()
+    with serve_process(data, port, "--store", str(elsewhere), "--create-account", "alice") as proc:
+        line = ""
+        while not line.startswith("account "):
+            line = proc.stdout.readline()
+        auth = {"Authorization": f"Bearer {line.split('token=')[1].strip()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            post(c, auth, "stored elsewhere")
+            assert len(c.get("/api/v1/timelines/home", headers=auth).json()) == 1
+    assert (elsewhere / "data.mdb").exists() and not (data / "store").exists()
+    assert (data / "server.sqlite3").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "twittercore", "serve", "--data", str(data), "--port", str(port), "--store", "nosuch+scheme://127.0.0.1:1"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--store nosuch+scheme://" in bad.stderr
