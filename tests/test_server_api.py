@@ -167,3 +167,11 @@ def test_malformed_elsewhere(server):
         # A declared Content-Length past the limit is refused without reading the body.
         big = c.post("/api/v1/statuses", content=b"x" * 70_000, headers={**a, "Content-Type": "application/json"})
         assert big.status_code == 413
+
+
+def test_multipart_post(server):
+    with httpx.Client(base_url=server, timeout=10) as c:
+        _, a = register(c, "alice")
+        r = c.post("/api/v1/statuses", files={"status": (None, "multipart works")}, headers=a)
+        assert r.status_code == 200, r.text
+        assert r.json()["content"] == "<p>multipart works</p>"

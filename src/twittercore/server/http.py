@@ -155,7 +155,11 @@ async def read_body(request: Request, largest: int = MAX_BODY) -> bytes:
         if size > largest:
             raise ApiError(413, f"body: larger than {largest} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    # Starlette's own parsers (request.form()) re-read the body from here once
+    # the stream is consumed.
+    request._body = body
+    return body
 
 
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, Any]:

@@ -96,6 +96,10 @@ class Hub:
         store = self.server.store
         try:
             seen = store.last_id()
+            # A commit between a join's cursor and this read would wake no
+            # one: pump once from here so every subscriber starts level.
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._pump_all)
             while not self._stopped.is_set():
                 with self._lock:
                     if not self._wanted:
