@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from tests.server_fixtures import server_fixture  # noqa: E402
+from tests.server_fixtures import serve_process, server_fixture  # noqa: E402
 from twittercore.server.testing import free_port, running_server  # noqa: E402
 
 ADMIN = "test-admin-token"
@@ -268,34 +268,6 @@ def test_create_account_command(tmp_path):
         assert len(c.get("/api/v1/timelines/home", headers={"Authorization": f"Bearer {token}"}).json()) == 1
 
 
-@contextlib.contextmanager
-def serve_process(data: Path, port: int, *extra: str):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twittercore", "serve", "--data", str(data), "--port", str(port), "--no-durable", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/v1/streaming/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}") from None
-                time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-
-
 def test_two_processes_share_one_store(tmp_path):
     """A post made through one server process streams to a client of another."""
     data = tmp_path / "data"
@@ -337,3 +309,61 @@ def test_two_processes_share_one_store(tmp_path):
             assert texts.count("<p>retried</p>") == 1
             one.close()
             two.close()
+
+
+def test_idle_streams_cost_nothing(monkeypatch):
+    """With streams open and nothing posted, the hub makes no store reads: it waits in Store.wait, it does not poll."""
+    from twittercore.backends.memory import MemoryStore
+
+    calls = {"changes": 0, "last": 0}
+    real_changes, real_last = MemoryStore._changes, MemoryStore._last_seq
+
+    def changes(self, *args):
+        calls["changes"] += 1
+        return real_changes(self, *args)
+
+    def last(self):
+        calls["last"] += 1
+        return real_last(self)
+
+    monkeypatch.setattr(MemoryStore, "_changes", changes)
+    monkeypatch.setattr(MemoryStore, "_last_seq", last)
+    with running_server(admin_token=ADMIN, heartbeat=5) as url, httpx.Client(base_url=url, timeout=10) as c:
+        _, a = register(c, "alice")
+        streams = [c.stream("GET", "/api/v1/streaming/user", headers=a) for _ in range(3)]
+        try:
+            lines = [s.__enter__().iter_lines() for s in streams]
+            for it in lines:
+                assert next(it) == ":)"
+            time.sleep(0.3)  # let the joins settle
+            before = dict(calls)
+            time.sleep(1.5)
+            assert calls["changes"] == before["changes"], "the hub read changes with nothing posted"
+            assert calls["last"] - before["last"] <= 1, "the hub polled the store's position"
+            post(c, a, "wake up")
+            got = [read_events(it, want=1) for it in lines]
+            assert all(any(e[0] == "update" for e in g) for g in got)
+            assert calls["changes"] - before["changes"] >= 3  # one wake-up, one read per subscriber
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
+
+
+def test_serve_store_option(tmp_path):
+    """`serve --store TARGET` puts statuses in any twittercore.open target; accounts stay in --data."""
+    data, elsewhere, port = tmp_path / "data", tmp_path / "elsewhere", free_port()
+    with serve_process(data, port, "--store", str(elsewhere), "--create-account", "alice") as proc:
+        line = ""
+        while not line.startswith("account "):
+            line = proc.stdout.readline()
+        auth = {"Authorization": f"Bearer {line.split('token=')[1].strip()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            post(c, auth, "stored elsewhere")
+            assert len(c.get("/api/v1/timelines/home", headers=auth).json()) == 1
+    assert (elsewhere / "data.mdb").exists() and not (data / "store").exists()
+    assert (data / "server.sqlite3").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "twittercore", "serve", "--data", str(data), "--port", str(port), "--store", "nosuch+scheme://127.0.0.1:1"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--store nosuch+scheme://" in bad.stderr

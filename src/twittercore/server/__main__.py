@@ -1,6 +1,6 @@
 """``python -m twittercore.server``: account admin and serving from a data dir.
 
-    python -m twittercore.server create-account alice --data DIR
+    python -m twittercore.server create-account alice --data DIR [--password PW]
     python -m twittercore.server serve --data DIR --port 8000
 
 ``create-account`` prints the new account's id and bearer token (shown once:
@@ -14,21 +14,28 @@ import os
 import sys
 
 
-def create_account(data: str, username: str, store_target: str | None = None) -> tuple[int, str]:
-    """Create an account in a data dir (server running or not); returns (id, token)."""
+def create_account(data: str, username: str, store_target: str | None = None, password: str | None = None) -> tuple[int, str]:
+    """Create an account in a data dir (server running or not); returns (id, token).
+
+    With a password the account can also log in through OAuth (``/oauth/token``,
+    the authorize page).  A registration that died half way is completed.
+    """
     import twittercore
 
     from .app import paths
-    from .state import State
+    from .auth import hash_password
+    from .sqlite_state import SQLiteState
+    from .state import StateError, register
 
+    if password is not None and not 8 <= len(password) <= 72:
+        raise StateError("Validation failed: Password must be 8 to 72 characters")
     os.makedirs(data, exist_ok=True)
     store_path, state_path = paths(data)
-    state = State(state_path)
+    state = SQLiteState(state_path)
     try:
         with twittercore.open(store_target or store_path) as store:
-            account, token = state.create_account(username)
-            # The self-edge: an account's home timeline includes its own posts.
-            store.follow(account.id, account.id)
+            hashed = None if password is None else hash_password(password)
+            account, token = register(state, store, username, None, hashed)
     finally:
         state.close()
     return account.id, token
@@ -40,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     make = sub.add_parser("create-account", help="create an account and print its bearer token")
     make.add_argument("username")
     make.add_argument("--data", required=True, help="the server's data dir")
+    make.add_argument("--store", default=None, help="the store, if not the data dir's (any twittercore.open target)")
+    make.add_argument("--password", default=None, help="lets the account log in through OAuth (8 to 72 characters)")
     serve = sub.add_parser("serve", help="run the server (same as `twittercore serve`)")
     from ..tools import serve as serve_command
 
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from .state import StateError
 
         try:
-            id, token = create_account(args.data, args.username)
+            id, token = create_account(args.data, args.username, args.store, args.password)
         except StateError as exc:
             print(f"create-account: {exc}", file=sys.stderr)
             return 1

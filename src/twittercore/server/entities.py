@@ -40,8 +40,8 @@ def dumps(value: Any) -> bytes:
 
 # ------------------------------------------------------------------ payloads
 # Payload keys: t = text, v = visibility, s = sensitive, w = spoiler text
-# ("content warning"), l = language, k = Idempotency-Key (lets the server
-# find a status whose key was claimed by a request that died mid-publish).
+# ("content warning"), l = language.  (Statuses written by earlier versions
+# may carry k, their Idempotency-Key, now kept by the store itself: ignored.)
 # Absent keys take their defaults, so a plain post costs ~20 bytes of overhead.
 
 
@@ -51,7 +51,6 @@ def encode_status(
     sensitive: bool = False,
     spoiler: str = "",
     language: str | None = None,
-    key: str | None = None,
 ) -> bytes:
     body: dict[str, Any] = {"t": text}
     if visibility != "public":
@@ -62,8 +61,6 @@ def encode_status(
         body["w"] = spoiler
     if language:
         body["l"] = language
-    if key is not None:
-        body["k"] = key
     return dumps(body)
 
 

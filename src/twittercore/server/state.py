@@ -1,52 +1,49 @@
-"""Server state that is not the timeline: accounts, bearer tokens, Idempotency-Keys.
+"""What makes a store node an *account*: the server's account state, as an interface.
 
-The twittercore store only knows node ids and opaque payloads, so whatever
-makes a node an *account* lives here, in one small SQLite file next to the
-store.  SQLite in WAL mode with a busy timeout is safe for several worker
-processes sharing one data dir: every worker opens its own connection, and
-each change is one short transaction.
+The twittercore store only knows node ids and opaque payloads.  Usernames,
+password hashes, OAuth applications, access tokens and authorization codes
+live beside it, behind :class:`AccountState`.  The interface is kept small
+(plain records in, plain records out, every method one short atomic step)
+so that a second implementation, on Redis for a clustered store, is a page
+of code; :class:`~twittercore.server.sqlite_state.SQLiteState` is the one
+that ships.
 
-Tokens are kept as SHA-256 digests so a leaked state file does not leak
-credentials; the clear token is shown once, when the account is created.
+Secrets (tokens, codes, client secrets) are stored as SHA-256 digests, so a
+leaked state file leaks no credentials; each is shown once, when issued.
+Passwords are hashed by the caller (:mod:`.auth`), never seen here in clear.
+
+Registration is two steps so that a crash between the state and the store
+cannot burn a username: :meth:`AccountState.begin_account` makes (or, on a
+retry, returns) a *pending* account, the caller makes its self-edge in the
+store, then :meth:`AccountState.finish_account` makes it visible.  A pending
+account is invisible to every lookup and has no token.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import re
 import secrets
-import sqlite3
-import threading
-import time
 from dataclasses import dataclass
 
-__all__ = ["Account", "State", "StateError", "USERNAME_RE", "IDEMPOTENCY_TTL"]
+import twittercore
+
+__all__ = [
+    "Account",
+    "Client",
+    "Grant",
+    "CodeGrant",
+    "AccountState",
+    "StateError",
+    "USERNAME_RE",
+    "digest",
+    "new_secret",
+    "register",
+]
 
 # Mastodon's rule for local usernames.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")
-
-# Mastodon keeps an Idempotency-Key for one hour; a retry after that is a new post.
-IDEMPOTENCY_TTL = 3600.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    username   TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    digest     TEXT PRIMARY KEY,
-    account    INTEGER NOT NULL REFERENCES accounts(id),
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    account    INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    status     INTEGER,            -- NULL while the first request is publishing
-    created_at REAL NOT NULL,
-    PRIMARY KEY (account, key)
-);
-"""
 
 
 class StateError(Exception):
@@ -58,140 +55,151 @@ class Account:
     id: int
     username: str
     created_at: float
+    email: str | None = None
 
 
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+@dataclass(frozen=True)
+class Client:
+    """A registered OAuth application (``POST /api/v1/apps``)."""
+
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    scopes: frozenset[str]
+    website: str | None
+    created_at: float
+    id: int = 0
 
 
-class State:
-    """Accounts, tokens and Idempotency-Keys in SQLite (one connection per process)."""
+@dataclass(frozen=True)
+class Grant:
+    """What an access token grants: an account (None for an app-only token), scopes, its app."""
 
-    def __init__(self, path: str) -> None:
-        # One connection shared by the event loop and the thread pool, so a lock
-        # serialises its use; every call is a short statement.
-        self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
-        # Accounts and tokens never change once created, so each worker caches them.
-        self._by_id: dict[int, Account] = {}
-        self._by_token: dict[str, int] = {}
+    account: int | None
+    scopes: frozenset[str]
+    client_id: str | None
+    created_at: float
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """A redeemed authorization code: who consented to what, for which redirect, with which PKCE challenge."""
+
+    client_id: str
+    account: int
+    scopes: frozenset[str]
+    redirect_uri: str
+    challenge: str | None
+    challenge_method: str | None
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class AccountState(abc.ABC):
+    """Accounts, apps, tokens and codes.  Every method is one atomic step, safe across processes."""
 
     # -------------------------------------------------------------- accounts
 
-    def create_account(self, username: str) -> tuple[Account, str]:
-        """Create an account and its bearer token; returns ``(account, clear token)``."""
-        if not isinstance(username, str) or not USERNAME_RE.match(username):
-            raise StateError(
-                "Validation failed: Username must be 1 to 30 letters, digits or underscores"
-            )
-        token = secrets.token_urlsafe(32)
-        now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                cur = self._db.execute(
-                    "INSERT INTO accounts (username, created_at) VALUES (?, ?)", (username, now)
-                )
-                account = Account(int(cur.lastrowid), username, now)
-                self._db.execute(
-                    "INSERT INTO tokens (digest, account, created_at) VALUES (?, ?, ?)",
-                    (digest(token), account.id, now),
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                raise StateError("Validation failed: Username has already been taken") from None
-        self._by_id[account.id] = account
-        return account, token
+    @abc.abstractmethod
+    def begin_account(self, username: str, email: str | None, password_hash: str | None) -> Account:
+        """Create a pending account, or return the pending one of that name (a retried registration).
 
-    def account(self, id: int) -> Account | None:
-        found = self._by_id.get(id)
-        if found is None:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT id, username, created_at FROM accounts WHERE id = ?", (id,)
-                ).fetchone()
-            if row is not None:
-                found = self._by_id[id] = Account(*row)
-        return found
-
-    def account_ids(self) -> list[int]:
-        with self._lock:
-            return [row[0] for row in self._db.execute("SELECT id FROM accounts ORDER BY id")]
-
-    def account_by_name(self, username: str) -> Account | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, username, created_at FROM accounts WHERE username = ?", (username,)
-            ).fetchone()
-        return None if row is None else Account(*row)
-
-    def account_for_token(self, token: str) -> Account | None:
-        id = self._by_token.get(token)
-        if id is None:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT account FROM tokens WHERE digest = ?", (digest(token),)
-                ).fetchone()
-            if row is None:
-                return None
-            id = self._by_token[token] = int(row[0])
-        return self.account(id)
-
-    # ------------------------------------------------------- idempotency keys
-
-    def claim_key(self, account: int, key: str) -> tuple[bool, int | None]:
-        """Try to become the one request that publishes for ``(account, key)``.
-
-        Returns ``(True, None)`` when this request owns the key and must publish,
-        else ``(False, status_id_or_None)``: None means another request holds the
-        key and has not finished yet.
+        Raises :class:`StateError` when the username (case-insensitively) or
+        the email belongs to a finished account.
         """
-        now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT status, created_at FROM idempotency WHERE account = ? AND key = ?",
-                    (account, key),
-                ).fetchone()
-                if row is not None and row[1] >= now - IDEMPOTENCY_TTL:
-                    return False, row[0]
-                self._db.execute(
-                    "INSERT OR REPLACE INTO idempotency (account, key, status, created_at) VALUES (?, ?, NULL, ?)",
-                    (account, key, now),
-                )
-                return True, None
-            finally:
-                self._db.execute("COMMIT")
 
-    def settle_key(self, account: int, key: str, status: int | None) -> None:
-        """Record the status published under a claimed key (None: give the claim up)."""
-        with self._lock:
-            if status is None:
-                self._db.execute(
-                    "DELETE FROM idempotency WHERE account = ? AND key = ? AND status IS NULL",
-                    (account, key),
-                )
-            else:
-                self._db.execute(
-                    "UPDATE idempotency SET status = ? WHERE account = ? AND key = ?",
-                    (status, account, key),
-                )
+    @abc.abstractmethod
+    def finish_account(self, id: int) -> None:
+        """Make a pending account visible.  Idempotent."""
 
-    def keyed_status(self, account: int, key: str) -> int | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status FROM idempotency WHERE account = ? AND key = ?", (account, key)
-            ).fetchone()
-        return None if row is None else row[0]
+    @abc.abstractmethod
+    def account(self, id: int) -> Account | None:
+        """A finished account by id."""
+
+    @abc.abstractmethod
+    def account_by_name(self, username: str) -> Account | None:
+        """A finished account by username, case-insensitively."""
+
+    @abc.abstractmethod
+    def accounts_by_prefix(self, prefix: str, limit: int) -> list[Account]:
+        """Finished accounts whose username starts with ``prefix`` (case-insensitively), by username."""
+
+    @abc.abstractmethod
+    def account_count(self) -> int:
+        """How many finished accounts there are."""
+
+    @abc.abstractmethod
+    def account_ids(self) -> list[int]:
+        """Every finished account's id, ascending."""
+
+    @abc.abstractmethod
+    def login(self, name: str) -> tuple[Account, str | None] | None:
+        """The finished account whose username or email is ``name``, and its password hash."""
+
+    # ---------------------------------------------------------- apps, tokens
+
+    @abc.abstractmethod
+    def create_client(self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None) -> tuple[Client, str]:
+        """Register an app; returns it and its clear client secret."""
+
+    @abc.abstractmethod
+    def client(self, client_id: str, secret: str | None = None) -> Client | None:
+        """The app with this id (and, if ``secret`` is given, that secret)."""
+
+    @abc.abstractmethod
+    def issue_token(self, account: int | None, scopes: frozenset[str], client_id: str | None) -> str:
+        """A new access token; returns it in clear (only its digest is kept)."""
+
+    @abc.abstractmethod
+    def grant(self, token: str) -> Grant | None:
+        """What the token grants; None if it is unknown or revoked."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token: str, client_id: str) -> bool:
+        """Revoke a token issued to this app; False if it was issued to another (revoking an unknown token succeeds)."""
+
+    @abc.abstractmethod
+    def issue_code(self, grant: CodeGrant) -> str:
+        """A single-use authorization code for ``grant``, valid for ten minutes."""
+
+    @abc.abstractmethod
+    def redeem_code(self, code: str) -> CodeGrant | None:
+        """The code's grant, consuming the code; None if unknown, used or expired."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections.  Idempotent."""
+
+
+def register(
+    state: AccountState,
+    store: twittercore.Store,
+    username: object,
+    email: str | None = None,
+    password_hash: str | None = None,
+    scopes: frozenset[str] = frozenset({"read", "write", "follow"}),
+    crash: object = None,
+) -> tuple[Account, str]:
+    """Create an account, its self-edge and a token; resumable after a crash at any step.
+
+    ``crash`` is the fault-injection hook (:func:`.faults.crash_point`) tests
+    use to kill the process between the steps.  Blocking: run it in a thread.
+    """
+    if not isinstance(username, str) or not USERNAME_RE.match(username):
+        raise StateError("Validation failed: Username must be 1 to 30 letters, digits or underscores")
+    account = state.begin_account(username, email, password_hash)
+    if callable(crash):
+        crash("register:pending")
+    # The self-edge: an account's home timeline includes its own posts.
+    # follow() is idempotent, so a resumed registration just repeats it.
+    store.follow(account.id, account.id)
+    if callable(crash):
+        crash("register:followed")
+    state.finish_account(account.id)
+    return account, state.issue_token(account.id, scopes, None)

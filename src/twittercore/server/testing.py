@@ -27,15 +27,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(store_target: str = ":memory:", state_path: str = ":memory:", **options: Any) -> Iterator[str]:
-    """Serve ``create_app(store_target, state_path, **options)``; yields the base URL; always stops."""
+def running_server(
+    store_target: str = ":memory:",
+    state_path: str = ":memory:",
+    *,
+    tls: tuple[str, str] | None = None,
+    **options: Any,
+) -> Iterator[str]:
+    """Serve ``create_app(store_target, state_path, **options)``; yields the base URL; always stops.
+
+    ``tls=(certfile, keyfile)`` serves HTTPS (the URL then names ``localhost``,
+    the name test certificates are issued for).
+    """
     app = create_app(store_target, state_path, **options)
     # Bind first, so the port is ours before uvicorn starts (no race for it).
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    ssl = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, **ssl)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -45,7 +56,7 @@ def running_server(store_target: str = ":memory:", state_path: str = ":memory:",
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("running_server: uvicorn did not start")
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -6,6 +6,8 @@ data dir itself (the LMDB store is safe for several processes).
 
     twittercore serve --data DIR --port 8000 --workers 2
     twittercore serve --data DIR --create-account alice   # prints alice's token, then serves
+    twittercore serve --data DIR --store redis+cluster://...  # another store; accounts stay in DIR
+    twittercore serve --data DIR --ssl-certfile cert.pem --ssl-keyfile key.pem   # HTTPS (Twitter clients)
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data dir: the store and the server's accounts (created if missing)")
+    parser.add_argument(
+        "--store", default=None, metavar="TARGET",
+        help="the store: any twittercore.open target (default: the LMDB store in DATA/store); "
+        "the server's accounts and tokens stay in DATA",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the store")
@@ -37,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--memory", action="store_true", help="keep statuses in the in-memory reference store (one worker only)")
     parser.add_argument("--no-durable", action="store_true", help="do not fsync each commit (survives a process crash, not a machine crash)")
+    parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
     parser.add_argument("--log-level", default="warning")
 
 
@@ -46,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError("serve: --memory keeps the store inside one process; use --workers 1")
         if args.workers < 1:
             raise ConfigurationError(f"serve: --workers {args.workers}: expected at least 1")
+        if args.memory and args.store:
+            raise ConfigurationError("serve: --memory and --store both name the store; give one")
+        if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+            raise ConfigurationError("serve: --ssl-certfile and --ssl-keyfile go together")
     except ConfigurationError as exc:
         print(f"twittercore {exc}", file=sys.stderr)
         return 2
@@ -60,10 +73,19 @@ def run(args: argparse.Namespace) -> int:
     data = os.path.abspath(args.data)
     os.makedirs(data, exist_ok=True)
     options = {"durable": False} if args.no_durable else {}
+    if args.store and not args.memory:
+        # Fail here, once, with the store's own message, rather than in every worker.
+        import twittercore
+
+        try:
+            twittercore.open(args.store, **options).close()
+        except twittercore.Error as exc:
+            print(f"twittercore serve: --store {args.store}: {exc}", file=sys.stderr)
+            return 2
     if not args.memory:
         for name in args.create_account:
             try:
-                id, token = create_account(data, name)
+                id, token = create_account(data, name, args.store)
             except StateError as exc:
                 print(f"twittercore serve: --create-account {name}: {exc}", file=sys.stderr)
                 return 1
@@ -71,14 +93,16 @@ def run(args: argparse.Namespace) -> int:
     # Workers read their settings from the environment (uvicorn rebuilds the app in each).
     os.environ["TWITTERCORE_DATA"] = data
     os.environ["TWITTERCORE_STORE_OPTIONS"] = json.dumps(options)
-    if args.memory:
-        os.environ["TWITTERCORE_STORE"] = ":memory:"
+    if args.memory or args.store:
+        os.environ["TWITTERCORE_STORE"] = ":memory:" if args.memory else args.store
     if args.admin_token:
         os.environ["TWITTERCORE_ADMIN_TOKEN"] = args.admin_token
     if args.memory and args.create_account:
         print("twittercore serve: --create-account needs the on-disk store; with --memory use the admin token", file=sys.stderr)
         return 2
-    print(f"twittercore serve: http://{args.host}:{args.port} data={data} workers={args.workers}", flush=True)
+    scheme = "https" if args.ssl_certfile else "http"
+    where = f" store={args.store}" if args.store else ""
+    print(f"twittercore serve: {scheme}://{args.host}:{args.port} data={data}{where} workers={args.workers}", flush=True)
     uvicorn.run(
         "twittercore.server.app:app_from_env",
         factory=True,
@@ -89,5 +113,7 @@ def run(args: argparse.Namespace) -> int:
         access_log=args.log_level in ("debug", "trace", "info"),  # a log line per request costs ~10%
         # Streams stay open: do not wait for them forever on shutdown.
         timeout_graceful_shutdown=3,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     return 0

@@ -1,0 +1,79 @@
+"""The account state behind its interface: SQLiteState, and the upgrade of an older state file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import twittercore
+from twittercore.server.sqlite_state import SQLiteState
+from twittercore.server.state import AccountState, CodeGrant, StateError, digest, register
+
+
+def test_interface_is_complete():
+    class Partial(AccountState):
+        def close(self) -> None: ...
+
+    with pytest.raises(TypeError):
+        Partial()  # a backend missing a method cannot be made
+
+
+def test_pending_accounts_are_invisible_and_resumable(tmp_path):
+    state = SQLiteState(str(tmp_path / "s.sqlite3"))
+    try:
+        pending = state.begin_account("alice", "a@example.org", None)
+        assert state.account(pending.id) is None and state.account_by_name("alice") is None
+        assert state.accounts_by_prefix("a", 10) == [] and state.login("alice") is None and state.account_count() == 0
+        again = state.begin_account("ALICE", None, "hash")  # a retry, any case: the same pending account
+        assert again.id == pending.id
+        with twittercore.open(":memory:") as store:
+            account, token = register(state, store, "alice")
+            assert account.id == pending.id and store.is_following(account.id, account.id)
+            with pytest.raises(StateError, match="taken"):
+                register(state, store, "Alice")
+            with pytest.raises(StateError, match="Username"):
+                register(state, store, "no spaces")
+        assert state.grant(token).account == account.id
+        assert [a.username for a in state.accounts_by_prefix("AL", 5)] == ["alice"]
+        assert state.accounts_by_prefix("_", 5) == [] and state.accounts_by_prefix("%", 5) == []
+    finally:
+        state.close()
+
+
+def test_codes_are_single_use_and_revocation_is_per_client(tmp_path):
+    state = SQLiteState(":memory:")
+    try:
+        client, secret = state.create_client("app", ("urn:ietf:wg:oauth:2.0:oob",), frozenset({"read"}), None)
+        assert state.client(client.client_id, secret) == client and state.client(client.client_id, "wrong") is None
+        code = state.issue_code(CodeGrant(client.client_id, 1, frozenset({"read"}), "urn:ietf:wg:oauth:2.0:oob", None, None))
+        assert state.redeem_code(code).account == 1
+        assert state.redeem_code(code) is None
+        token = state.issue_token(1, frozenset({"read"}), client.client_id)
+        assert not state.revoke_token(token, "another client") and state.grant(token) is not None
+        assert state.revoke_token(token, client.client_id) and state.grant(token) is None
+        assert state.revoke_token("never issued", client.client_id)
+    finally:
+        state.close()
+
+
+def test_an_older_state_file_is_upgraded(tmp_path):
+    """A data dir from the first release (accounts and tokens only) keeps working."""
+    path = tmp_path / "server.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE accounts (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL UNIQUE COLLATE NOCASE, created_at REAL NOT NULL);
+        CREATE TABLE tokens (digest TEXT PRIMARY KEY, account INTEGER NOT NULL REFERENCES accounts(id), created_at REAL NOT NULL);
+        CREATE TABLE idempotency (account INTEGER NOT NULL, key TEXT NOT NULL, status INTEGER, created_at REAL NOT NULL, PRIMARY KEY (account, key));
+    """)
+    db.execute("INSERT INTO accounts (username, created_at) VALUES ('old', 1.0)")
+    db.execute("INSERT INTO tokens VALUES (?, 1, 1.0)", (digest("old-token"),))
+    db.commit()
+    db.close()
+    state = SQLiteState(str(path))
+    try:
+        assert state.account_by_name("old").id == 1
+        grant = state.grant("old-token")
+        assert grant.account == 1 and grant.scopes == frozenset({"read", "write", "follow"})
+    finally:
+        state.close()
