@@ -18,10 +18,19 @@ local function fmt(x) return string.format('%.0f', x) end
 local function prefix(keys) return string.sub(keys[1], 1, -2) end
 
 -- Raise the clock to at least now and `floor` without taking a position.
+-- The raise is neither logged (AOF) nor replicated: readers close buckets on
+-- every read, and an fsync each would cost more than the read.  A master that
+-- restarts, or the replica that replaces it, starts from its own clock, which
+-- is past every close it missed as long as server clocks agree to within the
+-- failover time (docs/redis.md).
 local function close(p, floor)
   local c = tonumber(redis.call('GET', p .. 'c') or '0')
   local n = math.max(c, now_us(), floor)
-  if n ~= c then redis.call('SET', p .. 'c', fmt(n)) end
+  if n ~= c then
+    redis.set_repl(redis.REPL_NONE)
+    redis.call('SET', p .. 'c', fmt(n))
+    redis.set_repl(redis.REPL_ALL)
+  end
   return n
 end
 

@@ -12,6 +12,7 @@ never silently repeated.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,10 @@ from ...errors import ConfigurationError, StoreError
 __all__ = ["Router", "parse_target"]
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError)
+#: One cluster client per (target, timeout) in a process, shared by its stores:
+#: building one reads the slot table and the command table (tens of ms).
+_CLIENTS: dict[tuple[str, float], list[Any]] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 def parse_target(target: str) -> tuple[bool, list[tuple[str, int]], int]:
@@ -73,17 +78,22 @@ class Router:
         self.cluster_mode, nodes, db = parse_target(target)
         self.timeout = timeout
         kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        try:
-            if self.cluster_mode:
-                self.client: Any = RedisCluster(
-                    startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs
-                )
-            else:
-                (host, port), = nodes
-                self.client = redis.Redis(host=host, port=port, db=db, **kwargs)
-                self.client.ping()
-        except Exception as exc:
-            raise StoreError(f"open({target!r}): cannot reach Redis: {exc} (is the server running?)") from None
+        self._key = (target, timeout)
+        with _CLIENTS_LOCK:
+            shared = _CLIENTS.get(self._key)
+            if shared is None:
+                try:
+                    if self.cluster_mode:
+                        client: Any = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
+                    else:
+                        (host, port), = nodes
+                        client = redis.Redis(host=host, port=port, db=db, **kwargs)
+                        client.ping()
+                except Exception as exc:
+                    raise StoreError(f"open({target!r}): cannot reach Redis: {exc} (is the server running?)") from None
+                shared = _CLIENTS[self._key] = [client, 0]
+            shared[1] += 1
+        self.client = shared[0]
         self.target = target
         self._slots: dict[str, int] = {}
         #: Commands and round trips sent, for the benchmarks.
@@ -200,6 +210,14 @@ class Router:
         return node.redis_connection or self.client.get_redis_connection(node)
 
     def close(self) -> None:
+        with _CLIENTS_LOCK:
+            shared = _CLIENTS.get(self._key)
+            if shared is None or shared[0] is not self.client:
+                return
+            shared[1] -= 1
+            if shared[1] > 0:
+                return
+            del _CLIENTS[self._key]
         try:
             self.client.close()
         except Exception:  # closing a dead connection must not hide the caller's error
