@@ -175,8 +175,10 @@ def test_numpy_style_integers_are_accepted(store):
 
 
 def test_open_rejects_what_it_cannot_open(tmp_path):
-    with pytest.raises(twittercore.ConfigurationError, match="not in this release"):
-        twittercore.open("redis://localhost:6379/0")
+    with pytest.raises(twittercore.ConfigurationError, match="TLS"):
+        twittercore.open("rediss://localhost:6379/0")
+    with pytest.raises(twittercore.StoreError, match="cannot reach Redis"):
+        twittercore.open("redis://127.0.0.1:1/0", timeout=0.5)
     with pytest.raises(InvalidArgumentError, match="directory path"):
         twittercore.open(42)
     (tmp_path / "file").write_bytes(b"not a directory")

@@ -68,7 +68,8 @@ def open(target: str | os.PathLike[str], **options: Any) -> Store:
     ``":memory:"``
         the pure-Python reference store (the executable specification).
     ``"redis://host:port/db"``
-        reserved for the scale-out backend on Redis (not in this release).
+        the scale-out store on one Redis; ``"redis+cluster://h1:p1,h2:p2"`` on a
+        Redis Cluster (see docs/redis.md).
     any other string or path
         the embedded LMDB store in that directory (created if missing), the default.
     any other ``scheme://...``

@@ -8,6 +8,7 @@ Redis code and vice versa.
 
 ``memory``      the pure-Python reference store, the executable specification
 ``lmdb``        the embedded store (the default), one LMDB environment
+``redis``       the scale-out store on Redis or Redis Cluster (``redis://``, ``redis+cluster://``)
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ def open_target(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, str) and "://" in target:
         scheme = target.split("://", 1)[0].lower()
         if scheme in _REDIS_SCHEMES:
-            raise ConfigurationError(
-                f"open({target!r}): the Redis scale-out backend is not in this release "
-                "(open a directory path for the embedded LMDB store)"
-            )
+            if scheme == "rediss":
+                raise ConfigurationError(
+                    f"open({target!r}): TLS (rediss://) is not supported yet (use redis:// on a trusted network)"
+                )
+            try:
+                from .redis import RedisStore
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"open({target!r}): the Redis backend needs redis-py ({exc}; pip install 'twittercore[redis]')"
+                ) from None
+            return RedisStore(target, **options)
         raise ConfigurationError(
             f"open({target!r}): no backend serves the scheme {scheme!r} "
             "(expected ':memory:', a directory path, or a redis:// URL)"

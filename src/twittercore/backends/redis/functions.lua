@@ -1,0 +1,216 @@
+#!lua name=twittercore1
+-- Server-side functions of the Redis backend (FUNCTION LOAD on every master).
+--
+-- Every key of one call shares the bucket's hash tag, so a call runs on the
+-- bucket's master, atomically.  Positions inside a bucket are its hybrid
+-- logical clock values (microseconds, kept below 2^53 so Lua's doubles hold
+-- them exactly); the client turns clock c of bucket b into the store-wide id
+-- c * 1024 + b.  KEYS[1] is always the bucket's clock key "<tag>:c"; the
+-- other keys of the bucket are named from its prefix.
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function fmt(x) return string.format('%.0f', x) end
+
+local function prefix(keys) return string.sub(keys[1], 1, -2) end
+
+-- Raise the clock to at least now and `floor` without taking a position.
+-- The raise is neither logged (AOF) nor replicated: readers close buckets on
+-- every read, and an fsync each would cost more than the read.  A master that
+-- restarts, or the replica that replaces it, starts from its own clock, which
+-- is past every close it missed as long as server clocks agree to within the
+-- failover time (docs/redis.md).
+local function close(p, floor)
+  local c = tonumber(redis.call('GET', p .. 'c') or '0')
+  local n = math.max(c, now_us(), floor)
+  if n ~= c then
+    redis.set_repl(redis.REPL_NONE)
+    redis.call('SET', p .. 'c', fmt(n))
+    redis.set_repl(redis.REPL_ALL)
+  end
+  return n
+end
+
+-- Take the bucket's next position: above every earlier one, now and `floor`.
+local function advance(p, floor)
+  local c = tonumber(redis.call('GET', p .. 'c') or '0')
+  local n = math.max(c + 1, now_us(), floor)
+  redis.call('SET', p .. 'c', fmt(n))
+  redis.call('SET', p .. 'l', fmt(n))
+  return n
+end
+
+local function wake(p, c)
+  redis.call('PUBLISH', string.match(p, '^{(.-)%.') .. ':wake', fmt(c) .. ':' .. string.match(p, '%.(%d+)}'))
+end
+
+-- ARGV: floor, time, retention, n, then n x (source, payload, key or '').
+-- Returns per item the new clock, or {clock, value} when its key was recorded;
+-- {'deleted', index, clock} (nothing written) when a recorded key's event is gone.
+local function publish(keys, args)
+  local p = prefix(keys)
+  local floor, now, retention, n = tonumber(args[1]), args[2], tonumber(args[3]), tonumber(args[4])
+  local cutoff = tonumber(now) - retention
+  local out, seen = {}, {}
+  for i = 1, n do
+    local source, key = args[3 + 3 * i - 1], args[3 + 3 * i + 1]
+    if key ~= '' then
+      local rec = redis.call('HGET', p .. 'k', source .. ':' .. key)
+      if rec then
+        local c, at = string.match(rec, '^(%d+):(.*)$')
+        if tonumber(at) >= cutoff then
+          local value = redis.call('HGET', p .. 'e', c)
+          if not value then return {'deleted', i, c} end
+          seen[i] = {c, value}
+        end
+      end
+    end
+  end
+  local last = nil
+  for i = 1, n do
+    if seen[i] then
+      out[i] = seen[i]
+    else
+      local source, payload, key = args[3 + 3 * i - 1], args[3 + 3 * i], args[3 + 3 * i + 1]
+      local c = advance(p, floor)
+      local cs = fmt(c)
+      redis.call('HSET', p .. 'e', cs, source .. ':' .. now .. ':' .. payload)
+      redis.call('ZADD', p .. 'g:' .. source, c, cs)
+      if key ~= '' then
+        local field = source .. ':' .. key
+        redis.call('HSET', p .. 'k', field, cs .. ':' .. now)
+        redis.call('ZADD', p .. 'kt', now, field)
+      end
+      out[i] = cs
+      last = c
+    end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', p .. 'kt', '-inf', '(' .. cutoff, 'LIMIT', 0, 64)
+  for _, field in ipairs(expired) do
+    redis.call('HDEL', p .. 'k', field)
+    redis.call('ZREM', p .. 'kt', field)
+  end
+  if last then wake(p, last) end
+  return out
+end
+
+-- ARGV: floor.  Returns {clock, last mutation clock}.
+local function close_bucket(keys, args)
+  local p = prefix(keys)
+  local c = close(p, tonumber(args[1]))
+  return {fmt(c), redis.call('GET', p .. 'l') or '0'}
+end
+
+-- ARGV: lo (exclusive), hi (inclusive) clocks, limit, oldest (0/1), values (0/1), sources...
+-- Closes the bucket, then per source the newest (or oldest) `limit` clocks in
+-- (lo, hi], with their values when asked.  Returns {clock, ids1, vals1, ids2, ...}.
+local function range(keys, args)
+  local p = prefix(keys)
+  local c = close(p, 0)
+  local lo, hi, limit = '(' .. args[1], args[2], tonumber(args[3])
+  local out = {fmt(c)}
+  for i = 6, #args do
+    local ids
+    if args[4] == '1' then
+      ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. args[i], lo, hi, 'LIMIT', 0, limit)
+    else
+      ids = redis.call('ZREVRANGEBYSCORE', p .. 'g:' .. args[i], hi, lo, 'LIMIT', 0, limit)
+    end
+    out[#out + 1] = ids
+    if args[5] == '1' and #ids > 0 then
+      out[#out + 1] = redis.call('HMGET', p .. 'e', unpack(ids))
+    else
+      out[#out + 1] = {}
+    end
+  end
+  return out
+end
+
+-- ARGV: after (exclusive clock), limit, sources...  For tails: closes the
+-- bucket, then per source the oldest `limit` events and deletion notices
+-- after `after`.  Returns {clock, ids1, vals1, dels1, ...}.
+local function since(keys, args)
+  local p = prefix(keys)
+  local c = close(p, 0)
+  local lo, limit = '(' .. args[1], tonumber(args[2])
+  local out = {fmt(c)}
+  for i = 3, #args do
+    local ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. args[i], lo, '+inf', 'LIMIT', 0, limit)
+    out[#out + 1] = ids
+    if #ids > 0 then out[#out + 1] = redis.call('HMGET', p .. 'e', unpack(ids)) else out[#out + 1] = {} end
+    out[#out + 1] = redis.call('ZRANGEBYSCORE', p .. 'd:' .. args[i], lo, '+inf', 'LIMIT', 0, limit)
+  end
+  return out
+end
+
+-- ARGV: floor, clock of the event.  Returns {seq clock, value} or nil.
+local function delete(keys, args)
+  local p = prefix(keys)
+  local value = redis.call('HGET', p .. 'e', args[2])
+  if not value then return nil end
+  local source = string.match(value, '^(%d+):')
+  redis.call('HDEL', p .. 'e', args[2])
+  redis.call('ZREM', p .. 'g:' .. source, args[2])
+  local s = advance(p, tonumber(args[1]))
+  redis.call('ZADD', p .. 'd:' .. source, s, fmt(s) .. ':' .. args[2])
+  wake(p, s)
+  return {fmt(s), value}
+end
+
+-- The sink-side edge, which is authoritative.  ARGV: floor, follow (1/0),
+-- sink, sources (20-digit, zero-padded)...  Each change takes a position,
+-- enters the sink's edge history and the bucket's pending set (cleared once
+-- the source side is written).  Returns {clock, source} per change.
+local function edge(keys, args)
+  local p = prefix(keys)
+  local floor, follow, sink = tonumber(args[1]), args[2] == '1', args[3]
+  local out, last = {}, nil
+  for i = 4, #args do
+    local source = args[i]
+    local has = redis.call('ZSCORE', p .. 'o:' .. sink, source)
+    if follow ~= (has ~= false) then
+      if follow then redis.call('ZADD', p .. 'o:' .. sink, 0, source)
+      else redis.call('ZREM', p .. 'o:' .. sink, source) end
+      local s = advance(p, floor)
+      redis.call('ZADD', p .. 'h:' .. sink, s, fmt(s) .. ':' .. source .. ':' .. args[2])
+      redis.call('SADD', p .. 'p', sink .. ':' .. source)
+      out[#out + 1] = {fmt(s), source}
+      last = s
+    end
+  end
+  if last then wake(p, last) end
+  return out
+end
+
+-- The source-side edge, applied only if newer than what it records (two
+-- processes may deliver a follow and an unfollow of one pair in either
+-- order).  ARGV: source, sink (padded), version (sink bucket, clock), follow.
+local function mirror(keys, args)
+  local p = prefix(keys)
+  local source, sink, version = args[1], args[2], args[3]
+  local known = redis.call('HGET', p .. 'v:' .. source, sink)
+  if known and #known >= #version and known >= version then return 0 end
+  redis.call('HSET', p .. 'v:' .. source, sink, version)
+  if args[4] == '1' then redis.call('ZADD', p .. 'i:' .. source, 0, sink)
+  else redis.call('ZREM', p .. 'i:' .. source, sink) end
+  return 1
+end
+
+-- ARGV: sink.  Closes the bucket and returns {clock, history...}.
+local function history(keys, args)
+  local p = prefix(keys)
+  local c = close(p, 0)
+  return {fmt(c), redis.call('ZRANGE', p .. 'h:' .. args[1], 0, -1)}
+end
+
+redis.register_function('tc_publish', publish)
+redis.register_function('tc_close', close_bucket)
+redis.register_function('tc_range', range)
+redis.register_function('tc_since', since)
+redis.register_function('tc_delete', delete)
+redis.register_function('tc_edge', edge)
+redis.register_function('tc_mirror', mirror)
+redis.register_function('tc_history', history)
