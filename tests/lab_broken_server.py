@@ -12,7 +12,7 @@ import sys
 from twittercore import cli
 from twittercore.backends.lmdb.store import LMDBStore
 
-mode, argv = sys.argv[1], sys.argv[2:]
+mode = sys.argv[1] if __name__ == "__main__" else "drop"
 real_home = LMDBStore._home
 
 
@@ -23,5 +23,6 @@ def broken_home(self, sink, limit, lo, hi, oldest):
     return [page[1], page[0], *page[2:]] if len(page) >= 2 else page
 
 
-LMDBStore._home = broken_home
-sys.exit(cli.main(["serve", *argv]))
+if __name__ == "__main__":  # run as a script by the lab tests; importing it changes nothing
+    LMDBStore._home = broken_home
+    sys.exit(cli.main(["serve", *sys.argv[2:]]))
