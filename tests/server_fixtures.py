@@ -58,3 +58,4 @@ def serve_process(data: Path, port: int, *extra: str, env: dict[str, str] | None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
