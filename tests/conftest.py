@@ -76,3 +76,13 @@ def lmdb_path(tmp_path, kernel, monkeypatch):
     """A fresh store directory; stores opened on it without ``kernel=`` use the ``kernel`` param."""
     monkeypatch.setattr(_kernel, "merge", _kernel.select(kernel))
     return str(tmp_path / "store")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only when ``-m`` names them (``make test-long``), so `make test` stays short."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow (make test-long)")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)

@@ -118,9 +118,11 @@ def test_proxy_delays_cuts_and_heals():
         async def round_trip() -> float:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             t = time.monotonic()
-            writer.write(b"ping")
-            data = await asyncio.wait_for(reader.readexactly(4), 2)
-            writer.close()
+            try:
+                writer.write(b"ping")
+                data = await asyncio.wait_for(reader.readexactly(4), 2)
+            finally:
+                writer.close()  # also when the partition resets it: no transport left open
             assert data == b"ping"
             return time.monotonic() - t
 
@@ -138,6 +140,9 @@ def test_proxy_delays_cuts_and_heals():
         finally:
             front.close()
             upstream.close()
+            # The proxy's and the echo's handlers see the closes and close their
+            # own ends; let them, before the loop goes away under them.
+            await asyncio.sleep(0.2)
 
     asyncio.run(scenario())
 

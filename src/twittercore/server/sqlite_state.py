@@ -124,7 +124,12 @@ class SQLiteState(AccountState):
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._lock:
-            return self._db.execute(sql, args).fetchone()
+            try:
+                return self._db.execute(sql, args).fetchone()
+            except OverflowError:
+                # An id beyond SQLite's 64-bit integers (a client's made-up id)
+                # names no row; the lookup finds nothing rather than failing.
+                return None
 
     # -------------------------------------------------------------- accounts
 
