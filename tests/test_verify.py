@@ -437,9 +437,7 @@ def write_passing_history(path, *, users=10_000, posts=400_000, per_sink=800, pa
 
 
 @pytest.mark.slow
-def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("about a minute: run with -m slow (make test-long)")
+def test_ten_thousand_sinks_times_800_events_verify_in_30_s_and_2_gb(tmp_path):
     path = tmp_path / "big.jsonl"
     observed = write_passing_history(path)
     assert observed == 10_000 * 800
@@ -474,10 +472,8 @@ def _verify_in_subprocess(path) -> tuple[bool, float, float, int]:
 
 
 @pytest.mark.slow
-def test_a_failing_big_history_costs_no_more_than_twice_a_passing_one(tmp_path, request):
+def test_a_failing_big_history_costs_no_more_than_twice_a_passing_one(tmp_path):
     """One repeated event and one swapped pair in 8M observed ids: same memory class, found fast."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("about two minutes: run with -m slow (make test-long)")
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     write_passing_history(good)
     with open(good) as src, open(bad, "w") as dst:
