@@ -86,3 +86,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow"):
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Kill child processes a failed test left running: multiprocessing joins them at exit, which hung CI for 90 min."""
+    import multiprocessing
+
+    left = multiprocessing.active_children()
+    for child in left:
+        child.kill()
+    for child in left:
+        child.join(10)
+    if left:
+        print(f"\nconftest: killed {len(left)} child process(es) left running: {[c.name for c in left]}")

@@ -100,17 +100,27 @@ def test_publishers_subscribers_and_churn_in_processes(tmp_path, fanout):
         SPAWN.Process(target=_subscriber, args=(path, histories[PUBLISHERS + 1 + n], sink, after, start, stop, out))
         for n, sink in enumerate(SINKS)
     ]
-    for p in writers + readers:
-        p.start()
-    start.set()
-    for p in writers:
-        p.join(SECONDS + 120)
-        assert p.exitcode == 0, p
-    stop.set()
-    delivered = dict(out.get(timeout=120) for _ in SINKS)
-    for p in readers:
-        p.join(60)
-        assert p.exitcode == 0, p
+    try:
+        for p in writers + readers:
+            p.start()
+        start.set()
+        for p in writers:
+            p.join(SECONDS + 120)
+            assert p.exitcode == 0, p
+        stop.set()
+        delivered = dict(out.get(timeout=120) for _ in SINKS)
+        for p in readers:
+            p.join(60)
+            assert p.exitcode == 0, p
+    finally:
+        # A failed assertion must not leave processes that multiprocessing joins at exit (a hung CI).
+        stop.set()
+        for p in writers + readers:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+        out.close()
+        out.join_thread()
     report = verify(histories)
     assert report.ok, report.format()
 

@@ -295,6 +295,7 @@ def test_ctrl_c_mid_run_stops_everything(tmp_path):
             proc.kill()
             proc.wait()
             down(state_file.parent)  # the test failed: still leave nothing behind
+        proc.stdout.close()
     assert proc.returncode == 130, rest
     assert "everything it started was stopped" in rest
     _nothing_left(state["pgids"])

@@ -231,6 +231,38 @@ def test_a_table_full_of_live_readers_is_a_readers_full_error(lmdb_path):
     store.close()
 
 
+def test_open_retries_when_another_process_grows_the_map_meanwhile(lmdb_path, monkeypatch):
+    """LMDB reads the map size, then py-lmdb's first transaction meets a bigger one (CI saw it): open again."""
+    ids = make_store(lmdb_path, events=100)
+    real, calls = lmdb.open, []
+
+    def grown_meanwhile(*args, **kwargs):
+        calls.append(kwargs["map_size"])
+        if len(calls) < 3:
+            raise lmdb.MapResizedError("mdb_txn_begin: MDB_MAP_RESIZED: Database contents grew beyond environment mapsize")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lmdb_env.lmdb, "open", grown_meanwhile)
+    with twittercore.open(lmdb_path) as store:
+        assert store.last_id() == ids[-1]
+    assert len(calls) == 3
+
+
+def test_open_gives_up_with_a_store_error_if_the_map_never_settles(lmdb_path, monkeypatch):
+    make_store(lmdb_path, events=10)
+
+    def always(*args, **kwargs):
+        raise lmdb.MapResizedError("mdb_txn_begin: MDB_MAP_RESIZED")
+
+    monkeypatch.setattr(lmdb_env.lmdb, "open", always)
+    with pytest.raises(Error) as caught:
+        twittercore.open(lmdb_path)
+    assert "MAP_RESIZED" in str(caught.value)
+    monkeypatch.undo()
+    with twittercore.open(lmdb_path) as store:  # nothing was left open or locked
+        assert store.last_id() > 0
+
+
 # --------------------------------------------------------- damaged files
 
 _OPEN_AND_READ = """

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
+import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,38 @@ __all__ = ["run_scenario", "run_deployment", "load_args", "LAB_LOAD_KEYS"]
 #: [load] keys the lab adds to the load tool's own options (every ``twittercore load`` option is a key too).
 LAB_LOAD_KEYS = {"ramp_from": None, "ramp_step_s": 3.0, "rate_fraction": 0.5, "ramp_confirm": True}
 _RECOVERY_CONNECTIONS = 8
+#: After Ctrl-C the run has this long to tear down through asyncio's cancellation before the watchdog does it.
+INTERRUPT_GRACE_S = 20.0
+
+
+def _watch_interrupt(lab: Lab) -> Any:
+    """Wrap the running event loop's SIGINT handler with a watchdog; returns the handler to restore.
+
+    asyncio cancels the run on Ctrl-C and the ``finally`` blocks tear the
+    deployment down.  If some await never returns (once seen on a loaded CI
+    machine: no output for 60 s), the watchdog prints every thread's stack,
+    stops every process the lab started and exits 130, so an interrupted lab
+    never leaves a deployment running.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def watchdog() -> None:
+        time.sleep(INTERRUPT_GRACE_S)
+        print(f"lab: still running {INTERRUPT_GRACE_S:g} s after Ctrl-C; where it hangs:", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        lab.aborting = True
+        lab.down()
+        print("twittercore lab: interrupted; everything it started was stopped (by the watchdog)", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        threading.Thread(target=watchdog, name="lab-interrupt-watchdog", daemon=True).start()
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return previous
 
 
 class _LabLoad(loadtool.LoadRun):
@@ -118,6 +155,7 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
     faults: list[dict[str, Any]] = []
     ramp = None
     fault_task = None
+    restore = _watch_interrupt(lab)
     try:
         await load.setup(None)
         load.start_streams(min(args.streams, len(load.accounts)))
@@ -159,6 +197,8 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
             pass
         await asyncio.sleep(scenario.settle)
     finally:
+        if restore is not None:
+            signal.signal(signal.SIGINT, restore)
         lab.aborting = True
         if fault_task is not None and not fault_task.done():
             fault_task.cancel()

@@ -673,39 +673,55 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
         else:
             size = map_size or READMAP_INITIAL
         _prepare_lock_file(path, max_readers)
-        try:
-            handle.env = lmdb.open(
-                path,
-                map_size=size,
-                max_dbs=16,
-                max_readers=max_readers,
-                sync=durable,
-                metasync=durable,
-                readahead=False,
-                writemap=writemap,
-                lock=True,
-            )
-        except lmdb.Error as exc:
-            raise handle.translate(exc, f"open({path!r})") from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise DiskFullError(f"open({path!r}): {exc.strerror} ({_free(path)}; free space and retry)") from None
-            raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
+        for attempt in range(_RESIZE_RETRIES):
+            try:
+                handle.env = lmdb.open(
+                    path,
+                    map_size=size,
+                    max_dbs=16,
+                    max_readers=max_readers,
+                    sync=durable,
+                    metasync=durable,
+                    readahead=False,
+                    writemap=writemap,
+                    lock=True,
+                )
+                break
+            except lmdb.MapResizedError as exc:
+                # Another process grew the map between LMDB reading the size and
+                # py-lmdb's first transaction: opening again reads the new size.
+                if attempt == _RESIZE_RETRIES - 1:
+                    raise handle.translate(exc, f"open({path!r})") from None
+            except lmdb.Error as exc:
+                raise handle.translate(exc, f"open({path!r})") from None
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise DiskFullError(f"open({path!r}): {exc.strerror} ({_free(path)}; free space and retry)") from None
+                raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         if writemap and meta is None:
             handle.reserve(handle.env.info()["map_size"], "creating the store")
-        try:
-            handle.env.reader_check()
-            _check_format(handle)
-        except lmdb.Error as exc:
-            raise handle.translate(exc, f"open({path!r})") from None
-        except OSError as exc:  # writing the marker file
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise DiskFullError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
-            raise StoreError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)") from None
+        for attempt in range(_RESIZE_RETRIES):
+            try:
+                handle.env.reader_check()
+                _check_format(handle)
+                break
+            except lmdb.MapResizedError as exc:
+                if attempt == _RESIZE_RETRIES - 1:
+                    raise handle.translate(exc, f"open({path!r})") from None
+                handle.env.set_mapsize(0)  # adopt the size another process grew the map to
+            except lmdb.Error as exc:
+                raise handle.translate(exc, f"open({path!r})") from None
+            except OSError as exc:  # writing the marker file
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise DiskFullError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
+                raise StoreError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)") from None
     except BaseException:
         handle.close()
         raise
     return handle
+
+
+_RESIZE_RETRIES = 20  # each retry follows another process's growth: a handful is already rare
 
 
 def check_strategy(value: Any, where: str) -> tuple[int, int, str]:
