@@ -29,6 +29,10 @@ class RedisView:
         self.to_ref: dict[int, int] = {}
         self.ref_events: list[int] = []  # reference event ids, ascending
         self.redis_of: dict[int, int] = {}  # reference event id -> Redis id
+        # Every paired position (events and last_id answers), for bounds and cursors:
+        # a cursor taken after an unfollow must not map back to the event before it.
+        self.ref_positions: list[int] = []
+        self.redis_at: dict[int, int] = {}
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
@@ -41,13 +45,19 @@ class RedisView:
                 self.to_ref[a.id] = b[0]
                 self.redis_of[b[0]] = a.id
                 self.ref_events.insert(bisect_right(self.ref_events, b[0]), b[0])
+                self._pair(a.id, b[0])
+
+    def _pair(self, redis_position: int, ref_position: int) -> None:
+        if ref_position not in self.redis_at:
+            self.redis_at[ref_position] = redis_position
+            self.ref_positions.insert(bisect_right(self.ref_positions, ref_position), ref_position)
 
     def _bound(self, x):
         """A Redis bound selecting the events the reference bound ``x`` selects."""
         if x is None or x == MAX:
             return x
-        n = bisect_right(self.ref_events, x)
-        return 0 if n == 0 else self.redis_of[self.ref_events[n - 1]]
+        n = bisect_right(self.ref_positions, x)
+        return 0 if n == 0 else self.redis_at[self.ref_positions[n - 1]]
 
     def _id(self, x: int) -> int:
         return self.redis_of.get(x, 0)  # an unknown id: one no Redis event has
@@ -96,6 +106,7 @@ class RedisView:
             if expected in self.to_ref.values():
                 return UNPAIRED
             self.to_ref[position] = expected
+            self._pair(position, expected)
         return self.to_ref[position]
 
     def drain(self, sink, after, limit=3):

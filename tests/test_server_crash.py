@@ -121,3 +121,4 @@ def test_random_kills_during_keyed_posts(tmp_path):
             link = r.links.get("next", {}).get("url")
     assert sorted(texts) == sorted(f"<p>post {n}</p>" for n in range(posts)), "a post is missing or doubled"
     assert kills > 1
+    print(f"\nrandom kills: {posts} keyed posts, {kills} kill -9s, {len(texts)} statuses, each exactly once")
