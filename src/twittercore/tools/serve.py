@@ -7,6 +7,7 @@ data dir itself (the LMDB store is safe for several processes).
     twittercore serve --data DIR --port 8000 --workers 2
     twittercore serve --data DIR --create-account alice   # prints alice's token, then serves
     twittercore serve --data DIR --store redis+cluster://...  # another store; accounts stay in DIR
+    twittercore serve --data DIR --store URL --state URL     # accounts on the cluster too: servers share only it
     twittercore serve --data DIR --ssl-certfile cert.pem --ssl-keyfile key.pem   # HTTPS (Twitter clients)
 """
 
@@ -28,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--store", default=None, metavar="TARGET",
         help="the store: any twittercore.open target (default: the LMDB store in DATA/store); "
         "the server's accounts and tokens stay in DATA",
+    )
+    parser.add_argument(
+        "--state", default=None, metavar="TARGET",
+        help="the accounts and tokens: a SQLite file (default: DATA/server.sqlite3) or a redis:// or "
+        "redis+cluster:// URL, so that several serve processes with their own DATA can share one Redis store",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
@@ -57,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"serve: --workers {args.workers}: expected at least 1")
         if args.memory and args.store:
             raise ConfigurationError("serve: --memory and --store both name the store; give one")
+        if args.memory and args.state:
+            raise ConfigurationError("serve: --memory keeps accounts in the process too; drop --state")
         if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
             raise ConfigurationError("serve: --ssl-certfile and --ssl-keyfile go together")
     except ConfigurationError as exc:
@@ -82,10 +90,20 @@ def run(args: argparse.Namespace) -> int:
         except twittercore.Error as exc:
             print(f"twittercore serve: --store {args.store}: {exc}", file=sys.stderr)
             return 2
+    if args.state:
+        import twittercore
+
+        from ..server.app import open_state
+
+        try:
+            open_state(args.state).close()
+        except twittercore.Error as exc:
+            print(f"twittercore serve: --state {args.state}: {exc}", file=sys.stderr)
+            return 2
     if not args.memory:
         for name in args.create_account:
             try:
-                id, token = create_account(data, name, args.store)
+                id, token = create_account(data, name, args.store, state_target=args.state)
             except StateError as exc:
                 print(f"twittercore serve: --create-account {name}: {exc}", file=sys.stderr)
                 return 1
@@ -95,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ["TWITTERCORE_STORE_OPTIONS"] = json.dumps(options)
     if args.memory or args.store:
         os.environ["TWITTERCORE_STORE"] = ":memory:" if args.memory else args.store
+    if args.state:
+        os.environ["TWITTERCORE_STATE"] = args.state
     if args.admin_token:
         os.environ["TWITTERCORE_ADMIN_TOKEN"] = args.admin_token
     if args.memory and args.create_account:
