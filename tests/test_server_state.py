@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 
 import twittercore
+from tests.redis_cluster import redis_cluster  # noqa: F401  (the fixture)
 from twittercore.server.sqlite_state import SQLiteState
 from twittercore.server.state import AccountState, CodeGrant, StateError, digest, register
-from tests.redis_cluster import redis_cluster  # noqa: F401  (the fixture)
 
 _namespaces = itertools.count()
 
@@ -57,7 +57,9 @@ def test_pending_accounts_are_invisible_and_resumable(state):
 
 def test_lookups_by_prefix_email_and_id(state):
     with twittercore.open(":memory:") as store:
-        made = [register(state, store, name, f"{name}@Example.org")[0] for name in ("bob", "Al_b", "al", "ALZ", "carol")]
+        made = [
+            register(state, store, name, f"{name}@Example.org")[0] for name in ("bob", "Al_b", "al", "ALZ", "carol")
+        ]
         with pytest.raises(StateError, match="Email"):
             register(state, store, "other", "BOB@example.ORG")
     assert len({a.id for a in made}) == 5 and state.account_ids() == sorted(a.id for a in made)
@@ -74,7 +76,9 @@ def test_lookups_by_prefix_email_and_id(state):
 def test_codes_are_single_use_and_revocation_is_per_client(state):
     client, secret = state.create_client("app", ("urn:ietf:wg:oauth:2.0:oob",), frozenset({"read"}), None)
     assert state.client(client.client_id, secret) == client and state.client(client.client_id, "wrong") is None
-    code = state.issue_code(CodeGrant(client.client_id, 1, frozenset({"read"}), "urn:ietf:wg:oauth:2.0:oob", None, None))
+    code = state.issue_code(
+        CodeGrant(client.client_id, 1, frozenset({"read"}), "urn:ietf:wg:oauth:2.0:oob", None, None)
+    )
     assert state.redeem_code(code).account == 1
     assert state.redeem_code(code) is None
     token = state.issue_token(1, frozenset({"read"}), client.client_id)

@@ -15,7 +15,11 @@ import sys
 
 
 def create_account(
-    data: str, username: str, store_target: str | None = None, password: str | None = None, state_target: str | None = None
+    data: str,
+    username: str,
+    store_target: str | None = None,
+    password: str | None = None,
+    state_target: str | None = None,
 ) -> tuple[int, str]:
     """Create an account in a data dir (server running or not); returns (id, token).
 
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("username")
     make.add_argument("--data", required=True, help="the server's data dir")
     make.add_argument("--store", default=None, help="the store, if not the data dir's (any twittercore.open target)")
-    make.add_argument("--state", default=None, help="the account state, if not the data dir's (a SQLite file or a redis URL)")
+    make.add_argument(
+        "--state", default=None, help="the account state, if not the data dir's (a SQLite file or a redis URL)"
+    )
     make.add_argument("--password", default=None, help="lets the account log in through OAuth (8 to 72 characters)")
     serve = sub.add_parser("serve", help="run the server (same as `twittercore serve`)")
     from ..tools import serve as serve_command

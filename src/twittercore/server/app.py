@@ -72,7 +72,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "Record not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
     if _twitter(request):
-        return twitter.twitter_error(exc.status_code, "Sorry, that page does not exist." if exc.status_code == 404 else message)
+        return twitter.twitter_error(
+            exc.status_code, "Sorry, that page does not exist." if exc.status_code == 404 else message
+        )
     return json_response({"error": message}, exc.status_code, getattr(exc, "headers", None))
 
 
@@ -197,4 +199,10 @@ def app_from_env() -> Starlette:
     if os.environ.get("TWITTERCORE_STATE"):
         state = os.environ["TWITTERCORE_STATE"]
     options = json.loads(os.environ.get("TWITTERCORE_STORE_OPTIONS", "{}"))
-    return create_app(store, state, admin_token=os.environ.get("TWITTERCORE_ADMIN_TOKEN") or None, store_options=options)
+    return create_app(
+        store,
+        state,
+        admin_token=os.environ.get("TWITTERCORE_ADMIN_TOKEN") or None,
+        store_options=options,
+        heartbeat=float(os.environ.get("TWITTERCORE_HEARTBEAT") or 15.0),
+    )

@@ -118,9 +118,14 @@ class RedisState(AccountState):
             raise ConfigurationError(f"namespace: expected 1-40 letters, digits, '_' or '-', got {namespace!r}")
         self._r = _connect(target, timeout)
         prefix = f"{{{namespace}.state}}:"
-        self._k = {name: prefix + name for name in ("next", "accounts", "names", "emails", "ready", "lex", "clients", "tokens")}
+        self._k = {
+            name: prefix + name for name in ("next", "accounts", "names", "emails", "ready", "lex", "clients", "tokens")
+        }
         self._code = prefix + "code:"
-        self._scripts = {name: self._r.register_script(code) for name, code in (("begin", _BEGIN), ("finish", _FINISH), ("revoke", _REVOKE))}
+        self._scripts = {
+            name: self._r.register_script(code)
+            for name, code in (("begin", _BEGIN), ("finish", _FINISH), ("revoke", _REVOKE))
+        }
         self._closed = False
         # Finished accounts never change, so each process caches them (as SQLiteState does).
         self._by_id: dict[int, Account] = {}
@@ -147,7 +152,14 @@ class RedisState(AccountState):
         try:
             id, name, created_at = self._scripts["begin"](
                 keys=[k["names"], k["emails"], k["accounts"], k["next"]],
-                args=[username.lower(), (email or "").lower(), username, email or "", password_hash or "", repr(time.time())],
+                args=[
+                    username.lower(),
+                    (email or "").lower(),
+                    username,
+                    email or "",
+                    password_hash or "",
+                    repr(time.time()),
+                ],
             )
         except redis.ResponseError as exc:
             if "username" in str(exc):
@@ -182,7 +194,9 @@ class RedisState(AccountState):
     def accounts_by_prefix(self, prefix: str, limit: int) -> list[Account]:
         low = prefix.lower()
         # Usernames are [a-z0-9_] once lowered: every one with the prefix sorts below prefix + 0xff.
-        names = self._r.zrangebylex(self._k["lex"], b"[" + low.encode(), b"(" + low.encode() + b"\xff", start=0, num=limit)
+        names = self._r.zrangebylex(
+            self._k["lex"], b"[" + low.encode(), b"(" + low.encode() + b"\xff", start=0, num=limit
+        )
         found = []
         for name in names:
             row = self._by_name(name.decode())
@@ -205,7 +219,9 @@ class RedisState(AccountState):
 
     # ---------------------------------------------------------- apps, tokens
 
-    def create_client(self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None) -> tuple[Client, str]:
+    def create_client(
+        self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None
+    ) -> tuple[Client, str]:
         client_id, secret, now = new_secret(), new_secret(), time.time()
         id = int(self._r.hincrby(self._k["clients"], "", 1))  # the "" field counts apps
         record = {"id": id, "secret": digest(secret), "name": name, "redirect_uris": list(redirect_uris),
@@ -220,7 +236,15 @@ class RedisState(AccountState):
         r = json.loads(raw)
         if secret is not None and digest(secret) != r["secret"]:
             return None
-        return Client(client_id, r["name"], tuple(r["redirect_uris"]), frozenset(r["scopes"]), r["website"], r["created_at"], r["id"])
+        return Client(
+            client_id,
+            r["name"],
+            tuple(r["redirect_uris"]),
+            frozenset(r["scopes"]),
+            r["website"],
+            r["created_at"],
+            r["id"],
+        )
 
     def issue_token(self, account: int | None, scopes: frozenset[str], client_id: str | None) -> str:
         token = new_secret()
@@ -250,4 +274,11 @@ class RedisState(AccountState):
         if raw is None:
             return None
         r = json.loads(raw)
-        return CodeGrant(r["client_id"], r["account"], frozenset(r["scopes"]), r["redirect_uri"], r["challenge"], r["challenge_method"])
+        return CodeGrant(
+            r["client_id"],
+            r["account"],
+            frozenset(r["scopes"]),
+            r["redirect_uri"],
+            r["challenge"],
+            r["challenge_method"],
+        )
