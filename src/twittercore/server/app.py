@@ -145,9 +145,7 @@ def create_app(
     accounts and tokens live (see :func:`open_state`), or a callable returning
     any :class:`~twittercore.server.state.AccountState`.
     """
-    opener: Callable[[], AccountState] = (
-        state_path if callable(state_path) else (lambda: open_state(state_path))  # type: ignore[arg-type]
-    )
+    opener: Callable[[], AccountState] = state_path if callable(state_path) else (lambda: open_state(state_path))
     server = Server(store_target, opener, admin_token, store_options or {}, heartbeat)
 
     @contextlib.asynccontextmanager

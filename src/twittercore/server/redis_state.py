@@ -92,7 +92,7 @@ def _connect(target: str, timeout: float) -> Any:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     try:
         if cluster:
-            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)  # type: ignore[no-untyped-call]
         host, port = nodes[0]
         client = redis.Redis(host=host, port=port, db=db, **options)
         try:
