@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis lab lab-smoke clean
+.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis lab lab-smoke lab-smoke-cluster clean
 
 all: build
 
@@ -74,6 +74,10 @@ lab: build redis
 # Seconds, not minutes: one worker of the embedded deployment killed under load.
 lab-smoke: build
 	timeout -s INT 120 $(BIN)/python -m twittercore lab run smoke --out lab-report/smoke
+
+# smoke on lmdb-1, lmdb-haproxy and redis-cluster (needs redis-server and haproxy): about a minute.
+lab-smoke-cluster: build redis
+	timeout -s INT 300 $(BIN)/python -m twittercore lab run smoke-cluster --out lab-report/smoke-cluster
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/twittercore/*.so src/twittercore/_merge.c $(SO)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,24 +22,29 @@ ADMIN = "client-admin"
 server = server_fixture(ADMIN, heartbeat=0.5)
 
 
-def client(url: str, name: str) -> Mastodon:
+def client(url: str, name: str, admin: str = ADMIN) -> Mastodon:
     token = httpx.post(
-        f"{url}/api/v1/accounts", data={"username": name}, headers={"Authorization": f"Bearer {ADMIN}"}
+        f"{url}/api/v1/accounts", data={"username": name}, headers={"Authorization": f"Bearer {admin}"}
     ).json()["access_token"]
     # version_check_mode="created": Mastodon.py reads /api/v1/instance and checks our version string.
     return Mastodon(api_base_url=url, access_token=token, version_check_mode="created", request_timeout=10)
 
 
 def test_post_timelines_paging_follow_delete(server):
-    alice, bob = client(server, "alice"), client(server, "bob")
+    check_post_timelines_paging_follow_delete(client(server, "alice"), client(server, "bob"))
+
+
+def check_post_timelines_paging_follow_delete(alice: Mastodon, bob: Mastodon) -> None:
+    """What a client sees of two fresh accounts: follow, post, page, unfollow, delete (also run on Redis)."""
     me = alice.account_verify_credentials()
-    bob_id = bob.me().id
-    assert me.username == "alice" and isinstance(me.id, (int, str))
+    bob_me = bob.me()
+    bob_id = bob_me.id
+    assert isinstance(me.id, (int, str))
 
     relationship = alice.account_follow(bob_id)
     assert relationship.following is True
-    assert [a.username for a in bob.account_followers(bob_id)] == ["alice"]
-    assert [a.username for a in alice.account_following(me.id)] == ["bob"]
+    assert [a.username for a in bob.account_followers(bob_id)] == [me.username]
+    assert [a.username for a in alice.account_following(me.id)] == [bob_me.username]
 
     posted = [bob.status_post(f"bob <{n}>") if n % 2 else alice.status_post(f"alice {n}") for n in range(7)]
     assert posted[1].content == "<p>bob &lt;1&gt;</p>"
@@ -63,7 +67,7 @@ def test_post_timelines_paging_follow_delete(server):
 
     # Unfollow removes bob's posts from alice's home timeline.
     assert alice.account_unfollow(bob_id).following is False
-    assert all(s.account.username == "alice" for s in alice.timeline_home())
+    assert all(s.account.username == me.username for s in alice.timeline_home())
 
     # Delete: own status yes, someone else's no.
     alice.status_delete(posted[0].id)
@@ -104,18 +108,27 @@ class Collect(StreamListener):
 
 
 def test_streamed_update(server):
-    alice, bob = client(server, "alice"), client(server, "bob")
-    alice.account_follow(bob.me().id)
+    check_streamed_update(client(server, "alice"), client(server, "bob"))
+
+
+def check_streamed_update(alice: Mastodon, bob: Mastodon) -> float:
+    """bob's post reaches alice's user stream (the two may talk to different server processes); returns the seconds it took."""
+    bob_me = bob.me()
+    alice.account_follow(bob_me.id)
     listener = Collect()
     handle = alice.stream_user(listener, run_async=True, timeout=5)
     try:
         deadline = time.monotonic() + 10
         while listener.heartbeats == 0 and time.monotonic() < deadline:
             time.sleep(0.05)  # the greeting arrives once the stream is live
+        assert listener.heartbeats, "the stream never went live"
+        start = time.monotonic()
         status = bob.status_post("live!")
         assert listener.got.wait(10), "no update streamed"
+        took = time.monotonic() - start
         assert listener.updates[0].id == status.id
         assert listener.updates[0].content == "<p>live!</p>"
-        assert listener.updates[0].account.username == "bob"
+        assert listener.updates[0].account.username == bob_me.username
+        return took
     finally:
         handle.close()

@@ -14,7 +14,13 @@ import os
 import sys
 
 
-def create_account(data: str, username: str, store_target: str | None = None, password: str | None = None) -> tuple[int, str]:
+def create_account(
+    data: str,
+    username: str,
+    store_target: str | None = None,
+    password: str | None = None,
+    state_target: str | None = None,
+) -> tuple[int, str]:
     """Create an account in a data dir (server running or not); returns (id, token).
 
     With a password the account can also log in through OAuth (``/oauth/token``,
@@ -22,16 +28,15 @@ def create_account(data: str, username: str, store_target: str | None = None, pa
     """
     import twittercore
 
-    from .app import paths
+    from .app import open_state, paths
     from .auth import hash_password
-    from .sqlite_state import SQLiteState
     from .state import StateError, register
 
     if password is not None and not 8 <= len(password) <= 72:
         raise StateError("Validation failed: Password must be 8 to 72 characters")
     os.makedirs(data, exist_ok=True)
     store_path, state_path = paths(data)
-    state = SQLiteState(state_path)
+    state = open_state(state_target or state_path)
     try:
         with twittercore.open(store_target or store_path) as store:
             hashed = None if password is None else hash_password(password)
@@ -48,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("username")
     make.add_argument("--data", required=True, help="the server's data dir")
     make.add_argument("--store", default=None, help="the store, if not the data dir's (any twittercore.open target)")
+    make.add_argument(
+        "--state", default=None, help="the account state, if not the data dir's (a SQLite file or a redis URL)"
+    )
     make.add_argument("--password", default=None, help="lets the account log in through OAuth (8 to 72 characters)")
     serve = sub.add_parser("serve", help="run the server (same as `twittercore serve`)")
     from ..tools import serve as serve_command
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from .state import StateError
 
         try:
-            id, token = create_account(args.data, args.username, args.store, args.password)
+            id, token = create_account(args.data, args.username, args.store, args.password, args.state)
         except StateError as exc:
             print(f"create-account: {exc}", file=sys.stderr)
             return 1

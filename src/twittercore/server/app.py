@@ -48,7 +48,7 @@ from .routes.statuses import home_timeline
 from .sqlite_state import SQLiteState
 from .state import AccountState
 
-__all__ = ["create_app", "app_from_env", "ApiError", "ROUTES", "paths"]
+__all__ = ["create_app", "app_from_env", "ApiError", "ROUTES", "paths", "open_state"]
 
 logger = logging.getLogger("twittercore.server")
 
@@ -72,7 +72,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "Record not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
     if _twitter(request):
-        return twitter.twitter_error(exc.status_code, "Sorry, that page does not exist." if exc.status_code == 404 else message)
+        return twitter.twitter_error(
+            exc.status_code, "Sorry, that page does not exist." if exc.status_code == 404 else message
+        )
     return json_response({"error": message}, exc.status_code, getattr(exc, "headers", None))
 
 
@@ -139,14 +141,12 @@ def create_app(
     """Build the app.  The store and the account state open when the app starts.
 
     ``store_target`` is anything ``twittercore.open`` takes (``":memory:"``, a
-    directory, a ``scheme://`` URL a backend serves); ``state_path`` is the
-    SQLite file for accounts and tokens, or a callable returning any
-    :class:`~twittercore.server.state.AccountState`.
+    directory, a ``scheme://`` URL a backend serves); ``state_path`` is where
+    accounts and tokens live (see :func:`open_state`), or a callable returning
+    any :class:`~twittercore.server.state.AccountState`.
     """
-    open_state: Callable[[], AccountState] = (
-        state_path if callable(state_path) else (lambda: SQLiteState(state_path))  # type: ignore[arg-type]
-    )
-    server = Server(store_target, open_state, admin_token, store_options or {}, heartbeat)
+    opener: Callable[[], AccountState] = state_path if callable(state_path) else (lambda: open_state(state_path))
+    server = Server(store_target, opener, admin_token, store_options or {}, heartbeat)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -171,6 +171,17 @@ def create_app(
     return app
 
 
+def open_state(target: str) -> AccountState:
+    """The account state at ``target``: a ``redis://`` or ``redis+cluster://`` URL
+    (:class:`~.redis_state.RedisState`, for servers that share only a Redis store),
+    else a SQLite file (``":memory:"`` for a throwaway one)."""
+    if target.lower().startswith(("redis://", "redis+cluster://")):
+        from .redis_state import RedisState
+
+        return RedisState(target)
+    return SQLiteState(target)
+
+
 def paths(data_dir: str) -> tuple[str, str]:
     """Where a data dir keeps the store and the server state."""
     return os.path.join(data_dir, "store"), os.path.join(data_dir, "server.sqlite3")
@@ -183,5 +194,13 @@ def app_from_env() -> Starlette:
     store, state = paths(data)
     if os.environ.get("TWITTERCORE_STORE"):
         store = os.environ["TWITTERCORE_STORE"]
+    if os.environ.get("TWITTERCORE_STATE"):
+        state = os.environ["TWITTERCORE_STATE"]
     options = json.loads(os.environ.get("TWITTERCORE_STORE_OPTIONS", "{}"))
-    return create_app(store, state, admin_token=os.environ.get("TWITTERCORE_ADMIN_TOKEN") or None, store_options=options)
+    return create_app(
+        store,
+        state,
+        admin_token=os.environ.get("TWITTERCORE_ADMIN_TOKEN") or None,
+        store_options=options,
+        heartbeat=float(os.environ.get("TWITTERCORE_HEARTBEAT") or 15.0),
+    )

@@ -64,6 +64,7 @@ class Hub:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._wanted = False  # any subscribers: read by the waiter thread
+        self._pumps = 0  # _pump_all runs begun: the waiter reads it (see _wait_loop)
 
     def join(self, sink: int, after: int | None, base: str, frame: Any) -> Subscriber:
         store = self.server.store
@@ -106,10 +107,18 @@ class Hub:
                         self._thread = None
                         return
                 if store.wait(seen, self.WAIT_SLICE):
+                    # Deliver at once: on a store whose last_id() is slow (the
+                    # Redis one closes every bucket, tens of ms) pumping only
+                    # after it would hold every stream back that long.
+                    begun = self._pumps
+                    self._schedule(self._pump_all)
                     seen = store.last_id()
-                    loop = self._loop
-                    if loop is not None and not self._stopped.is_set():
-                        loop.call_soon_threadsafe(self._pump_all)
+                    # A pump that began before last_id() returned may have
+                    # missed a commit at or below ``seen``, which the next
+                    # wait(seen) would not report: pump again, unless none
+                    # began (the one scheduled then starts after ``seen``).
+                    if self._pumps != begun:
+                        self._schedule(self._pump_all)
         except (twittercore.Error, OSError, RuntimeError) as exc:
             # The store failed (or closed at shutdown), or the loop is gone:
             # end every stream rather than leave it silent; clients reconnect
@@ -124,12 +133,18 @@ class Hub:
         with self._lock:
             self._thread = None
 
+    def _schedule(self, work: Any) -> None:
+        loop = self._loop
+        if loop is not None and not self._stopped.is_set():
+            loop.call_soon_threadsafe(work)
+
     def _end_all(self) -> None:
         for sub in list(self.subscribers):
             sub.queue.put_nowait(None)
         self.subscribers.clear()
 
     def _pump_all(self) -> None:
+        self._pumps += 1
         try:
             for sub in list(self.subscribers):
                 self._pump(sub)
