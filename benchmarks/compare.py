@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]compare.py: {exc}")
         return 2
+    left_out = [e for e in entries if args.quick and not args.only and not e.quick]
+    entries = [e for e in entries if e not in left_out]
     progress = not args.no_progress and console.is_terminal
     extra_paths = [os.path.abspath(p) for p in args.extra_path]
     os.makedirs(args.out, exist_ok=True)
@@ -139,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
                                          progress=progress, sweep=False, extra_paths=extra_paths,
                                          on_result=on_result))
         results = runner.median_of(rounds)
+        for entry in left_out:
+            results[entry.name] = {"name": entry.name, "status": "skipped", "wall_s": 0.0,
+                                   "reason": f"not part of --quick (make bench, or --only {entry.name})"}
+            on_result(entry, results[entry.name])
         graph_edges, timed_posts = fixture.edges, fixture.post_count - fixture.bulk_posts
         del fixture
 
@@ -174,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         "workload": vars(spec) | {}, "generator": workload_file.generator_name(),
         "graph_edges": graph_edges, "timed_posts": timed_posts,
         "reference": next((n for n, r in results.items() if r.get("reference")), None),
-        "ratios": report.ratios(results), "failed": sorted(failed),
+        "ratios": report.ratios(results), "price_of_order": report.price_of_order(results),
+        "failed": sorted(failed),
     }
     report.write_json(os.path.join(args.out, "results.json"), meta, results, sweep)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -187,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     for key, r in meta["ratios"].items():
         console.print(f"  {key}: {r['value']}× ({r['means']})"
                       + ("" if r["target"] is None else f", target ≥ {r['target']}×: {'met' if r['met'] else 'NOT met'}"))
+    if meta["price_of_order"]:
+        report.print_price_of_order(meta["price_of_order"])
     console.print(f"wrote {args.out}/results.json, results.md and plots in {meta['seconds']} s")
     if failed:
         for name, r in failed.items():

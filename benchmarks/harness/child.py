@@ -38,7 +38,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         with open(spec["reference"]) as f:
             reference = json.load(f)
     options = dict(entry["options"])
-    if entry.get("needs_redis"):
+    if entry.get("needs_redis") or entry.get("needs_cluster"):
         options["redis_url"] = spec.get("redis_url")
     try:
         target = _factory(entry["factory"])(workdir=spec["workdir"], workload=fx.spec, **options)

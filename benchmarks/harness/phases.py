@@ -193,6 +193,7 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
             last_ids[sink] = page[-1][0]
     result["home_page1"] = stats(page1_ns)
     if sweep:
+        result["extra"] = target.extra_results()
         return result
     page2 = [(sink, last_ids[sink] - 1) for sink in fx.read_sinks if sink in last_ids]
     result["home_page2"] = stats(_time_each(lambda a: target.home(a[0], PAGE, max_id=a[1]),
@@ -234,4 +235,5 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
         {"followers": count, **stats(_time_each(lambda s: target.publish(s, payload), [source] * fx.fanout_reps))}
         for source, count in fx.fanout_sources
     ]
+    result["extra"] = target.extra_results()
     return result

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import redis_server
+from . import redis_cluster, redis_server
 from .registry import REFERENCE, Entry
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +85,15 @@ def run_all(entries: list[Entry], fixture_path: str, *, edges: int, timeout: flo
                                     "(it would need more memory than the machine has)"}
             elif entry.needs_redis and (reason := redis_server.missing_reason()):
                 result = {"name": entry.name, "status": "skipped", "reason": reason}
+            elif entry.needs_cluster and (reason := redis_cluster.missing_reason()):
+                result = {"name": entry.name, "status": "skipped", "reason": reason}
+            elif entry.needs_cluster:
+                try:
+                    with redis_cluster.running(3) as cluster:
+                        spec["redis_url"] = cluster.url
+                        result = _write_and_run(spec, timeout)
+                except RuntimeError as exc:
+                    result = {"name": entry.name, "status": "skipped", "reason": str(exc)}
             elif entry.needs_redis:
                 try:
                     with redis_server.running() as url:
