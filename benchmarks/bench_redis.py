@@ -85,8 +85,9 @@ def commandstats(clients: list[Any]) -> Counter[str]:
 class Meter:
     """Deltas of everything measured, around a block of ``ops`` operations."""
 
-    def __init__(self, clients: list[Any], pids: list[int], router: Any = None,
-                 sent: Counter[str] | None = None) -> None:
+    def __init__(
+        self, clients: list[Any], pids: list[int], router: Any = None, sent: Counter[str] | None = None
+    ) -> None:
         self.clients, self.pids, self.router = clients, pids, router
         #: Commands the client itself sent, by name (None: every command counted is one).
         self.sent = sent
@@ -95,25 +96,28 @@ class Meter:
         return {
             "stats": commandstats(self.clients),
             "cpu": sum(redis_cluster.cpu_seconds(p) for p in self.pids),
-            "client_cpu": time.process_time(),
-            "messages": _messages,
             "steps": self.router.round_trips if self.router else 0,
             "sent": Counter(self.sent or {}),
-            "wall": time.perf_counter(),
         }
 
     def measure(self, ops: int, block: Any) -> dict[str, Any]:
         before = self._now()
+        # Client-side counters right around the block: the INFO calls of the
+        # snapshots are messages too, and must not count as the operations'.
+        m0, c0, w0 = _messages, time.process_time(), time.perf_counter()
         block()
+        w1, c1, m1 = time.perf_counter(), time.process_time(), _messages
         after = self._now()
         stats = after["stats"] - before["stats"]
         by_command = {}
         for key in sorted(stats):
             name, _, field = key.partition(".")
             if field == "calls":
-                by_command[name] = {"calls_per_op": stats[key] / ops,
-                                    "usec_per_call": stats.get(f"{name}.usec", 0) / max(1, stats[key])}
-        wall = after["wall"] - before["wall"]
+                by_command[name] = {
+                    "calls_per_op": stats[key] / ops,
+                    "usec_per_call": stats.get(f"{name}.usec", 0) / max(1, stats[key]),
+                }
+        wall = w1 - w0
         sent = after["sent"] - before["sent"]
         top_level_usec = 0.0
         for name, command in by_command.items():
@@ -122,12 +126,14 @@ class Meter:
                 calls = min(calls, sent.get(name, 0))  # the rest ran inside FCALL, whose usec has them
             top_level_usec += calls * command["usec_per_call"]
         return {
-            "ops": ops, "wall_s": wall, "ops_per_s": ops / wall if wall else 0.0,
+            "ops": ops,
+            "wall_s": wall,
+            "ops_per_s": ops / wall if wall else 0.0,
             "client_us_per_op": wall / ops * 1e6,
-            "client_cpu_us_per_op": (after["client_cpu"] - before["client_cpu"]) / ops * 1e6,
+            "client_cpu_us_per_op": (c1 - c0) / ops * 1e6,
             "server_cpu_us_per_op": (after["cpu"] - before["cpu"]) / ops * 1e6,
             "commandstats_usec_per_op": top_level_usec / ops,
-            "messages_per_op": (after["messages"] - before["messages"]) / ops,
+            "messages_per_op": (m1 - m0) / ops,
             "steps_per_op": (after["steps"] - before["steps"]) / ops,
             "commands_per_op": sum(c["calls_per_op"] for c in by_command.values()),
             "client_commands_per_op": (sum(sent.values()) / ops) if self.sent is not None else None,
@@ -138,11 +144,27 @@ class Meter:
 #: Commands the backend's functions run inside FCALL: their usec is already in FCALL's.
 #: (The client sends some of them too, ZRANGE and HMGET on a home read: only the
 #: calls it sent count as top level, at the command's mean usec per call.)
-_INSIDE_FCALL = {"get", "set", "time", "hset", "hget", "zadd", "zrangebyscore", "zrevrangebyscore",
-                 "publish", "hdel", "zrem", "zscore", "sadd", "hmget", "zrange"}
+_INSIDE_FCALL = {
+    "get",
+    "set",
+    "time",
+    "hset",
+    "hget",
+    "zadd",
+    "zrangebyscore",
+    "zrevrangebyscore",
+    "publish",
+    "hdel",
+    "zrem",
+    "zscore",
+    "sadd",
+    "hmget",
+    "zrange",
+}
 
 
 # ------------------------------------------------------------------- workload
+
 
 def graph(users: int, followees: int, seed: int) -> list[tuple[int, int]]:
     """Every user follows exactly ``followees`` others, drawn at random."""
@@ -161,8 +183,15 @@ def posts(users: int, per_user: int) -> list[tuple[int, bytes]]:
 
 # -------------------------------------------------------------------- twittercore
 
-def bench_twittercore(cluster: redis_cluster.Cluster, pairs: list[tuple[int, int]], items: list[tuple[int, bytes]],
-                      users: int, ops: int, seed: int) -> dict[str, Any]:
+
+def bench_twittercore(
+    cluster: redis_cluster.Cluster,
+    pairs: list[tuple[int, int]],
+    items: list[tuple[int, bytes]],
+    users: int,
+    ops: int,
+    seed: int,
+) -> dict[str, Any]:
     rng = random.Random(seed + 1)
     out: dict[str, Any] = {}
     with twittercore.open(cluster.url, kernel="cython") as store:
@@ -212,18 +241,31 @@ def bench_twittercore(cluster: redis_cluster.Cluster, pairs: list[tuple[int, int
         pid = [cluster.pids[int(port)]]
         single = Meter(one, pid, router, sent)
         rounds = max(1, ops * 20 // len(buckets))
-        out["close_pipelined"] = single.measure(rounds * len(buckets),
-                                                lambda: [store._closes(buckets) for _ in range(rounds)])
-        out["close_one"] = single.measure(ops, lambda: [store._closes([buckets[n % len(buckets)]])
-                                                        for n in range(ops)])
+        out["close_pipelined"] = single.measure(
+            rounds * len(buckets), lambda: [store._closes(buckets) for _ in range(rounds)]
+        )
+        out["close_one"] = single.measure(ops, lambda: [store._closes([buckets[n % len(buckets)]]) for n in range(ops)])
         # tc_publish of one event each, pipelined to the same master: the server's rate.
         on_master = [s for s in range(1, users + 1) if store._bucket(s) in set(buckets)]
         at = repr(time.time())
-        batch = [store._fcall("tc_publish", store._bucket(s), store._floor_clock(store._bucket(s)), at,
-                              store._retention, 1, s, PAYLOAD, b"") for s in on_master[:200]]
+        batch = [
+            store._fcall(
+                "tc_publish",
+                store._bucket(s),
+                store._floor_clock(store._bucket(s)),
+                at,
+                store._retention,
+                1,
+                s,
+                PAYLOAD,
+                b"",
+            )
+            for s in on_master[:200]
+        ]
         rounds = max(1, ops * 5 // len(batch))
-        out["publish_pipelined"] = single.measure(rounds * len(batch),
-                                                  lambda: [store._write(batch) for _ in range(rounds)])
+        out["publish_pipelined"] = single.measure(
+            rounds * len(batch), lambda: [store._write(batch) for _ in range(rounds)]
+        )
         picks = [on_master[n % len(on_master)] for n in range(ops)]
         out["publish_one_master"] = single.measure(ops, lambda: [store.publish(s, PAYLOAD) for s in picks])
         client = one[0]
@@ -241,21 +283,33 @@ def _per_step(reads: list[list[tuple[int, int]]]) -> list[dict[str, float]]:
     whose newest were past the cut, and HMGET of the page per bucket.
     """
     out: list[dict[str, float]] = []
-    shapes = [("followees", lambda r: r[0]), ("ranges", lambda r: r[1]),
-              ("ranges again (cut short)", lambda r: r[2] if len(r) == 4 else None), ("fetch", lambda r: r[-1])]
+    shapes = [
+        ("followees", lambda r: r[0]),
+        ("ranges", lambda r: r[1]),
+        ("ranges again (cut short)", lambda r: r[2] if len(r) == 4 else None),
+        ("fetch", lambda r: r[-1]),
+    ]
     full = [r for r in reads if len(r) >= 3]
     for name, pick in shapes:
         rows = [x for x in (pick(r) for r in full) if x is not None]
         if rows:
-            out.append({"step": name, "share_of_reads": len(rows) / len(full),
-                        "commands": sum(c for c, _ in rows) / len(rows), "buckets": sum(b for _, b in rows) / len(rows)})
+            out.append(
+                {
+                    "step": name,
+                    "share_of_reads": len(rows) / len(full),
+                    "commands": sum(c for c, _ in rows) / len(rows),
+                    "buckets": sum(b for _, b in rows) / len(rows),
+                }
+            )
     return out
 
 
 # -------------------------------------------------------------------- baseline
 
-def bench_zsets(pairs: list[tuple[int, int]], items: list[tuple[int, bytes]], users: int, ops: int,
-                seed: int) -> dict[str, Any]:
+
+def bench_zsets(
+    pairs: list[tuple[int, int]], items: list[tuple[int, bytes]], users: int, ops: int, seed: int
+) -> dict[str, Any]:
     from baselines.redis_zsets import RedisZsets
 
     rng = random.Random(seed + 1)
@@ -300,6 +354,7 @@ class _tmpdir:
 
 # ------------------------------------------------------------------ projection
 
+
 def distinct_masters(buckets: float, masters: int) -> float:
     """Expected masters holding ``buckets`` distinct buckets spread evenly over ``masters``."""
     return masters * (1 - (1 - 1 / masters) ** buckets)
@@ -324,22 +379,29 @@ def project(tc: dict[str, Any], followers: float) -> list[dict[str, Any]]:
         touched3 = sum(s["share_of_reads"] * distinct_masters(s["buckets"], 3) for s in steps)
         read_cpu = home["server_cpu_us_per_op"] + (touched - touched3) * ping
         pub_cpu = publish["server_cpu_us_per_op"]
-        rows.append({
-            "masters": m, "messages_per_read": round(touched, 1),
-            "server_cpu_us_per_read": round(read_cpu, 1),
-            "reads_per_s": round(m * 1e6 / read_cpu), "publishes_per_s": round(m * 1e6 / pub_cpu),
-            "followers_reached_per_s": round(m * 1e6 / pub_cpu * followers),
-        })
+        rows.append(
+            {
+                "masters": m,
+                "messages_per_read": round(touched, 1),
+                "server_cpu_us_per_read": round(read_cpu, 1),
+                "reads_per_s": round(m * 1e6 / read_cpu),
+                "publishes_per_s": round(m * 1e6 / pub_cpu),
+                "followers_reached_per_s": round(m * 1e6 / pub_cpu * followers),
+            }
+        )
     return rows
 
 
 # ------------------------------------------------------------------------ main
 
+
 def _fmt(result: dict[str, Any]) -> str:
-    return (f"{result['ops_per_s']:>10,.0f}/s  client {result['client_us_per_op']:>7,.0f} µs/op  "
-            f"server CPU {result['server_cpu_us_per_op']:>7,.1f} µs/op  commandstats {result['commandstats_usec_per_op']:>7,.1f} µs/op  "
-            f"commands {result['commands_per_op']:>6.1f}  messages {result['messages_per_op']:>5.1f}  "
-            f"steps {result['steps_per_op']:>4.1f}")
+    return (
+        f"{result['ops_per_s']:>10,.0f}/s  client {result['client_us_per_op']:>7,.0f} µs/op  "
+        f"server CPU {result['server_cpu_us_per_op']:>7,.1f} µs/op  commandstats {result['commandstats_usec_per_op']:>7,.1f} µs/op  "
+        f"commands {result['commands_per_op']:>6.1f}  messages {result['messages_per_op']:>5.1f}  "
+        f"steps {result['steps_per_op']:>4.1f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,17 +424,30 @@ def main(argv: list[str] | None = None) -> int:
     pairs = graph(args.users, followees, args.seed)
     items = posts(args.users, args.per_user)
     followers = len(pairs) / args.users
-    print(f"workload: {args.users:,} users each following {followees} (mean followers {followers:.0f}), "
-          f"{len(items):,} posts loaded, {args.ops:,} ops per measurement; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"workload: {args.users:,} users each following {followees} (mean followers {followers:.0f}), "
+        f"{len(items):,} posts loaded, {args.ops:,} ops per measurement; load {os.getloadavg()[0]:.2f}"
+    )
     started = time.perf_counter()
     with redis_cluster.running(3) as cluster:
         tc = bench_twittercore(cluster, pairs, items, args.users, args.ops, args.seed)
     zs = bench_zsets(pairs, items, args.users, args.ops, args.seed)
     rows = project(tc, followers)
-    report = {"workload": {"users": args.users, "followees": followees, "posts_loaded": len(items), "ops": args.ops,
-                           "mean_followers": followers},
-              "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "seconds": round(time.perf_counter() - started, 1),
-              "twittercore": tc, "redis_zsets": zs, "projection": rows}
+    report = {
+        "workload": {
+            "users": args.users,
+            "followees": followees,
+            "posts_loaded": len(items),
+            "ops": args.ops,
+            "mean_followers": followers,
+        },
+        "cpus": os.cpu_count(),
+        "loadavg_end": os.getloadavg(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "twittercore": tc,
+        "redis_zsets": zs,
+        "projection": rows,
+    }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "redis.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -381,8 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("home", "publish"):
         print(f"  {key:<20} {_fmt(tc[key])}")
     print(f"  home read steps: {tc['home']['buckets_per_step']}")
-    print("ordering step alone, one master "
-          f"({tc['buckets_per_master']} buckets per master):")
+    print(f"ordering step alone, one master ({tc['buckets_per_master']} buckets per master):")
     for key in ("close_pipelined", "close_one", "publish_pipelined", "publish_one_master", "ping"):
         print(f"  {key:<20} {_fmt(tc[key])}")
     print("redis-zsets baseline (1 server):")
@@ -391,8 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in (("twittercore", tc), ("redis-zsets", zs)):
         for key in ("home", "publish"):
             top = sorted(result[key]["by_command"].items(), key=lambda kv: -kv[1]["calls_per_op"])
-            print(f"  {name} {key} commandstats: " + ", ".join(
-                f"{c} {v['calls_per_op']:.1f}×{v['usec_per_call']:.1f}µs" for c, v in top))
+            print(
+                f"  {name} {key} commandstats: "
+                + ", ".join(f"{c} {v['calls_per_op']:.1f}×{v['usec_per_call']:.1f}µs" for c, v in top)
+            )
     print("projection (server CPU only, 1 core per master at 100%):")
     for row in rows:
         print(f"  {row}")

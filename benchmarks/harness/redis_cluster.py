@@ -51,8 +51,9 @@ def _free(port: int) -> bool:
 
 def _cli(port: int, *args: str, timeout: float = 5) -> str:
     try:
-        out = subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), *args],
-                             capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            ["redis-cli", "-h", HOST, "-p", str(port), *args], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return ""
     return out.stdout
@@ -75,7 +76,7 @@ class Cluster:
         """``{port: pid}`` of every node."""
         return {port: proc.pid for port, proc in self.procs.items()}
 
-    def start(self, timeout: float = 30.0) -> "Cluster":
+    def start(self, timeout: float = 30.0) -> Cluster:
         candidates = list(PORTS)
         random.shuffle(candidates)
         for port in candidates:
@@ -91,9 +92,18 @@ class Cluster:
                 raise RuntimeError("a redis-server of the benchmark cluster did not start")
             time.sleep(0.05)
         created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in self.procs),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=timeout,
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"{HOST}:{p}" for p in self.procs),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if created.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {(created.stdout + created.stderr)[-300:]}")
@@ -108,11 +118,31 @@ class Cluster:
         node_dir = os.path.join(self.dir, str(port))
         os.makedirs(node_dir)
         self.procs[port] = subprocess.Popen(
-            ["redis-server", "--bind", HOST, "--port", str(port), "--dir", node_dir,
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", "5000", "--appendonly", "no", "--save", "",
-             "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                HOST,
+                "--port",
+                str(port),
+                "--dir",
+                node_dir,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+                "--appendonly",
+                "no",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def stop(self) -> None:

@@ -22,8 +22,6 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-import twittercore
-
 from .adapters import StoreTarget
 from .target import Skip
 
@@ -32,16 +30,24 @@ _POST_BATCH = 5_000
 
 
 class RedisStoreTarget(StoreTarget):
-    def __init__(self, *, workdir: str, redis_url: str | None = None, workload: dict[str, Any] | None = None,
-                 celebrity_fraction: float | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: str,
+        redis_url: str | None = None,
+        workload: dict[str, Any] | None = None,
+        celebrity_fraction: float | None = None,
+        **options: Any,
+    ) -> None:
         if not redis_url:
             raise Skip("no Redis Cluster was started for this run")
         try:
             import redis  # noqa: F401
         except ImportError:
             raise Skip("redis-py is not installed (pip install 'twittercore[redis]')") from None
-        super().__init__(workdir=workdir, target=redis_url, workload=workload,
-                         celebrity_fraction=celebrity_fraction, **options)
+        super().__init__(
+            workdir=workdir, target=redis_url, workload=workload, celebrity_fraction=celebrity_fraction, **options
+        )
         self.requested_fanout = self.fanout
         if self.fanout != "read" and not hasattr(type(self.store), "deliveries"):
             self.fanout = "read"
@@ -71,5 +77,10 @@ class RedisStoreTarget(StoreTarget):
 
     def extra_results(self) -> dict[str, Any]:
         router = self.store._r
-        return {"requested_fanout": self.requested_fanout, "served_fanout": self.fanout,
-                "masters": len(router.masters()), "round_trips": router.round_trips, "commands": router.commands}
+        return {
+            "requested_fanout": self.requested_fanout,
+            "served_fanout": self.fanout,
+            "masters": len(router.masters()),
+            "round_trips": router.round_trips,
+            "commands": router.commands,
+        }
