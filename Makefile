@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick redis lab lab-smoke lab-smoke-cluster clean
+.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick bench-redis redis lab lab-smoke lab-smoke-cluster clean
 
 all: build
 
@@ -62,6 +62,11 @@ bench: build redis
 
 bench-quick: build redis
 	$(BIN)/python benchmarks/compare.py --quick --out $(VENV)/bench-quick
+
+# The Redis backend's price of order: commands, round trips and server CPU per
+# operation, the ordering step alone per master (about a minute; skipped without redis-server).
+bench-redis: build redis
+	$(BIN)/python benchmarks/bench_redis.py --out reports/bench-redis
 
 # The failure-point lab (docs/lab.md): every deployment in lab/deployments under the same load and
 # faults, side by side in lab-report/comparison.md.  Deployments whose backend is not built yet are

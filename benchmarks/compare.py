@@ -37,29 +37,38 @@ from harness.workload_file import Samples, WorkloadSpec  # noqa: E402
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "spec": WorkloadSpec(users=1_000, posts=20_000, mean_followees=50, max_followees=1_000),
-        "samples": Samples(reads=500, timelines=300, check_sinks=20, probe_reads=50, churn=150,
-                           fanout_reps=10, timed_posts=2_000),
-        "sweep_users": [300, 1_000], "timeout": 60.0,
+        "samples": Samples(
+            reads=500, timelines=300, check_sinks=20, probe_reads=50, churn=150, fanout_reps=10, timed_posts=2_000
+        ),
+        "sweep_users": [300, 1_000],
+        "timeout": 60.0,
     },
     "default": {
         "spec": WorkloadSpec(),
         "samples": Samples(),
-        "sweep_users": [1_000, 3_000, 10_000], "timeout": 1_800.0,
+        "sweep_users": [1_000, 3_000, 10_000],
+        "timeout": 1_800.0,
     },
     "large": {
         "spec": WorkloadSpec(),
         "samples": Samples(),
-        "sweep_users": [10_000, 100_000, 1_000_000], "timeout": 7_200.0,
+        "sweep_users": [10_000, 100_000, 1_000_000],
+        "timeout": 7_200.0,
     },
 }
-SWEEP_SAMPLES = Samples(reads=500, timelines=0, check_sinks=10, probe_reads=0, churn=0, fanout_reps=0,
-                        timed_posts=5_000)
+SWEEP_SAMPLES = Samples(
+    reads=500, timelines=0, check_sinks=10, probe_reads=0, churn=0, fanout_reps=0, timed_posts=5_000
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny workload, finishes in <= 60 s (CI)")
-    parser.add_argument("--scale", choices=["default", "large"], default="default",
-                        help="large: sweep users 10k -> 1M for the throughput plot")
+    parser.add_argument(
+        "--scale",
+        choices=["default", "large"],
+        default="default",
+        help="large: sweep users 10k -> 1M for the throughput plot",
+    )
     parser.add_argument("--out", default=os.path.join("reports", "bench"), help="output directory")
     parser.add_argument("--only", help="comma-separated implementation names (default: all)")
     parser.add_argument("--users", type=int, help="override the workload's user count")
@@ -67,16 +76,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--followees", type=int, help="override the mean followees per user")
     parser.add_argument("--seed", type=int, help="workload seed (default 1)")
     parser.add_argument("--timeout", type=float, help="seconds per implementation before it is killed")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run every implementation N times, interleaved, and report medians (try 3)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every implementation N times, interleaved, and report medians (try 3)",
+    )
     parser.add_argument("--no-sweep", action="store_true", help="skip the throughput-vs-users runs")
-    parser.add_argument("--sweep-users", type=lambda text: [int(n) for n in text.split(",")], metavar="N,N,...",
-                        help="user counts of the throughput sweep (default: the scale's preset)")
+    parser.add_argument(
+        "--sweep-users",
+        type=lambda text: [int(n) for n in text.split(",")],
+        metavar="N,N,...",
+        help="user counts of the throughput sweep (default: the scale's preset)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--extra-impl", action="append", default=[], metavar="NAME=module:Class",
-                        help="also run this Target class (see harness/target.py)")
-    parser.add_argument("--extra-path", action="append", default=[], metavar="DIR",
-                        help="directory put on sys.path for --extra-impl modules")
+    parser.add_argument(
+        "--extra-impl",
+        action="append",
+        default=[],
+        metavar="NAME=module:Class",
+        help="also run this Target class (see harness/target.py)",
+    )
+    parser.add_argument(
+        "--extra-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory put on sys.path for --extra-impl modules",
+    )
 
 
 def _preset(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]compare.py: {exc}")
         return 2
+    left_out = [e for e in entries if args.quick and not args.only and not e.quick]
+    entries = [e for e in entries if e not in left_out]
     progress = not args.no_progress and console.is_terminal
     extra_paths = [os.path.abspath(p) for p in args.extra_path]
     os.makedirs(args.out, exist_ok=True)
@@ -129,16 +159,35 @@ def run(args: argparse.Namespace) -> int:
         fixture = workload_file.build(spec, preset["samples"])
         fixture_path = os.path.join(tmp, "fixture.pickle")
         workload_file.save(fixture, fixture_path)
-        console.print(f"  built in {time.perf_counter() - t0:.1f} s: {fixture.edges:,} follows, "
-                      f"{fixture.post_count:,} posts; each implementation in a fresh process")
+        console.print(
+            f"  built in {time.perf_counter() - t0:.1f} s: {fixture.edges:,} follows, "
+            f"{fixture.post_count:,} posts; each implementation in a fresh process"
+        )
         rounds = []
         for n in range(max(1, args.repeat)):
             if args.repeat > 1:
                 console.print(f"[bold]round {n + 1} of {args.repeat}")
-            rounds.append(runner.run_all(entries, fixture_path, edges=fixture.edges, timeout=preset["timeout"],
-                                         progress=progress, sweep=False, extra_paths=extra_paths,
-                                         on_result=on_result))
+            rounds.append(
+                runner.run_all(
+                    entries,
+                    fixture_path,
+                    edges=fixture.edges,
+                    timeout=preset["timeout"],
+                    progress=progress,
+                    sweep=False,
+                    extra_paths=extra_paths,
+                    on_result=on_result,
+                )
+            )
         results = runner.median_of(rounds)
+        for entry in left_out:
+            results[entry.name] = {
+                "name": entry.name,
+                "status": "skipped",
+                "wall_s": 0.0,
+                "reason": f"not part of --quick (make bench, or --only {entry.name})",
+            }
+            on_result(entry, results[entry.name])
         graph_edges, timed_posts = fixture.edges, fixture.post_count - fixture.bulk_posts
         del fixture
 
@@ -157,24 +206,42 @@ def run(args: argparse.Namespace) -> int:
                 workload_file.save(small_fixture, path)
                 edges = small_fixture.edges
                 del small_fixture
-                sweep[str(users)] = runner.median_of([
-                    runner.run_all(sweep_entries, path, edges=edges, timeout=preset["timeout"], progress=progress,
-                                   sweep=True, extra_paths=extra_paths, on_result=on_result)
-                    for _round in range(max(1, args.repeat))
-                ])
+                sweep[str(users)] = runner.median_of(
+                    [
+                        runner.run_all(
+                            sweep_entries,
+                            path,
+                            edges=edges,
+                            timeout=preset["timeout"],
+                            progress=progress,
+                            sweep=True,
+                            extra_paths=extra_paths,
+                            on_result=on_result,
+                        )
+                        for _round in range(max(1, args.repeat))
+                    ]
+                )
 
-    failed = {n: r for by in [results, *sweep.values()] for n, r in by.items()
-              if r["status"] not in ("ok", "skipped")}
+    failed = {n: r for by in [results, *sweep.values()] for n, r in by.items() if r["status"] not in ("ok", "skipped")}
     command = "python benchmarks/compare.py" + "".join(" " + shlex.quote(a) for a in _argv_of(args))
     meta = {
-        "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-        "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(),
-        "seconds": round(time.perf_counter() - started, 1), "repeat": max(1, args.repeat),
-        "workload": vars(spec) | {}, "generator": workload_file.generator_name(),
-        "graph_edges": graph_edges, "timed_posts": timed_posts,
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "loadavg_start": loadavg_start,
+        "loadavg_end": os.getloadavg(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "repeat": max(1, args.repeat),
+        "workload": vars(spec) | {},
+        "generator": workload_file.generator_name(),
+        "graph_edges": graph_edges,
+        "timed_posts": timed_posts,
         "reference": next((n for n, r in results.items() if r.get("reference")), None),
-        "ratios": report.ratios(results), "failed": sorted(failed),
+        "ratios": report.ratios(results),
+        "price_of_order": report.price_of_order(results),
+        "failed": sorted(failed),
     }
     report.write_json(os.path.join(args.out, "results.json"), meta, results, sweep)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -182,11 +249,18 @@ def run(args: argparse.Namespace) -> int:
     subtitle = f"{spec.users:,} users, {spec.posts:,} posts, load {loadavg_start[0]:.1f}"
     plots.write_all(args.out, results, sweep, subtitle)
 
-    report.print_table(results, f"twittercore vs baselines ({spec.users:,} users, relative to the fastest; "
-                                f"load {loadavg_start[0]:.2f} -> {meta['loadavg_end'][0]:.2f})")
+    report.print_table(
+        results,
+        f"twittercore vs baselines ({spec.users:,} users, relative to the fastest; "
+        f"load {loadavg_start[0]:.2f} -> {meta['loadavg_end'][0]:.2f})",
+    )
     for key, r in meta["ratios"].items():
-        console.print(f"  {key}: {r['value']}× ({r['means']})"
-                      + ("" if r["target"] is None else f", target ≥ {r['target']}×: {'met' if r['met'] else 'NOT met'}"))
+        console.print(
+            f"  {key}: {r['value']}× ({r['means']})"
+            + ("" if r["target"] is None else f", target ≥ {r['target']}×: {'met' if r['met'] else 'NOT met'}")
+        )
+    if meta["price_of_order"]:
+        report.print_price_of_order(meta["price_of_order"])
     console.print(f"wrote {args.out}/results.json, results.md and plots in {meta['seconds']} s")
     if failed:
         for name, r in failed.items():

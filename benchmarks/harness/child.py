@@ -38,7 +38,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         with open(spec["reference"]) as f:
             reference = json.load(f)
     options = dict(entry["options"])
-    if entry.get("needs_redis"):
+    if entry.get("needs_redis") or entry.get("needs_cluster"):
         options["redis_url"] = spec.get("redis_url")
     try:
         target = _factory(entry["factory"])(workdir=spec["workdir"], workload=fx.spec, **options)
@@ -47,8 +47,17 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     progress = phases.Progress(spec.get("progress", False), entry["name"])
     started = time.perf_counter()
     try:
-        out.update(phases.run(target, fx, reference=reference, ref_name=spec.get("reference_name", ""),
-                              name=entry["name"], progress=progress, sweep=spec.get("sweep", False)))
+        out.update(
+            phases.run(
+                target,
+                fx,
+                reference=reference,
+                ref_name=spec.get("reference_name", ""),
+                name=entry["name"],
+                progress=progress,
+                sweep=spec.get("sweep", False),
+            )
+        )
     except phases.CrossCheckError as exc:
         return {**out, "status": "crosscheck-failed", "reason": str(exc)}
     finally:

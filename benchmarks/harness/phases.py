@@ -68,10 +68,17 @@ class Progress:
         self._bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
 
-            self._bar = Bar(f"  {name:<12} {{task.description:<14}}", BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._bar = Bar(
+                f"  {name:<12} {{task.description:<14}}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._bar.start()
 
     def loop(self, description: str, items: list[Any], step: int = 256) -> Iterable[Any]:
@@ -125,7 +132,8 @@ def compare_pages(reference: dict[str, Any], pages: dict[str, Any], name: str, r
             if a != b:
                 raise CrossCheckError(
                     f"{name} disagrees with {ref_name} on {key!r}, row {row}: "
-                    f"[post index, source, payload digest] {b} != {a}")
+                    f"[post index, source, payload digest] {b} != {a}"
+                )
         raise CrossCheckError(f"{name} disagrees with {ref_name} on {key!r}: {len(got)} rows, want {len(want)}")
 
 
@@ -138,8 +146,16 @@ def _time_each(call: Callable[[Any], Any], args: Iterable[Any]) -> list[int]:
     return out
 
 
-def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_name: str,
-        name: str, progress: Progress, sweep: bool) -> dict[str, Any]:
+def run(
+    target: Target,
+    fx: Fixture,
+    *,
+    reference: dict[str, Any] | None,
+    ref_name: str,
+    name: str,
+    progress: Progress,
+    sweep: bool,
+) -> dict[str, Any]:
     """All phases (``sweep``: only ingest and home page 1) -> the result dict."""
     result: dict[str, Any] = {"fanout": target.fanout}
     rss0 = rss_bytes()
@@ -165,9 +181,12 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
     target.after_ingest()
     deliveries = sum(target.delivered_to(fx.followers.get(source, 0)) for source, _ in timed)
     result["ingest"] = {
-        "graph_edges": fx.edges, "graph_load_s": graph_s,
-        "bulk_posts": fx.bulk_posts, "bulk_load_s": bulk_s,
-        "timed_posts": len(timed), "events_per_s": len(timed) / elapsed if elapsed else 0.0,
+        "graph_edges": fx.edges,
+        "graph_load_s": graph_s,
+        "bulk_posts": fx.bulk_posts,
+        "bulk_load_s": bulk_s,
+        "timed_posts": len(timed),
+        "events_per_s": len(timed) / elapsed if elapsed else 0.0,
         "deliveries_per_s": (deliveries / elapsed if elapsed and target.fanout != "read" else None),
         "publish": stats(lat),
     }
@@ -193,14 +212,17 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
             last_ids[sink] = page[-1][0]
     result["home_page1"] = stats(page1_ns)
     if sweep:
+        result["extra"] = target.extra_results()
         return result
     page2 = [(sink, last_ids[sink] - 1) for sink in fx.read_sinks if sink in last_ids]
-    result["home_page2"] = stats(_time_each(lambda a: target.home(a[0], PAGE, max_id=a[1]),
-                                            progress.loop("home page 2", page2)))
+    result["home_page2"] = stats(
+        _time_each(lambda a: target.home(a[0], PAGE, max_id=a[1]), progress.loop("home page 2", page2))
+    )
 
     # ---- user timeline
-    result["timeline"] = stats(_time_each(lambda s: target.timeline(s, PAGE),
-                                          progress.loop("timeline", fx.timeline_sources)))
+    result["timeline"] = stats(
+        _time_each(lambda s: target.timeline(s, PAGE), progress.loop("timeline", fx.timeline_sources))
+    )
 
     # ---- home latency vs followed sources k
     result["home_vs_k"] = {
@@ -225,8 +247,11 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
         follow_ns.append(t1 - t0)
         unfollow_ns.append(_perf() - t1)
     total = (sum(follow_ns) + sum(unfollow_ns)) / 1e9
-    result["churn"] = {"ops_per_s": 2 * len(follow_ns) / total if total else 0.0,
-                       "follow": stats(follow_ns), "unfollow": stats(unfollow_ns)}
+    result["churn"] = {
+        "ops_per_s": 2 * len(follow_ns) / total if total else 0.0,
+        "follow": stats(follow_ns),
+        "unfollow": stats(unfollow_ns),
+    }
 
     # ---- fan-out cost: publish latency vs the source's follower count
     payload = b"f" * fx.spec["payload_bytes"]
@@ -234,4 +259,5 @@ def run(target: Target, fx: Fixture, *, reference: dict[str, Any] | None, ref_na
         {"followers": count, **stats(_time_each(lambda s: target.publish(s, payload), [source] * fx.fanout_reps))}
         for source, count in fx.fanout_sources
     ]
+    result["extra"] = target.extra_results()
     return result

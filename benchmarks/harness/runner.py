@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import redis_server
+from . import redis_cluster, redis_server
 from .registry import REFERENCE, Entry
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,15 +33,22 @@ def _child_env() -> dict[str, str]:
 
 def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Start the child in its own process group; kill the whole group on timeout."""
-    proc = subprocess.Popen([sys.executable, "-m", "harness.child", spec["spec_path"]],
-                            env=_child_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.child", spec["spec_path"]],
+        env=_child_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=None,
+    )
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
-        return {"name": spec["entry"]["name"], "status": "timeout",
-                "reason": f"no result after {timeout:.0f} s (raise --timeout, or use a smaller workload)"}
+        return {
+            "name": spec["entry"]["name"],
+            "status": "timeout",
+            "reason": f"no result after {timeout:.0f} s (raise --timeout, or use a smaller workload)",
+        }
     except BaseException:  # Ctrl-C reaches only our process group: take the child down with us
         _kill(proc)
         raise
@@ -49,8 +56,11 @@ def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         with open(spec["result"]) as f:
             return json.load(f)
     except (OSError, ValueError):
-        return {"name": spec["entry"]["name"], "status": "error",
-                "reason": f"child exited with code {proc.returncode} and wrote no result"}
+        return {
+            "name": spec["entry"]["name"],
+            "status": "error",
+            "reason": f"child exited with code {proc.returncode} and wrote no result",
+        }
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -61,8 +71,17 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_all(entries: list[Entry], fixture_path: str, *, edges: int, timeout: float, progress: bool, sweep: bool,
-            extra_paths: list[str], on_result: Callable[[Entry, dict[str, Any]], None]) -> dict[str, dict[str, Any]]:
+def run_all(
+    entries: list[Entry],
+    fixture_path: str,
+    *,
+    edges: int,
+    timeout: float,
+    progress: bool,
+    sweep: bool,
+    extra_paths: list[str],
+    on_result: Callable[[Entry, dict[str, Any]], None],
+) -> dict[str, dict[str, Any]]:
     """Run every entry on the fixture; returns ``{name: result}`` (pages included)."""
     ordered = sorted(entries, key=lambda e: e.name != REFERENCE)  # stable: the reference first
     results: dict[str, dict[str, Any]] = {}
@@ -72,19 +91,36 @@ def run_all(entries: list[Entry], fixture_path: str, *, edges: int, timeout: flo
             workdir = os.path.join(tmp, entry.name)
             os.makedirs(workdir)
             spec: dict[str, Any] = {
-                "entry": dataclasses.asdict(entry), "fixture": fixture_path, "workdir": workdir,
+                "entry": dataclasses.asdict(entry),
+                "fixture": fixture_path,
+                "workdir": workdir,
                 "result": os.path.join(tmp, f"{entry.name}.result.json"),
                 "spec_path": os.path.join(tmp, f"{entry.name}.spec.json"),
-                "reference": reference_path, "reference_name": reference_name,
-                "progress": progress, "sweep": sweep, "extra_paths": extra_paths,
+                "reference": reference_path,
+                "reference_name": reference_name,
+                "progress": progress,
+                "sweep": sweep,
+                "extra_paths": extra_paths,
             }
             started = time.perf_counter()
             if entry.max_edges is not None and edges > entry.max_edges:
-                result = {"name": entry.name, "status": "skipped",
-                          "reason": f"{edges:,} follows is over its limit of {entry.max_edges:,} "
-                                    "(it would need more memory than the machine has)"}
+                result = {
+                    "name": entry.name,
+                    "status": "skipped",
+                    "reason": f"{edges:,} follows is over its limit of {entry.max_edges:,} "
+                    "(it would need more memory than the machine has)",
+                }
             elif entry.needs_redis and (reason := redis_server.missing_reason()):
                 result = {"name": entry.name, "status": "skipped", "reason": reason}
+            elif entry.needs_cluster and (reason := redis_cluster.missing_reason()):
+                result = {"name": entry.name, "status": "skipped", "reason": reason}
+            elif entry.needs_cluster:
+                try:
+                    with redis_cluster.running(3) as cluster:
+                        spec["redis_url"] = cluster.url
+                        result = _write_and_run(spec, timeout)
+                except RuntimeError as exc:
+                    result = {"name": entry.name, "status": "skipped", "reason": str(exc)}
             elif entry.needs_redis:
                 try:
                     with redis_server.running() as url:

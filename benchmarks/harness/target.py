@@ -75,6 +75,10 @@ class Target:
         """Bytes held outside this process (a server's memory); 0 for embedded targets."""
         return 0
 
+    def extra_results(self) -> dict[str, Any]:
+        """Target-specific numbers for the result JSON (under ``"extra"``), read after the timed phases."""
+        return {}
+
     def close(self) -> None:
         pass
 
