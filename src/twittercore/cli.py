@@ -17,6 +17,7 @@ COMMANDS = {
     "workload": ("twittercore.checking.workload", "write a synthetic workload as JSON Lines"),
     "bench": ("twittercore.tools.bench", "where the comparison harness is (it ships with the source checkout)"),
     "serve": ("twittercore.tools.serve", "run the Mastodon-compatible server (the server extra)"),
+    "node": ("twittercore.node.cli", "run one decentralised node: own users and store, peers by --peers (docs/nodes.md)"),
     "load": ("twittercore.tools.loadtool", "drive a server over HTTP, record and verify"),
     "lab": ("twittercore.lab.cli", "the failure-point lab: lab up/down DEPLOYMENT, lab run SCENARIO (docs/lab.md)"),
 }
