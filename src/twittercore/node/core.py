@@ -352,13 +352,16 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         mark = self.watermark()
-        now_ms = self.clock.now_ms()
+        # "now" is this node's own clock, not the wall: after a restart (the ceiling) or a skewed peer the
+        # clocks of all nodes run ahead of the wall together, and the lag behind them is what a reader sees.
+        now = self.promise()
         return {
             "name": self.name,
             "index": self.index,
             "consistency": self.consistency,
             "watermark": mark,
-            "staleness_ms": max(0, now_ms - (mark >> HLC_SHIFT)),
+            "staleness_ms": (now - mark) >> HLC_SHIFT,
+            "clock_ahead_ms": (now >> HLC_SHIFT) - self.clock.now_ms(),
             "events": self.store.count(),
             "buffered": sum(len(b) for b in self.buffer.values()),
             "pending": len(self.pending),

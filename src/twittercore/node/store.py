@@ -32,8 +32,9 @@ CREATE TABLE IF NOT EXISTS subscribers (source INTEGER NOT NULL, node INTEGER NO
     PRIMARY KEY (source, node)) WITHOUT ROWID;
 """
 
-#: How far ahead of the clock the persisted ceiling runs (ms): one clock write per ~second, not per heartbeat.
-CEILING_MS = 2000
+#: How far ahead of the clock the persisted ceiling runs (ms): a restart jumps the clock at most this far
+#: (all nodes follow it, their clocks freeze until the wall catches up); a write every ~CEILING_MS/2.
+CEILING_MS = 250
 
 Head = tuple[int, int, bytes]  # (seq, hlc, hash) of a chain's newest link
 

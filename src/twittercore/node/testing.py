@@ -54,6 +54,7 @@ class NodeCluster:
                 self.start(i, wait=False)
             for i in range(1, self.count + 1):
                 self.wait_healthy(i)
+            self.wait_meshed()
         except BaseException:
             self.close()
             raise
@@ -63,9 +64,12 @@ class NodeCluster:
         self.close()
 
     def close(self) -> None:
+        self.http.close()  # first: an open keep-alive connection makes uvicorn wait out its grace period
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()  # all at once: their graceful shutdowns overlap
         for i in list(self.procs):
             self.stop(i)
-        self.http.close()
 
     # -- processes
 
@@ -94,6 +98,16 @@ class NodeCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"node{i} did not become healthy")
             time.sleep(0.05)
+
+    def wait_meshed(self, timeout: float = 10) -> None:
+        """Until every node has heard every other within 200 ms (a bounded node counts a silent one out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            heard = [self.stats(i)["heard_ms_ago"] for i in self.procs]
+            if all(ago < 200 for h in heard for ago in h.values()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nodes did not hear each other: {heard}")
 
     def kill(self, i: int) -> None:
         proc = self.procs.pop(i)
