@@ -106,8 +106,14 @@ def _wait(predicate, timeout=10.0, step=0.05):
 
 def _chain(c, home, user):
     """A source's whole chain, oldest first, from its home node: (key, text)."""
-    events = c._call("GET", home, f"/api/v1/users/{user}/timeline", params={"limit": 200})
-    return [(int(e["id"]), e["content"]) for e in reversed(events)]
+    events: list = []
+    params: dict = {"limit": 200}
+    while True:
+        page = c._call("GET", home, f"/api/v1/users/{user}/timeline", params=params)
+        events += page
+        if len(page) < 200:
+            return [(int(e["id"]), e["content"]) for e in reversed(events)]
+        params = {"limit": 200, "max_id": page[-1]["id"]}
 
 
 def _reference_homes(c, users, edges):
@@ -119,7 +125,7 @@ def _reference_homes(c, users, edges):
         for _, text in events:
             source = next(u for u, h in users.items() if text.startswith(f"{u}:"))
             ref.publish(source, text.encode())
-        return {sink: [e.payload.decode() for e in ref.home(sink, limit=1000)] for sink in users}
+        return {sink: [e.payload.decode() for e in ref.home(sink, limit=10_000)] for sink in users}
 
 
 def _homes(c, users):
@@ -267,3 +273,78 @@ def test_bounded_mode_leaves_a_silent_origin_behind_and_counts_it_late(tmp_path)
         assert final and [e["content"] for e in final if e["late"]] == ["far-during"]
         assert [e["content"] for e in final] == ["near-during", "far-during", "far-before"]
         assert c.stats(1)["late"] == 1
+
+
+# -- longer runs (make test-long)
+
+
+def _converge_to_reference(c, users, edges, timeout=30):
+    expected = _reference_homes(c, users, edges)
+    got = _wait(lambda: (h := _homes(c, users)) == expected and h, timeout=timeout) or _homes(c, users)
+    assert got == expected
+    return expected
+
+
+@pytest.mark.slow
+def test_five_nodes_agree_with_the_reference(tmp_path):
+    with NodeCluster(5, tmp_path) as c:
+        users = {c.create_user(i, f"five{i}{k}"): i for i in range(1, 6) for k in range(2)}
+        ids = list(users)
+        edges = [(s, t) for s in ids for t in ids if (s * 7 + t) % 4 != 0 or s == t]
+        for sink, source in edges:
+            c.follow(users[sink], sink, source)
+        with ThreadPoolExecutor(len(ids)) as pool:
+            list(pool.map(lambda u: [c.publish(users[u], u, f"{u}:{n}") for n in range(40)], ids))
+        expected = _converge_to_reference(c, users, edges)
+        assert sum(map(len, expected.values())) > len(ids) * 40
+        assert all(c.stats(i)["late"] == 0 for i in range(1, 6))
+
+
+@pytest.mark.slow
+def test_repeated_kills_and_partitions_lose_nothing_acknowledged(tmp_path):
+    import random
+
+    rng = random.Random(15)
+    with NodeCluster(3, tmp_path) as c:
+        users = {c.create_user(i, f"trial{i}{k}"): i for i in (1, 2, 3) for k in range(2)}
+        ids = list(users)
+        edges = [(s, t) for s in ids for t in ids]
+        for sink, source in edges:
+            c.follow(users[sink], sink, source)
+        acked: dict[int, list[str]] = {u: [] for u in ids}
+        for round_ in range(6):
+            stop = threading.Event()
+
+            def writer(user):
+                n = 0
+                while not stop.is_set():
+                    text = f"{user}:{round_}:{n}"
+                    try:
+                        c.publish(users[user], user, text)
+                    except httpx.HTTPError:
+                        time.sleep(0.05)
+                        continue
+                    acked[user].append(text)
+                    n += 1
+
+            with ThreadPoolExecutor(len(ids)) as pool:
+                futures = [pool.submit(writer, u) for u in ids]
+                time.sleep(0.3)
+                victim = rng.choice((1, 2, 3))
+                if round_ % 2:
+                    c.isolate(victim)
+                    time.sleep(0.5)
+                    c.isolate(victim, False)
+                else:
+                    c.kill(victim)
+                    time.sleep(0.2)
+                    c.start(victim)
+                time.sleep(0.3)
+                stop.set()
+                for f in futures:
+                    f.result()
+        for user, home in users.items():
+            chain = [text for _, text in _chain(c, home, user)]
+            assert set(acked[user]) <= set(chain)
+        _converge_to_reference(c, users, edges)
+        assert all(c.stats(i)["late"] == 0 and c.stats(i)["forks"] == 0 for i in (1, 2, 3))

@@ -157,7 +157,10 @@ def create_app(node: Node) -> Starlette:
         node.receive(links)
         heads = {_int(k, "heads"): _int(v, "heads") for k, v in (body.get("heads") or {}).items()}
         node.note_promise(origin, _int(body.get("clock"), "clock"), heads)
-        return json_response({"ok": True})
+        if links:
+            node.ask_promises(besides=origin)
+        # Our own promise rides back on the reply: a peer that pokes us gets it in one round trip.
+        return json_response(node.promise_for(origin))
 
     async def chain(request: Request) -> Response:
         peer(request)

@@ -223,6 +223,13 @@ class Node:
                 if self.repair_now is not None:
                     self.repair_now.set()
 
+    def ask_promises(self, besides: int) -> None:
+        """New links arrived: the views showing them wait for every other origin's next promise, so ask for it
+        now (an empty push; the reply carries the peer's promise) rather than wait for its heartbeat."""
+        for node, wake in self.wake.items():
+            if node != besides:
+                wake.set()
+
     def _check_pending(self, source: int) -> None:
         need = self.pending.get(source)
         if need and self.store.heads.get(source, (0,))[0] >= need[0]:
@@ -277,8 +284,11 @@ class Node:
             body = self.promise_for(node)
             body["links"] = [link.to_wire() for link in batch]
             try:
-                await self._post(node, "/node/v1/push", body)
+                reply = await self._post(node, "/node/v1/push", body)
                 self.counters["pushes"] += 1
+                if isinstance(reply, dict) and "clock" in reply:
+                    heads = {int(k): int(v) for k, v in reply.get("heads", {}).items()}
+                    self.note_promise(node, int(reply["clock"]), heads)
             except (httpx.HTTPError, ValueError):
                 self.counters["send_errors"] += 1  # lost links come back by anti-entropy
                 await asyncio.sleep(HEARTBEAT_S)
