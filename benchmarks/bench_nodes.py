@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             poller.join()
         latencies = [(seen[t] - sent[t]) * 1000 for t in sent if t in seen]
         print(f"3 nodes, {args.consistency}: {len(latencies)}/{len(sent)} events visible on the follower's node")
-        print(f"publish-to-visible ms: p50 {percentile(latencies, 0.5):.1f}  p99 {percentile(latencies, 0.99):.1f}"
-              f"  max {max(latencies):.1f}  mean {statistics.mean(latencies):.1f}")
+        print(
+            f"publish-to-visible ms: p50 {percentile(latencies, 0.5):.1f}  p99 {percentile(latencies, 0.99):.1f}"
+            f"  max {max(latencies):.1f}  mean {statistics.mean(latencies):.1f}"
+        )
 
         during = max(1, args.events // 3)
         c.isolate(3)
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.005)
         converged = (time.perf_counter() - healed) * 1000
         ok = len(c.home_all(1, sink)) == want
-        print(f"partition of node3 ({during} events published behind it) healed: "
-              f"node1 converged in {converged:.0f} ms ({'ok' if ok else 'NOT converged'})")
+        print(
+            f"partition of node3 ({during} events published behind it) healed: "
+            f"node1 converged in {converged:.0f} ms ({'ok' if ok else 'NOT converged'})"
+        )
         stats = [c.stats(i) for i in (1, 2, 3)]
         print("bytes sent per node:", [s["bytes_sent"] for s in stats], " late:", [s["late"] for s in stats])
         return 0 if ok and len(latencies) == len(sent) else 1

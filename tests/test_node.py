@@ -16,7 +16,6 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 from twittercore.node.testing import NodeCluster  # noqa: E402
 
-
 # -- units
 
 
@@ -315,7 +314,7 @@ def test_repeated_kills_and_partitions_lose_nothing_acknowledged(tmp_path):
         for round_ in range(6):
             stop = threading.Event()
 
-            def writer(user):
+            def writer(user, stop=stop, round_=round_):
                 n = 0
                 while not stop.is_set():
                     text = f"{user}:{round_}:{n}"

@@ -27,14 +27,13 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import Error, InvalidArgumentError, NotFoundError
-import orjson
-
 from ..server.http import ApiError, form, json_response, read_body
 from .chain import Link, key_of, split_key
 from .core import Node
@@ -101,18 +100,34 @@ def create_app(node: Node) -> Starlette:
             None if since_id is None else split_key(since_id),
             limit,
         )
-        return json_response([
-            {"id": str(key_of(hlc, source)), "account": str(source), "seq": seq, "hlc": hlc,
-             "content": payload.decode("utf-8", "replace"), "late": bool(late)}
-            for source, seq, hlc, payload, late in rows
-        ])
+        return json_response(
+            [
+                {
+                    "id": str(key_of(hlc, source)),
+                    "account": str(source),
+                    "seq": seq,
+                    "hlc": hlc,
+                    "content": payload.decode("utf-8", "replace"),
+                    "late": bool(late),
+                }
+                for source, seq, hlc, payload, late in rows
+            ]
+        )
 
     async def instance(request: Request) -> Response:
-        return json_response({
-            "uri": request.url.netloc, "title": f"twittercore {node.name}", "version": "twittercore-node",
-            "node": {"name": node.name, "index": node.index, "consistency": node.consistency,
-                     "peers": {str(n): url for n, url in node.peers.items()}},
-        })
+        return json_response(
+            {
+                "uri": request.url.netloc,
+                "title": f"twittercore {node.name}",
+                "version": "twittercore-node",
+                "node": {
+                    "name": node.name,
+                    "index": node.index,
+                    "consistency": node.consistency,
+                    "peers": {str(n): url for n, url in node.peers.items()},
+                },
+            }
+        )
 
     async def create_user(request: Request) -> Response:
         check_token(request)
@@ -181,7 +196,9 @@ def create_app(node: Node) -> Starlette:
     async def subscribe(request: Request) -> Response:
         peer(request)
         body = await peer_body(request)
-        node.subscribe(_int(body.get("node"), "node"), _int(body.get("source"), "source"), body.get("on", True) is not False)
+        node.subscribe(
+            _int(body.get("node"), "node"), _int(body.get("source"), "source"), body.get("on", True) is not False
+        )
         return json_response({"ok": True})
 
     async def stats(request: Request) -> Response:
@@ -226,5 +243,4 @@ def create_app(node: Node) -> Starlette:
         status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidArgumentError) else 500
         return json_response({"error": str(exc)}, status)
 
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ApiError: api_error, Error: library_error})
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error, Error: library_error})

@@ -25,14 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--name", required=True, help="this node's name; its trailing digits are its index in --peers")
-    parser.add_argument("--index", type=int, default=None, help="this node's 1-based position in --peers (default: from --name)")
     parser.add_argument(
-        "--admin-token", default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
+        "--index", type=int, default=None, help="this node's 1-based position in --peers (default: from --name)"
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
         help="bearer token for client writes and peer traffic, the same on every node (default: $TWITTERCORE_ADMIN_TOKEN)",
     )
     parser.add_argument("--peers", required=True, help="comma-separated base URLs of every node, this one included")
-    parser.add_argument("--consistency", choices=["strict", "bounded"], default="strict",
-                        help="strict: views wait for every origin; bounded: a silent origin is left out after --staleness-ms")
+    parser.add_argument(
+        "--consistency",
+        choices=["strict", "bounded"],
+        default="strict",
+        help="strict: views wait for every origin; bounded: a silent origin is left out after --staleness-ms",
+    )
     parser.add_argument("--staleness-ms", type=int, default=1000)
     parser.add_argument("--no-durable", action="store_true", help="do not fsync each commit")
     parser.add_argument("--log-level", default="warning")
@@ -58,12 +65,24 @@ def run(args: argparse.Namespace) -> int:
         if args.staleness_ms < 0:
             raise InvalidArgumentError("node: --staleness-ms must be >= 0")
         node = Node(
-            args.data, args.name, node_index(args.name, args.index), peers, args.admin_token,
-            consistency=args.consistency, staleness_ms=args.staleness_ms, durable=not args.no_durable,
+            args.data,
+            args.name,
+            node_index(args.name, args.index),
+            peers,
+            args.admin_token,
+            consistency=args.consistency,
+            staleness_ms=args.staleness_ms,
+            durable=not args.no_durable,
         )
     except Error as exc:
         print(f"twittercore {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(node), host=args.host, port=args.port, log_level=args.log_level,
-                lifespan="on", timeout_graceful_shutdown=2)
+    uvicorn.run(
+        create_app(node),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     return 0

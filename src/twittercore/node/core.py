@@ -67,8 +67,16 @@ class Node:
         self.buffer: dict[int, dict[int, Link]] = {}
         self.shown: dict[int, int] = {}  # source -> highest horizon a view holding it was served with
         self.isolated = False
-        self.counters = {"late": 0, "bytes_sent": 0, "pushes": 0, "pulls": 0, "applied": 0,
-                         "rejected": 0, "forks": 0, "send_errors": 0}
+        self.counters = {
+            "late": 0,
+            "bytes_sent": 0,
+            "pushes": 0,
+            "pulls": 0,
+            "applied": 0,
+            "rejected": 0,
+            "forks": 0,
+            "send_errors": 0,
+        }
         self.tasks: list[asyncio.Task] = []
         self.client: httpx.AsyncClient | None = None
 
@@ -263,8 +271,9 @@ class Node:
         assert self.client is not None
         data = orjson.dumps(body)
         self.counters["bytes_sent"] += len(data)
-        response = await self.client.post(self.peers[node] + path, content=data,
-                                          headers={"content-type": "application/json"})
+        response = await self.client.post(
+            self.peers[node] + path, content=data, headers={"content-type": "application/json"}
+        )
         response.raise_for_status()
         return orjson.loads(response.content)
 
@@ -303,7 +312,7 @@ class Node:
                 continue
             try:
                 await self.repair_once()
-            except Exception:  # noqa: BLE001 - one failed round must not end repair for good
+            except Exception:  # one failed round must not end repair for good
                 self.counters["send_errors"] += 1
                 await asyncio.sleep(REPAIR_S)
 

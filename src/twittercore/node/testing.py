@@ -38,8 +38,15 @@ def free_ports(count: int) -> list[int]:
 
 
 class NodeCluster:
-    def __init__(self, count: int, data: str, *, consistency: str = "strict", staleness_ms: int = 1000,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        data: str,
+        *,
+        consistency: str = "strict",
+        staleness_ms: int = 1000,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.count, self.data = count, str(data)
         self.ports = free_ports(count)
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
@@ -74,14 +81,31 @@ class NodeCluster:
     # -- processes
 
     def argv(self, i: int) -> list[str]:
-        return [sys.executable, "-m", "twittercore", "node", "--data", os.path.join(self.data, f"node{i}"),
-                "--port", str(self.ports[i - 1]), "--name", f"node{i}", "--admin-token", TOKEN,
-                "--peers", ",".join(self.urls), "--consistency", self.consistency,
-                "--staleness-ms", str(self.staleness_ms)]
+        return [
+            sys.executable,
+            "-m",
+            "twittercore",
+            "node",
+            "--data",
+            os.path.join(self.data, f"node{i}"),
+            "--port",
+            str(self.ports[i - 1]),
+            "--name",
+            f"node{i}",
+            "--admin-token",
+            TOKEN,
+            "--peers",
+            ",".join(self.urls),
+            "--consistency",
+            self.consistency,
+            "--staleness-ms",
+            str(self.staleness_ms),
+        ]
 
     def start(self, i: int, wait: bool = True, env: dict[str, str] | None = None) -> None:
-        self.procs[i] = subprocess.Popen(self.argv(i), env={**os.environ, **self.env, **(env or {})},
-                                         stdin=subprocess.DEVNULL)
+        self.procs[i] = subprocess.Popen(
+            self.argv(i), env={**os.environ, **self.env, **(env or {})}, stdin=subprocess.DEVNULL
+        )
         if wait:
             self.wait_healthy(i)
 
