@@ -274,6 +274,47 @@ def test_bounded_mode_leaves_a_silent_origin_behind_and_counts_it_late(tmp_path)
         assert c.stats(1)["late"] == 1
 
 
+def test_bad_requests_are_refused_with_their_reasons(cluster):
+    c = cluster
+    local = c.create_user(1, "bad-local")
+    remote = c.create_user(2, "bad-remote")
+
+    def status(method, i, path, **kwargs):
+        return c.http.request(method, c.urls[i - 1] + path, **kwargs).status_code
+
+    assert status("POST", 1, "/api/v1/publish", json={"source": remote, "text": "x"}) == 404  # not its home
+    assert status("POST", 1, "/api/v1/follow", json={"sink": remote, "source": local}) == 404
+    assert status("POST", 1, "/api/v1/follow", json={"sink": local, "source": 99 << 40 | 1}) == 422
+    assert status("POST", 1, "/api/v1/publish", json={"source": "x", "text": "x"}) == 422
+    assert status("POST", 1, "/api/v1/publish", json={"source": local, "text": 5}) == 422
+    assert status("POST", 1, "/api/v1/users", json={"name": "bad-local"}) == 422  # taken
+    assert status("GET", 1, "/api/v1/timelines/home", params={"user": local, "max_id": "-1"}) == 422
+    with httpx.Client() as anonymous:
+        r = anonymous.post(c.urls[0] + "/api/v1/publish", json={"source": local, "text": "x"})
+        assert r.status_code == 401
+        assert anonymous.post(c.urls[0] + "/node/v1/push", json={"origin": 2}).status_code == 401
+    r = c.http.post(c.urls[0] + "/node/v1/push", json={"origin": 2, "clock": 1, "links": [{"source": 1}]})
+    assert r.status_code == 422
+
+
+def test_a_node_restarted_with_its_clock_behind_keeps_its_chains_in_order(cluster):
+    c = cluster
+    sink, writer = c.create_user(1, "skew-sink"), c.create_user(3, "skew-writer")
+    c.follow(1, sink, writer)
+    before = c.publish(3, writer, "before-skew")
+    c.stop(3)
+    c.start(3, env={"TWITTERCORE_CLOCK_SKEW_MS": "-5000"})
+    try:
+        after = c.publish(3, writer, "after-skew")
+        assert after["seq"] == before["seq"] + 1 and after["hlc"] > before["hlc"]
+        final = _wait(lambda: len(h := c.home(1, sink)) == 2 and h, timeout=10)
+        assert [e["content"] for e in final] == ["after-skew", "before-skew"]
+    finally:
+        c.stop(3)
+        c.start(3)
+        c.wait_meshed()
+
+
 # -- longer runs (make test-long)
 
 
