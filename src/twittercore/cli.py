@@ -17,6 +17,10 @@ COMMANDS = {
     "workload": ("twittercore.checking.workload", "write a synthetic workload as JSON Lines"),
     "bench": ("twittercore.tools.bench", "where the comparison harness is (it ships with the source checkout)"),
     "serve": ("twittercore.tools.serve", "run the Mastodon-compatible server (the server extra)"),
+    "node": (
+        "twittercore.node.cli",
+        "run one decentralised node: own users and store, peers by --peers (docs/nodes.md)",
+    ),
     "load": ("twittercore.tools.loadtool", "drive a server over HTTP, record and verify"),
     "lab": ("twittercore.lab.cli", "the failure-point lab: lab up/down DEPLOYMENT, lab run SCENARIO (docs/lab.md)"),
 }
@@ -24,8 +28,12 @@ COMMANDS = {
 
 #: Optional dependencies -> the extra that installs them.
 EXTRAS = {
-    "rich": "tools", "matplotlib": "tools",
-    "starlette": "server", "uvicorn": "server", "httpx": "server", "orjson": "server",
+    "rich": "tools",
+    "matplotlib": "tools",
+    "starlette": "server",
+    "uvicorn": "server",
+    "httpx": "server",
+    "orjson": "server",
     "redis": "redis",
 }
 
@@ -47,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
-        prog="twittercore", description="twittercore: ordered fan-out. Tools around the library; each command has --help."
+        prog="twittercore",
+        description="twittercore: ordered fan-out. Tools around the library; each command has --help.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     # Parse the command name first so only that command's module is imported.

@@ -1,0 +1,246 @@
+"""The node's HTTP API: a minimal client API and the node-to-node protocol (Starlette).
+
+Client (every write needs ``Authorization: Bearer <admin token>``; there are
+no per-user tokens in this first version):
+
+    GET  /api/v1/instance                    health and membership
+    POST /api/v1/users {name}                a user whose home is this node
+    POST /api/v1/follow {sink, source}       sink must live here; source anywhere
+    POST /api/v1/unfollow {sink, source}
+    POST /api/v1/publish {source, text}      committed here before the reply
+    GET  /api/v1/timelines/home?user=&max_id=&since_id=&limit=
+    GET  /api/v1/users/{id}/timeline?max_id=&since_id=&limit=
+
+Timeline ids are merge keys ``hlc << 48 | source`` as decimal strings, newest
+first; a page shows only events at or below the node's watermark for it.
+
+Peers (same bearer token): ``/node/v1/push`` (links plus the origin's
+promise; an empty push is the heartbeat), ``/node/v1/heartbeat`` (the same),
+``/node/v1/chain`` (a range of one chain), ``/node/v1/frontiers``,
+``/node/v1/subscribe``, ``/node/v1/stats``, ``/node/v1/admin/isolate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import Error, InvalidArgumentError, NotFoundError
+from ..server.http import ApiError, form, json_response, read_body
+from .chain import Link, key_of, split_key
+from .core import Node
+
+__all__ = ["create_app"]
+
+MAX_PAGE = 200
+MAX_TEXT = 5000
+#: A push of 500 links of 5000 characters each, and then some.
+MAX_PEER_BODY = 8 << 20
+
+
+async def peer_body(request: Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_PEER_BODY)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "body: malformed JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: expected a JSON object")
+    return body
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ApiError(422, f"{what}: expected an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
+        number = int(value)
+    else:
+        raise ApiError(422, f"{what}: expected an integer")
+    if number < 0:
+        raise ApiError(422, f"{what}: expected a non-negative integer")
+    return number
+
+
+def _opt_int(params: Any, name: str) -> int | None:
+    value = params.get(name)
+    return None if value in (None, "") else _int(value, name)
+
+
+def create_app(node: Node) -> Starlette:
+    def check_token(request: Request) -> None:
+        if node.token is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {node.token}".encode()):
+            raise ApiError(401, "The access token is invalid")
+
+    def peer(request: Request) -> None:
+        check_token(request)
+        if node.isolated:
+            raise ApiError(503, "isolated")
+
+    def page(request: Request, sources: list[int]) -> Response:
+        params = request.query_params
+        max_id, since_id = _opt_int(params, "max_id"), _opt_int(params, "since_id")
+        limit = _opt_int(params, "limit") or 20
+        limit = min(limit, MAX_PAGE)
+        rows = node.view(
+            sources,
+            None if max_id is None else split_key(max_id),
+            None if since_id is None else split_key(since_id),
+            limit,
+        )
+        return json_response(
+            [
+                {
+                    "id": str(key_of(hlc, source)),
+                    "account": str(source),
+                    "seq": seq,
+                    "hlc": hlc,
+                    "content": payload.decode("utf-8", "replace"),
+                    "late": bool(late),
+                }
+                for source, seq, hlc, payload, late in rows
+            ]
+        )
+
+    async def instance(request: Request) -> Response:
+        return json_response(
+            {
+                "uri": request.url.netloc,
+                "title": f"twittercore {node.name}",
+                "version": "twittercore-node",
+                "node": {
+                    "name": node.name,
+                    "index": node.index,
+                    "consistency": node.consistency,
+                    "peers": {str(n): url for n, url in node.peers.items()},
+                },
+            }
+        )
+
+    async def create_user(request: Request) -> Response:
+        check_token(request)
+        body = await form(request)
+        uid = node.store.create_user(body.get("name"))
+        return json_response({"id": str(uid), "name": body["name"], "node": node.name})
+
+    async def follow(request: Request) -> Response:
+        check_token(request)
+        body = await form(request)
+        sink, source = _int(body.get("sink"), "sink"), _int(body.get("source"), "source")
+        on = request.url.path.endswith("/follow")
+        changed = node.follow(sink, source) if on else node.unfollow(sink, source)
+        return json_response({"sink": str(sink), "source": str(source), "following": on, "changed": changed})
+
+    async def publish(request: Request) -> Response:
+        check_token(request)
+        body = await form(request)
+        text = body.get("text")
+        if not isinstance(text, str) or len(text) > MAX_TEXT:
+            raise ApiError(422, f"text: expected a string of at most {MAX_TEXT} characters")
+        link = node.publish(_int(body.get("source"), "source"), text.encode("utf-8", "surrogatepass"))
+        return json_response({"id": str(link.key), "seq": link.seq, "hlc": link.hlc, "hash": link.hash.hex()})
+
+    async def home(request: Request) -> Response:
+        user = _int(request.query_params.get("user"), "user")
+        node._local_user(user)
+        return page(request, node.store.sources_of(user))
+
+    async def timeline(request: Request) -> Response:
+        user = _int(request.path_params["id"], "id")
+        node._known_home(user)
+        return page(request, [user])
+
+    async def push(request: Request) -> Response:
+        peer(request)
+        body = await peer_body(request)
+        origin = _int(body.get("origin"), "origin")
+        if origin not in node.peers:
+            raise ApiError(422, f"origin {origin}: not a peer")
+        links = [Link.from_wire(obj) for obj in body.get("links") or []]
+        node.receive(links)
+        heads = {_int(k, "heads"): _int(v, "heads") for k, v in (body.get("heads") or {}).items()}
+        node.note_promise(origin, _int(body.get("clock"), "clock"), heads)
+        if links:
+            node.ask_promises(besides=origin)
+        # Our own promise rides back on the reply: a peer that pokes us gets it in one round trip.
+        return json_response(node.promise_for(origin))
+
+    async def chain(request: Request) -> Response:
+        peer(request)
+        params = request.query_params
+        source = _int(params.get("source"), "source")
+        after = _opt_int(params, "after") or 0
+        limit = min(_opt_int(params, "limit") or 500, 5000)
+        return json_response(node.chain_reply(source, after, limit))
+
+    async def frontiers(request: Request) -> Response:
+        peer(request)
+        body = await peer_body(request)
+        sources = body.get("sources")
+        if not isinstance(sources, list) or len(sources) > 100_000:
+            raise ApiError(422, "sources: expected a list")
+        return json_response(node.frontiers([_int(s, "sources") for s in sources]))
+
+    async def subscribe(request: Request) -> Response:
+        peer(request)
+        body = await peer_body(request)
+        node.subscribe(
+            _int(body.get("node"), "node"), _int(body.get("source"), "source"), body.get("on", True) is not False
+        )
+        return json_response({"ok": True})
+
+    async def stats(request: Request) -> Response:
+        return json_response(node.stats())
+
+    async def isolate(request: Request) -> Response:
+        check_token(request)
+        body = await form(request)
+        node.isolated = bool(body.get("isolated", True))
+        return json_response({"isolated": node.isolated})
+
+    routes = [
+        Route("/api/v1/instance", instance),
+        Route("/api/v1/users", create_user, methods=["POST"]),
+        Route("/api/v1/follow", follow, methods=["POST"]),
+        Route("/api/v1/unfollow", follow, methods=["POST"]),
+        Route("/api/v1/publish", publish, methods=["POST"]),
+        Route("/api/v1/timelines/home", home),
+        Route("/api/v1/users/{id}/timeline", timeline),
+        Route("/node/v1/push", push, methods=["POST"]),
+        Route("/node/v1/heartbeat", push, methods=["POST"]),
+        Route("/node/v1/chain", chain),
+        Route("/node/v1/frontiers", frontiers, methods=["POST"]),
+        Route("/node/v1/subscribe", subscribe, methods=["POST"]),
+        Route("/node/v1/stats", stats),
+        Route("/node/v1/admin/isolate", isolate, methods=["POST"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return json_response({"error": exc.message}, exc.status, exc.headers)
+
+    async def library_error(request: Request, exc: Exception) -> Response:
+        status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidArgumentError) else 500
+        return json_response({"error": str(exc)}, status)
+
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error, Error: library_error})

@@ -1,0 +1,391 @@
+"""One node: publishing, receiving chains, the watermark, pushes, heartbeats and anti-entropy.
+
+Everything here runs on the event loop thread and the store calls are
+synchronous, so "take an hlc, commit the link" and "read the clock, read the
+chain heads" can never interleave: a promise a node sends (its clock plus the
+heads of the chains it pushes to that peer) always covers every link it has
+committed with a smaller hlc.  See docs/nodes.md for the argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from ..errors import InvalidArgumentError, NotFoundError
+from .chain import HLC_SHIFT, Clock, Link, home_index
+from .store import CEILING_MS, NodeStore
+
+__all__ = ["Node"]
+
+HEARTBEAT_S = 0.1
+REPAIR_S = 0.5
+PUSH_BATCH = 500
+PULL_BATCH = 1000
+#: A peer that does not take our pushes loses its queue past this; anti-entropy re-sends it.
+QUEUE_CAP = 20_000
+
+
+class Node:
+    def __init__(
+        self,
+        data: str,
+        name: str,
+        index: int,
+        peers: list[str],
+        token: str | None,
+        consistency: str = "strict",
+        staleness_ms: int = 1000,
+        durable: bool = True,
+    ) -> None:
+        if consistency not in ("strict", "bounded"):
+            raise InvalidArgumentError(f"node: --consistency {consistency!r}: expected strict or bounded")
+        if not 1 <= index <= len(peers):
+            raise InvalidArgumentError(f"node: index {index} is not a position in --peers ({len(peers)} peers)")
+        self.name, self.index, self.token = name, index, token
+        self.consistency, self.staleness_s = consistency, staleness_ms / 1000
+        self.peers = {i + 1: url.rstrip("/") for i, url in enumerate(peers) if i + 1 != index}
+        self.store = NodeStore(data, index, durable=durable)
+        self.clock = Clock(self.store.clock_floor())
+        self.ceiling = self.store.raise_ceiling(self.clock.tick())
+        self.subs = self.store.subscribers()
+        self.queues: dict[int, list[Link]] = {n: [] for n in self.peers}
+        self.wake: dict[int, asyncio.Event] = {}
+        self.repair_now: asyncio.Event | None = None
+        # remote source -> c: every link of it with hlc <= c is applied here (from its home's promises)
+        self.src_clock: dict[int, int] = {}
+        self.pending: dict[int, tuple[int, int]] = {}  # source -> (seq still missing, clock it unlocks)
+        self.confirmed: dict[int, set[int]] = {}  # origin -> our subscriptions it listed last
+        started = time.monotonic()
+        self.heard: dict[int, float] = {n: started for n in self.peers}
+        self.buffer: dict[int, dict[int, Link]] = {}
+        self.shown: dict[int, int] = {}  # source -> highest horizon a view holding it was served with
+        self.isolated = False
+        self.counters = {
+            "late": 0,
+            "bytes_sent": 0,
+            "pushes": 0,
+            "pulls": 0,
+            "applied": 0,
+            "rejected": 0,
+            "forks": 0,
+            "send_errors": 0,
+        }
+        self.tasks: list[asyncio.Task] = []
+        self.client: httpx.AsyncClient | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5), headers=headers)
+        self.repair_now = asyncio.Event()
+        for n in self.peers:
+            self.wake[n] = asyncio.Event()
+            self.tasks.append(asyncio.create_task(self._sender(n)))
+        self.tasks.append(asyncio.create_task(self._repairer()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.client is not None:
+            await self.client.aclose()
+        self.store.close()
+
+    # -- the clock's promises
+
+    def promise(self) -> int:
+        """A clock value no later link of ours will reach, persisted first (the ceiling) so a restart keeps it."""
+        value = self.clock.tick()
+        if value > self.ceiling - ((CEILING_MS // 2) << HLC_SHIFT):
+            self.ceiling = self.store.raise_ceiling(value)
+        return value
+
+    def promise_for(self, node: int) -> dict[str, Any]:
+        heads = {str(s): self.store.heads.get(s, (0, 0, b""))[0] for s in self.subs.get(node, ())}
+        return {"origin": self.index, "clock": self.promise(), "heads": heads}
+
+    # -- client operations
+
+    def _local_user(self, uid: int) -> None:
+        if home_index(uid) != self.index or self.store.user(uid) is None:
+            raise NotFoundError(f"node: user {uid} does not live on {self.name}")
+
+    def _known_home(self, uid: int) -> None:
+        if home_index(uid) != self.index and home_index(uid) not in self.peers:
+            raise InvalidArgumentError(f"node: user {uid} belongs to no node of this membership")
+
+    def publish(self, source: int, payload: bytes) -> Link:
+        self._local_user(source)
+        link = self.store.append_local(source, payload, self.clock.next())
+        for node, sources in self.subs.items():
+            if source in sources and node in self.queues:
+                queue = self.queues[node]
+                queue.append(link)
+                if len(queue) > QUEUE_CAP:
+                    del queue[: len(queue) - QUEUE_CAP]
+                self.wake[node].set()
+        return link
+
+    def follow(self, sink: int, source: int) -> bool:
+        self._local_user(sink)
+        self._known_home(source)
+        changed = self.store.follow(sink, source)
+        if changed and home_index(source) != self.index and self.repair_now is not None:
+            self.repair_now.set()  # subscribe at the source's node and backfill soon, not in 500 ms
+        return changed
+
+    def unfollow(self, sink: int, source: int) -> bool:
+        self._local_user(sink)
+        return self.store.unfollow(sink, source)
+
+    def horizon(self, sources: list[int]) -> int:
+        """The newest hlc a view over these sources may show: below it nothing can still arrive (strict),
+        or nothing from origins heard within the staleness bound (bounded)."""
+        bound = self.promise()
+        now = time.monotonic()
+        for s in sources:
+            origin = home_index(s)
+            if origin == self.index:
+                continue
+            if self.consistency == "bounded" and now - self.heard.get(origin, 0) > self.staleness_s:
+                continue
+            bound = min(bound, self.src_clock.get(s, 0))
+        for s in sources:
+            if self.shown.get(s, -1) < bound:
+                self.shown[s] = bound
+        return bound
+
+    def view(self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int):
+        return self.store.view(sources, self.horizon(sources), below, above, limit)
+
+    def watermark(self) -> int:
+        return self.horizon(sorted(self.store.followed_sources()))
+
+    # -- receiving
+
+    def receive(self, links: list[Link]) -> None:
+        """Apply what can be applied in sequence; buffer the rest and ask for the gap."""
+        by_source: dict[int, list[Link]] = {}
+        for link in links:
+            self._known_home(link.source)
+            if home_index(link.source) == self.index:
+                continue  # our own chains are written only here
+            by_source.setdefault(link.source, []).append(link)
+        if not by_source:
+            return
+        gap = False
+        with self.store.batch():
+            for source, items in by_source.items():
+                waiting = self.buffer.setdefault(source, {})
+                for link in items:
+                    waiting.setdefault(link.seq, link)
+                gap |= self._drain(source, waiting)
+        if gap and self.repair_now is not None:
+            self.repair_now.set()
+        for source in by_source:
+            self._check_pending(source)
+
+    def _drain(self, source: int, waiting: dict[int, Link]) -> bool:
+        for seq in sorted(waiting):
+            link = waiting[seq]
+            late = link.hlc <= self.shown.get(source, -1)
+            outcome = self.store.apply(link, late)
+            if outcome == "gap":
+                return True
+            del waiting[seq]
+            if outcome == "applied":
+                self.counters["applied"] += 1
+                self.counters["late"] += late
+            elif outcome == "fork":
+                self.counters["forks"] += 1
+            elif outcome == "bad":
+                self.counters["rejected"] += 1
+        return False
+
+    def note_promise(self, origin: int, clock: int, heads: dict[int, int], full: bool = True) -> None:
+        """The origin says: every link of these chains with hlc <= clock is among their first heads[s] links.
+
+        ``full``: a push or heartbeat, which lists every subscription of ours the origin knows."""
+        self.heard[origin] = time.monotonic()
+        self.clock.observe(clock)
+        if full:
+            self.confirmed[origin] = set(heads)
+        for source, seq in heads.items():
+            if home_index(source) != origin:
+                continue
+            if self.store.heads.get(source, (0,))[0] >= seq:
+                self.src_clock[source] = max(self.src_clock.get(source, 0), clock)
+                self.pending.pop(source, None)
+            else:
+                self.pending[source] = (seq, clock)
+                if self.repair_now is not None:
+                    self.repair_now.set()
+
+    def ask_promises(self, besides: int) -> None:
+        """New links arrived: the views showing them wait for every other origin's next promise, so ask for it
+        now (an empty push; the reply carries the peer's promise) rather than wait for its heartbeat."""
+        for node, wake in self.wake.items():
+            if node != besides:
+                wake.set()
+
+    def _check_pending(self, source: int) -> None:
+        need = self.pending.get(source)
+        if need and self.store.heads.get(source, (0,))[0] >= need[0]:
+            self.src_clock[source] = max(self.src_clock.get(source, 0), need[1])
+            del self.pending[source]
+
+    # -- serving peers
+
+    def chain_reply(self, source: int, after: int, limit: int) -> dict[str, Any]:
+        links = self.store.chain(source, after, limit)
+        reply: dict[str, Any] = {"links": [link.to_wire() for link in links]}
+        if home_index(source) == self.index:
+            reply["clock"] = self.promise()
+            reply["head"] = self.store.heads.get(source, (0,))[0]
+        return reply
+
+    def subscribe(self, node: int, source: int, on: bool) -> None:
+        if node not in self.peers or home_index(source) != self.index:
+            raise InvalidArgumentError(f"node: node {node} cannot subscribe to {source} here")
+        if on:
+            self.store.subscribe(source, node)
+            self.subs.setdefault(node, set()).add(source)
+        else:
+            self.store.unsubscribe(source, node)
+            self.subs.get(node, set()).discard(source)
+        self.wake[node].set()
+
+    # -- background: pushes + heartbeats, anti-entropy
+
+    async def _post(self, node: int, path: str, body: dict[str, Any]) -> Any:
+        assert self.client is not None
+        data = orjson.dumps(body)
+        self.counters["bytes_sent"] += len(data)
+        response = await self.client.post(
+            self.peers[node] + path, content=data, headers={"content-type": "application/json"}
+        )
+        response.raise_for_status()
+        return orjson.loads(response.content)
+
+    async def _sender(self, node: int) -> None:
+        wake = self.wake[node]
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), HEARTBEAT_S)
+            wake.clear()
+            if self.isolated:
+                continue
+            queue = self.queues[node]
+            batch = queue[:PUSH_BATCH]
+            del queue[:PUSH_BATCH]
+            if len(queue):
+                wake.set()
+            body = self.promise_for(node)
+            body["links"] = [link.to_wire() for link in batch]
+            try:
+                reply = await self._post(node, "/node/v1/push", body)
+                self.counters["pushes"] += 1
+                if isinstance(reply, dict) and "clock" in reply:
+                    heads = {int(k): int(v) for k, v in reply.get("heads", {}).items()}
+                    self.note_promise(node, int(reply["clock"]), heads)
+            except (httpx.HTTPError, ValueError):
+                self.counters["send_errors"] += 1  # lost links come back by anti-entropy
+                await asyncio.sleep(HEARTBEAT_S)
+
+    async def _repairer(self) -> None:
+        assert self.repair_now is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.repair_now.wait(), REPAIR_S)
+            self.repair_now.clear()
+            if self.isolated:
+                continue
+            try:
+                await self.repair_once()
+            except Exception:  # one failed round must not end repair for good
+                self.counters["send_errors"] += 1
+                await asyncio.sleep(REPAIR_S)
+
+    async def repair_once(self) -> None:
+        needed = sorted(s for s in self.store.followed_sources() if home_index(s) != self.index)
+        for source in needed:
+            origin = home_index(source)
+            if source not in self.confirmed.get(origin, ()):
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    await self._post(origin, "/node/v1/subscribe", {"node": self.index, "source": source, "on": True})
+        for origin, sources in list(self.confirmed.items()):
+            for source in sorted(sources.difference(needed)):
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    await self._post(origin, "/node/v1/subscribe", {"node": self.index, "source": source, "on": False})
+        if not needed:
+            return
+        peers = list(self.peers)
+        random.shuffle(peers)
+        # The home node first: only its replies advance the watermark.
+        for node in peers:
+            try:
+                frontiers = await self._post(node, "/node/v1/frontiers", {"sources": needed})
+            except (httpx.HTTPError, ValueError):
+                continue
+            for key, seq in frontiers.get("heads", {}).items():
+                source = int(key)
+                if source not in needed:
+                    continue
+                behind = seq > self.store.heads.get(source, (0,))[0]
+                # Until the home node lists our subscription, its pull replies are what advance the watermark.
+                unconfirmed = home_index(source) == node and (
+                    source in self.pending or source not in self.confirmed.get(node, ())
+                )
+                if behind or unconfirmed:
+                    await self._pull(node, source)
+
+    async def _pull(self, node: int, source: int) -> None:
+        while True:
+            after = self.store.heads.get(source, (0,))[0]
+            assert self.client is not None
+            response = await self.client.get(
+                self.peers[node] + "/node/v1/chain", params={"source": source, "after": after, "limit": PULL_BATCH}
+            )
+            response.raise_for_status()
+            reply = orjson.loads(response.content)
+            self.counters["pulls"] += 1
+            self.receive([Link.from_wire(obj) for obj in reply["links"]])
+            if "clock" in reply and home_index(source) == node:
+                self.note_promise(node, reply["clock"], {source: reply["head"]}, full=False)
+            if len(reply["links"]) < PULL_BATCH or self.store.heads.get(source, (0,))[0] == after:
+                return
+
+    def frontiers(self, sources: list[int]) -> dict[str, Any]:
+        held = self.store.heads
+        return {"heads": {str(s): held.get(s, (0,))[0] for s in sources if s in held or home_index(s) == self.index}}
+
+    def stats(self) -> dict[str, Any]:
+        mark = self.watermark()
+        # "now" is this node's own clock, not the wall: after a restart (the ceiling) or a skewed peer the
+        # clocks of all nodes run ahead of the wall together, and the lag behind them is what a reader sees.
+        now = self.promise()
+        return {
+            "name": self.name,
+            "index": self.index,
+            "consistency": self.consistency,
+            "watermark": mark,
+            "staleness_ms": (now - mark) >> HLC_SHIFT,
+            "clock_ahead_ms": (now >> HLC_SHIFT) - self.clock.now_ms(),
+            "events": self.store.count(),
+            "buffered": sum(len(b) for b in self.buffer.values()),
+            "pending": len(self.pending),
+            "isolated": self.isolated,
+            "queued": {str(n): len(q) for n, q in self.queues.items()},
+            "heard_ms_ago": {str(n): round((time.monotonic() - t) * 1000) for n, t in self.heard.items()},
+            **self.counters,
+        }

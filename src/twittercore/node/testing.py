@@ -1,0 +1,188 @@
+"""Start a few ``twittercore node`` processes on loopback free ports (tests and benchmarks/bench_nodes.py).
+
+    with NodeCluster(3, tmp_dir) as cluster:
+        alice = cluster.create_user(1, "alice")
+        cluster.kill(2); cluster.start(2)
+
+Processes are stopped by their PID on exit, even when the body failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+__all__ = ["NodeCluster", "free_ports"]
+
+TOKEN = "node-test-token"
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class NodeCluster:
+    def __init__(
+        self,
+        count: int,
+        data: str,
+        *,
+        consistency: str = "strict",
+        staleness_ms: int = 1000,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.count, self.data = count, str(data)
+        self.ports = free_ports(count)
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.consistency, self.staleness_ms = consistency, staleness_ms
+        self.env = env or {}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.http = httpx.Client(timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
+
+    def __enter__(self) -> NodeCluster:
+        try:
+            for i in range(1, self.count + 1):
+                self.start(i, wait=False)
+            for i in range(1, self.count + 1):
+                self.wait_healthy(i)
+            self.wait_meshed()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()  # first: an open keep-alive connection makes uvicorn wait out its grace period
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()  # all at once: their graceful shutdowns overlap
+        for i in list(self.procs):
+            self.stop(i)
+
+    # -- processes
+
+    def argv(self, i: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "twittercore",
+            "node",
+            "--data",
+            os.path.join(self.data, f"node{i}"),
+            "--port",
+            str(self.ports[i - 1]),
+            "--name",
+            f"node{i}",
+            "--admin-token",
+            TOKEN,
+            "--peers",
+            ",".join(self.urls),
+            "--consistency",
+            self.consistency,
+            "--staleness-ms",
+            str(self.staleness_ms),
+        ]
+
+    def start(self, i: int, wait: bool = True, env: dict[str, str] | None = None) -> None:
+        self.procs[i] = subprocess.Popen(
+            self.argv(i), env={**os.environ, **self.env, **(env or {})}, stdin=subprocess.DEVNULL
+        )
+        if wait:
+            self.wait_healthy(i)
+
+    def wait_healthy(self, i: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.procs[i].poll() is not None:
+                raise RuntimeError(f"node{i} exited with {self.procs[i].returncode}")
+            try:
+                if self.http.get(self.urls[i - 1] + "/api/v1/instance", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node{i} did not become healthy")
+            time.sleep(0.05)
+
+    def wait_meshed(self, timeout: float = 10) -> None:
+        """Until every node has heard every other within 200 ms (a bounded node counts a silent one out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            heard = [self.stats(i)["heard_ms_ago"] for i in self.procs]
+            if all(ago < 200 for h in heard for ago in h.values()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nodes did not hear each other: {heard}")
+
+    def kill(self, i: int) -> None:
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self, i: int) -> None:
+        proc = self.procs.pop(i)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    # -- client calls
+
+    def _call(self, method: str, i: int, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, self.urls[i - 1] + path, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def create_user(self, i: int, name: str) -> int:
+        return int(self._call("POST", i, "/api/v1/users", json={"name": name})["id"])
+
+    def follow(self, i: int, sink: int, source: int) -> None:
+        self._call("POST", i, "/api/v1/follow", json={"sink": sink, "source": source})
+
+    def unfollow(self, i: int, sink: int, source: int) -> None:
+        self._call("POST", i, "/api/v1/unfollow", json={"sink": sink, "source": source})
+
+    def publish(self, i: int, source: int, text: str) -> dict[str, Any]:
+        return self._call("POST", i, "/api/v1/publish", json={"source": source, "text": text})
+
+    def home(self, i: int, user: int, limit: int = 200, **params: Any) -> list[dict[str, Any]]:
+        return self._call("GET", i, "/api/v1/timelines/home", params={"user": user, "limit": limit, **params})
+
+    def home_all(self, i: int, user: int) -> list[dict[str, Any]]:
+        """Every page, newest first, paging down by max_id."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {}
+        while True:
+            page = self.home(i, user, **params)
+            out += page
+            if len(page) < 200:
+                return out
+            params = {"max_id": page[-1]["id"]}
+
+    def stats(self, i: int) -> dict[str, Any]:
+        return self._call("GET", i, "/node/v1/stats")
+
+    def isolate(self, i: int, on: bool = True) -> None:
+        self._call("POST", i, "/node/v1/admin/isolate", json={"isolated": on})
