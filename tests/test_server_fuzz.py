@@ -102,5 +102,6 @@ def test_fuzz_no_5xx(live):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 100,000 requests take longer than the suite's per-test limit
 def test_fuzz_no_5xx_long(live):
     run_fuzz(int(os.environ.get("TWITTERCORE_FUZZ_EXAMPLES", "100000")))(live)
