@@ -121,7 +121,10 @@ class RedisStore(Store):
         answers = self._call(calls, safe=False)
         if self._replicas:
             tags = list(dict.fromkeys(tag for tag, _ in calls))
-            acks = self._call([(t, ("WAIT", self._replicas, int(self._r.timeout * 1000))) for t in tags], safe=True)
+            # WAIT must give up before the socket does: a WAIT as long as the socket timeout
+            # raced it and ended as "the cluster did not answer" after three retries.
+            wait_ms = max(1, int(self._r.timeout * 500))
+            acks = self._call([(t, ("WAIT", self._replicas, wait_ms)) for t in tags], safe=True)
             if min(acks) < self._replicas:
                 raise StoreError(
                     f"redis {self._r.target}: only {min(acks)} of {self._replicas} replicas confirmed a write "

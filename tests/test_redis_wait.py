@@ -1,0 +1,49 @@
+"""``wait_replicas``: a write is acknowledged only once that many replicas have it.
+
+A cluster without replicas cannot confirm any, so every write must fail with a
+StoreError that says so, within the call's timeout (not the router's "did not
+answer" after three timeouts of retries).  The failover tests in
+``test_redis_faults.py`` run the option against real replicas.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import twittercore
+from tests.redis_cluster import Cluster, missing_reason
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    started = Cluster(3, 0, durable=False)
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+def test_unconfirmed_write_is_a_store_error_within_the_timeout(cluster):
+    with twittercore.open(cluster.url, namespace="wait1", buckets=4, timeout=0.4, wait_replicas=1) as store:
+        started = time.monotonic()
+        with pytest.raises(twittercore.StoreError, match="0 of 1 replicas confirmed"):
+            store.publish(1, b"x")
+        assert time.monotonic() - started < 0.4 * 2
+    with twittercore.open(cluster.url, namespace="wait1", buckets=4, timeout=0.4) as store:
+        # Applied on the master all the same (the message says it may be lost in a failover).
+        assert [e.payload for e in store.timeline(1)] == [b"x"]
+
+
+def test_wait_replicas_zero_acknowledges_without_replicas(cluster):
+    with twittercore.open(cluster.url, namespace="wait0", buckets=4, timeout=0.4, wait_replicas=0) as store:
+        assert store.publish(1, b"y").payload == b"y"
+
+
+def test_wait_replicas_out_of_range_is_refused(cluster):
+    with pytest.raises(twittercore.ConfigurationError):
+        twittercore.open(cluster.url, namespace="wait2", wait_replicas=17)
