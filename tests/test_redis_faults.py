@@ -199,8 +199,13 @@ def _bounded(stats, name, started):
 
 
 def _error(stats, exc):
-    kind = "errors" if isinstance(exc, twittercore.Error) else "foreign"
-    stats[kind][f"{type(exc).__name__}: {str(exc)[:90]}"] += 1
+    if isinstance(exc, twittercore.Error):
+        stats["errors"][f"{type(exc).__name__}: {str(exc)[:90]}"] += 1
+    else:
+        import traceback
+
+        where = " < ".join(f"{f.name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[::-1][:6])
+        stats["foreign"][f"{type(exc).__name__}: {str(exc)[:60]} at {where}"] += 1
 
 
 def _new_stats():
@@ -400,6 +405,24 @@ def _wait_role(port: int, role: str, timeout: float = 30) -> float:
     raise AssertionError(f"node {port} did not become {role} within {timeout} s")
 
 
+def _replicas_in_sync(cluster: Cluster, timeout: float = 30) -> None:
+    """A new cluster reports cluster_state:ok before its replicas have caught up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        linked = 0
+        for port in cluster.ports:
+            client = _redis(port)
+            try:
+                info = client.info("replication")
+                linked += info.get("role") == "slave" and info.get("master_link_status") == "up"
+            finally:
+                client.close()
+        if linked == cluster.masters * cluster.replicas:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the replicas did not connect to their masters")
+
+
 def _master_with_replica(cluster: Cluster, tag: str) -> tuple[int, int]:
     """The master of ``tag``'s slot and its replica, once the replica is in sync (a new cluster
     reports cluster_state:ok before its replicas have caught up)."""
@@ -429,6 +452,7 @@ def test_failover_of_a_frozen_master(tmp_path, wait_replicas):
         cluster = Cluster(3, 1, durable=True).start()
         try:
             ns = f"fo{trial}"
+            _replicas_in_sync(cluster)
             load = Load(cluster.url, ns, options, tmp_path, seed=trial * 10)
             victim, replica = _master_with_replica(cluster, load.tag)
             with load:

@@ -143,7 +143,14 @@ class Router:
             sent = []
             for node, members in groups.values():
                 pool = node.connection_pool
-                conn = pool.get_connection()
+                try:
+                    # A new connection's handshake can time out (a frozen master accepts
+                    # TCP but never answers); nothing was sent, so writes may go again too.
+                    conn = pool.get_connection()
+                except _TRANSIENT:
+                    self._refresh()
+                    retry.extend((i, None) for i, _ in members)
+                    continue
                 try:
                     wire = []
                     for index, ask in members:
