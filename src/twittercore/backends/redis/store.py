@@ -97,7 +97,9 @@ class RedisStore(Store):
             try:
                 master.function_load(code, replace=True)
             except Exception as exc:
-                raise StoreError(f"open({self._r.target!r}): FUNCTION LOAD failed: {exc} (Redis 7 or later is needed)") from None
+                raise StoreError(
+                    f"open({self._r.target!r}): FUNCTION LOAD failed: {exc} (Redis 7 or later is needed)"
+                ) from None
 
     def _claim_layout(self) -> None:
         """The bucket count is part of every id: a namespace keeps the first one."""
@@ -286,7 +288,10 @@ class RedisStore(Store):
         """A retry whose event was deleted publishes nothing of its batch."""
         keyed = [(s, k) for (s, _), k in zip(items, keys) if k is not None]
         found = self._call(
-            [(self._tags[self._bucket(s)], ("HGET", self._key(self._bucket(s), "k"), b"%d:" % s + k)) for s, k in keyed],
+            [
+                (self._tags[self._bucket(s)], ("HGET", self._key(self._bucket(s), "k"), b"%d:" % s + k))
+                for s, k in keyed
+            ],
             safe=True,
         )
         for (source, key), record in zip(keyed, found):
@@ -349,7 +354,9 @@ class RedisStore(Store):
 
     # ----------------------------------------------------------------- reads
 
-    def _range(self, b: int, sources: list[int], limit: int, lo: int, hi: int, oldest: bool, values: bool) -> tuple[str, tuple[Any, ...]]:
+    def _range(
+        self, b: int, sources: list[int], limit: int, lo: int, hi: int, oldest: bool, values: bool
+    ) -> tuple[str, tuple[Any, ...]]:
         lo_c, hi_c = self._clock_bounds(b, lo, hi)
         return self._fcall("tc_range", b, max(lo_c, -1), max(hi_c, -1), limit, int(oldest), int(values), *sources)
 
@@ -382,7 +389,9 @@ class RedisStore(Store):
                     continue
                 runs.append(kept if oldest else kept[::-1])
         if short:
-            again = self._call([self._range(b, [s], limit, lo, min(hi, cut), False, False) for b, s in short], safe=True)
+            again = self._call(
+                [self._range(b, [s], limit, lo, min(hi, cut), False, False) for b, s in short], safe=True
+            )
             runs += [[int(c) << 10 | b for c in a[1]][::-1] for (b, _), a in zip(short, again)]
         packed = [array("Q", run).tobytes() for run in runs if run]
         upper = min(hi, cut)
@@ -399,7 +408,8 @@ class RedisStore(Store):
             by_bucket.setdefault(id & 1023, []).append(id)
         buckets = list(by_bucket)
         answers = self._call(
-            [(self._tags[b], ("HMGET", self._key(b, "e"), *[i >> 10 for i in by_bucket[b]])) for b in buckets], safe=True
+            [(self._tags[b], ("HMGET", self._key(b, "e"), *[i >> 10 for i in by_bucket[b]])) for b in buckets],
+            safe=True,
         )
         found = {}
         for b, values in zip(buckets, answers):
