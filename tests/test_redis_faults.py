@@ -26,9 +26,9 @@ import time
 import pytest
 
 import twittercore
+from tests.redis_cluster import HOST, Cluster, missing_reason
 from twittercore.checking.recorder import Recorder
 from twittercore.checking.verify import verify
-from tests.redis_cluster import HOST, Cluster, missing_reason
 
 pytestmark = pytest.mark.slow
 
@@ -230,7 +230,7 @@ def _load_publisher(url, ns, options, history, index, stop, out, seed, ready):
                 started = time.monotonic()
                 try:
                     event = store.publish(source, key.encode(), key=key)
-                except Exception as exc:  # noqa: BLE001 - a non-twittercore error is counted as a failure of the test
+                except Exception as exc:
                     _error(stats, exc)
                     _bounded(stats, "publish", started)
                     time.sleep(0.1)
@@ -263,7 +263,7 @@ def _load_tailer(url, ns, options, history, sink, after, stop, out, ready):
                         break
                     started = time.monotonic()
                 _bounded(stats, "tail", started)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _error(stats, exc)
                 _bounded(stats, "tail", started)
                 time.sleep(0.1)
@@ -279,7 +279,7 @@ def _load_reader(url, ns, options, history, stop, out, seed, ready):
             started = time.monotonic()
             try:
                 stats["observed"].update(e.id for e in rec.home(rng.choice(SINKS), limit=50))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _error(stats, exc)
                 time.sleep(0.1)
             _bounded(stats, "home", started)
@@ -327,7 +327,7 @@ class Load:
         for _ in self.procs:
             try:
                 stats = self.out.get(timeout=60)
-            except Exception:  # noqa: BLE001 - name the processes that did not finish
+            except Exception:
                 states = [(p.name, p.is_alive(), p.exitcode) for p in self.procs]
                 raise AssertionError(f"a load process did not report within 60 s of the stop: {states}") from None
             merged["longest"] = max(merged["longest"], stats["longest"])
@@ -361,7 +361,7 @@ def _audit(url, ns, options, stats, histories):
     report = verify(histories)
     lost, doubled = [], 0
     with twittercore.open(url, namespace=ns, **options) as store:
-        for source, id, key in stats["acked"]:
+        for _source, id, key in stats["acked"]:
             try:
                 if store.event(id).payload != key.encode():
                     lost.append(id)
@@ -406,7 +406,7 @@ def _wait_role(port: int, role: str, timeout: float = 30) -> float:
             info = client.info("replication")
             if info.get("role") == role and (role == "master" or info.get("master_link_status") == "up"):
                 return time.monotonic()
-        except Exception:  # noqa: BLE001 - a node in the middle of a failover may not answer yet
+        except Exception:
             pass
         finally:
             client.close()
