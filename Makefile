@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long demo bench bench-quick bench-redis redis lab lab-smoke lab-smoke-cluster clean
+.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis redis lab lab-smoke lab-smoke-cluster clean
 
 all: build
 
@@ -53,6 +53,11 @@ test-long: build redis
 	TWITTERCORE_CONCURRENCY_SECONDS=30 $(PYTEST) -q -p no:cacheprovider tests/test_concurrency.py
 	HYPOTHESIS_PROFILE=thorough $(PYTEST) -q -p no:cacheprovider tests/test_state_machine.py
 	$(PYTEST) -q -p no:cacheprovider -m slow tests
+
+# Faults on a real Redis Cluster (docs/reliability.md): kill -9 a publisher, freeze a master until
+# its replica takes over, move slots under load.  Bounded: 10 kills and 7 fixed-length trials, ~4 min.
+test-redis-faults: build redis
+	$(PYTEST) -q -p no:cacheprovider -m slow tests/test_redis_faults.py
 
 demo: build
 	$(BIN)/python -m twittercore demo

@@ -65,9 +65,7 @@ def parse_target(target: str) -> tuple[bool, list[tuple[str, int]], int]:
             )
         db = int(path)
     if len(nodes) > 1 and not cluster:
-        raise ConfigurationError(
-            f"open({target!r}): several nodes need the cluster form (redis+cluster://h1:p1,h2:p2)"
-        )
+        raise ConfigurationError(f"open({target!r}): several nodes need the cluster form (redis+cluster://h1:p1,h2:p2)")
     return cluster, nodes, db
 
 
@@ -86,7 +84,7 @@ class Router:
                     if self.cluster_mode:
                         client: Any = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
                     else:
-                        (host, port), = nodes
+                        ((host, port),) = nodes
                         client = redis.Redis(host=host, port=port, db=db, **kwargs)
                         client.ping()
                 except Exception as exc:
@@ -143,7 +141,14 @@ class Router:
             sent = []
             for node, members in groups.values():
                 pool = node.connection_pool
-                conn = pool.get_connection()
+                try:
+                    # A new connection's handshake can time out (a frozen master accepts
+                    # TCP but never answers); nothing was sent, so writes may go again too.
+                    conn = pool.get_connection()
+                except _TRANSIENT:
+                    self._refresh()
+                    retry.extend((i, None) for i, _ in members)
+                    continue
                 try:
                     wire = []
                     for index, ask in members:
