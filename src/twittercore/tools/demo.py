@@ -57,7 +57,9 @@ def _open_store(args: argparse.Namespace, scratch: str) -> Any:
             f"--data {target}: the directory is not empty (the demo needs a fresh store; pick a new directory)"
         )
     # Batched commits are few, so fsync on each costs little; durable is the default worth showing.
-    return twittercore.open(target), target
+    # A store whose fan-out settings change rebuilds its windows at open: the bar shows it.
+    with rp.RebuildBar("building fan-out windows") as bar:
+        return twittercore.open(target, progress=bar), target
 
 
 def run(args: argparse.Namespace) -> int:
