@@ -52,7 +52,9 @@ def test_a_rebuild_reports_its_progress_to_the_callback(lmdb_path, mode):
         store.publish_many([(n % 7, b"x") for n in range(50)])
         expected = [event.id for event in store.home(1003, 20)]
     calls: list[tuple[int, int]] = []
-    with twittercore.open(lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))) as store:
+    with twittercore.open(
+        lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))
+    ) as store:
         assert store.fanout == mode
         assert [event.id for event in store.home(1003, 20)] == expected  # the rebuilt windows answer alike
         store._check()
@@ -62,7 +64,9 @@ def test_a_rebuild_reports_its_progress_to_the_callback(lmdb_path, mode):
     assert {total for _, total in calls} == {sinks}
     assert calls[-1] == (sinks, sinks)
     calls.clear()
-    with twittercore.open(lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))):
+    with twittercore.open(
+        lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))
+    ):
         pass
     assert calls == []  # same settings: nothing rebuilt, nothing reported
 

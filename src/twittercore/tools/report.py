@@ -40,7 +40,8 @@ def latency_summary(nanoseconds: Sequence[int]) -> dict[str, Any]:
         return {"count": 0}
 
     def at(p: float) -> float:
-        return round(percentile(ordered, p, presorted=True) / 1000, 1)
+        value: float = percentile(ordered, p, presorted=True)
+        return round(value / 1000, 1)
 
     return {
         "count": len(ordered),

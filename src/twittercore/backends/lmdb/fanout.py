@@ -335,10 +335,10 @@ class Fanout:
         # window can only promise completeness above both floors.
         floor = max(floor, run[0])
         merged = sorted(set(ids).union(run[2:]))
-        merged = merged[bisect_right(merged, floor):]
+        merged = merged[bisect_right(merged, floor) :]
         if len(merged) > size:
             floor = merged[len(merged) - size - 1]
-            merged = merged[len(merged) - size:]
+            merged = merged[len(merged) - size :]
         self._store(txn, sink_key, floor, merged)
 
     # ----------------------------------------------------------------- reads

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import lmdb
@@ -120,7 +120,9 @@ class LMDBStore(Store):
         self._readers = 0
         self._resizing = False
         self._draining = False  # someone waits for the readers to leave
-        self._feed = Live(tables, self._logs, self._reader, codec, merge, self._read, self._handle, lambda: self._closed)
+        self._feed = Live(
+            tables, self._logs, self._reader, codec, merge, self._read, self._handle, lambda: self._closed
+        )
         try:
             self._configure(fanout, window, celebrity_threshold, progress)
         except BaseException:
@@ -170,7 +172,9 @@ class LMDBStore(Store):
         self._live()
         _env.backup(self._handle, path, compact)
 
-    def _configure(self, fanout: str | None, window: int | None, threshold: int | None, progress: Progress | None) -> None:
+    def _configure(
+        self, fanout: str | None, window: int | None, threshold: int | None, progress: Progress | None
+    ) -> None:
         """Apply the open() options to the store's recorded strategy; rebuild windows if they change."""
         current = self._read(self._fan.config)
         mode = fanout or current.mode
@@ -357,7 +361,8 @@ class LMDBStore(Store):
 
     # ---------------------------------------------------------------- events
 
-    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> list[Event]:
+    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> Sequence[Event]:
+        # A batch without keys answers with a lazy EventBatch: a million Event tuples cost more than the commit.
         now = self._clock()
         if keys is None:
             first = self._write(lambda txn: self._append(txn, items, now))
@@ -367,7 +372,9 @@ class LMDBStore(Store):
         self._notify()
         return events
 
-    def _publish_keyed(self, txn: Txn, items: list[tuple[int, bytes]], keys: list[bytes | None], now: float) -> list[Event]:
+    def _publish_keyed(
+        self, txn: Txn, items: list[tuple[int, bytes]], keys: list[bytes | None], now: float
+    ) -> list[Event]:
         keyring = self._keyring
         plan = _idempotency.plan(items, keys, lambda source, key: keyring.lookup(txn, source, key, now))
         old = {}
