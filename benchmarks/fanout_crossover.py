@@ -44,6 +44,7 @@ from typing import Any
 
 import twittercore
 from twittercore.tools.percentiles import percentile  # the one definition: nearest rank
+from twittercore.tools.report import RebuildBar
 
 PAYLOAD = b"p" * 140
 BACKGROUND_SINKS = 10_000
@@ -198,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         pages = {}
         for mode in ("read", "write"):
             t0 = time.perf_counter()
-            with twittercore.open(path, fanout=mode, durable=False, event_cache=0) as store:
+            with RebuildBar(f"fanout={mode}: building windows") as bar:
+                store = twittercore.open(path, fanout=mode, durable=False, event_cache=0, progress=bar)
+            with store:
                 data[f"reopen_{mode}_seconds"] = round(time.perf_counter() - t0, 2)
                 reads, pages[mode] = measure_reads(store, ks, read_reps)
                 writes = measure_writes(store, fs, write_reps)

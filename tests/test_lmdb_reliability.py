@@ -94,10 +94,10 @@ inside, release, seen = threading.Event(), threading.Event(), []
 
 def reader():  # holds one snapshot across the fork and the child's writes
     def work(txn):
-        seen.append([bytes(v) for _, v in txn.cursor(store._events)])
+        seen.append([bytes(v) for _, v in txn.cursor(store._tables.events)])
         inside.set()
         release.wait(30)
-        seen.append([bytes(v) for _, v in txn.cursor(store._events)])
+        seen.append([bytes(v) for _, v in txn.cursor(store._tables.events)])
     store._read(work)
 
 def locker():  # a parent thread inside a call: the store's write lock is held at fork time

@@ -35,11 +35,49 @@ def test_one_store_cannot_be_opened_twice_in_a_process(lmdb_path):
     twittercore.open(lmdb_path).close()  # fine once closed
 
 
-@pytest.mark.parametrize("options", [{"fanout": "sideways"}, {"kernel": "fortran"}, {"durable": "yes"}])
+@pytest.mark.parametrize(
+    "options", [{"fanout": "sideways"}, {"kernel": "fortran"}, {"durable": "yes"}, {"progress": "50%"}]
+)
 def test_bad_options_are_configuration_errors(lmdb_path, options):
     with pytest.raises(ConfigurationError):
         twittercore.open(lmdb_path, **options)
     twittercore.open(lmdb_path).close()  # a refused open leaves nothing locked
+
+
+@pytest.mark.parametrize("mode", ["write", "hybrid"])
+def test_a_rebuild_reports_its_progress_to_the_callback(lmdb_path, mode):
+    sinks = 600  # more than two report intervals (256 sinks)
+    with twittercore.open(lmdb_path, durable=False) as store:
+        store.follow_many([(1000 + n, n % 7) for n in range(sinks)])
+        store.publish_many([(n % 7, b"x") for n in range(50)])
+        expected = [event.id for event in store.home(1003, 20)]
+    calls: list[tuple[int, int]] = []
+    with twittercore.open(
+        lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))
+    ) as store:
+        assert store.fanout == mode
+        assert [event.id for event in store.home(1003, 20)] == expected  # the rebuilt windows answer alike
+        store._check()
+    assert len(calls) >= 3, calls
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones) and len(set(dones)) == len(dones), calls
+    assert {total for _, total in calls} == {sinks}
+    assert calls[-1] == (sinks, sinks)
+    calls.clear()
+    with twittercore.open(
+        lmdb_path, durable=False, fanout=mode, progress=lambda done, total: calls.append((done, total))
+    ):
+        pass
+    assert calls == []  # same settings: nothing rebuilt, nothing reported
+
+
+@pytest.mark.parametrize("target", [":memory:", "lmdb"])
+def test_progress_must_be_callable_on_every_backend(lmdb_path, target):
+    target = lmdb_path if target == "lmdb" else target
+    with pytest.raises(ConfigurationError, match="progress"):
+        twittercore.open(target, progress=3)
+    twittercore.open(target, progress=None).close()
+    twittercore.open(target, progress=lambda done, total: None).close()
 
 
 def test_the_map_grows_by_itself(lmdb_path):

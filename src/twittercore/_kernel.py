@@ -8,18 +8,34 @@ hide a broken build behind a 30x slowdown.
 from __future__ import annotations
 
 import os
-from types import ModuleType
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from . import _merge_py
 from .errors import ConfigurationError
 
+__all__ = ["Merge", "NO_EXTENSIONS", "merge", "select", "is_python"]
+
+
+class Merge(Protocol):
+    """What the stores call of a kernel (:mod:`._merge` or :mod:`._merge_py`; see ``_merge.pyi``)."""
+
+    def newest(self, runs: Sequence[Any], limit: int, lo: int = 0, hi: int = ...) -> list[int]: ...
+    def oldest(self, runs: Sequence[Any], limit: int, lo: int = 0, hi: int = ...) -> list[int]: ...
+    def newest_floored(
+        self, heads: Sequence[Any], limit: int, lo: int = 0, hi: int = ...
+    ) -> tuple[list[int], list[int]]: ...
+
+
 NO_EXTENSIONS = os.environ.get("TWITTERCORE_NO_EXTENSIONS", "") not in ("", "0")
 
 if NO_EXTENSIONS:
-    merge: ModuleType = _merge_py
+    merge: Merge = _merge_py
 else:
     try:
-        from . import _merge as merge  # type: ignore[no-redef]
+        from . import _merge
+
+        merge = _merge
     except ImportError as exc:  # pragma: no cover - exercised by a broken build only
         raise ImportError(
             "twittercore._merge: the compiled merge kernel did not import "
@@ -28,7 +44,12 @@ else:
         ) from exc
 
 
-def select(kernel: str | None) -> ModuleType:
+def is_python(kernel: Merge) -> bool:
+    """Is ``kernel`` the pure-Python twin?  (Its stores use the pure-Python codec too.)"""
+    return kernel is _merge_py
+
+
+def select(kernel: str | None) -> Merge:
     """The kernel module for the ``kernel=`` option of :func:`twittercore.open`."""
     if kernel in (None, "auto"):
         return merge

@@ -49,22 +49,22 @@ def _ids(buffer: Any, what: str) -> Sequence[int]:
 
 def _limit(limit: Any) -> int:
     try:
-        limit = operator.index(limit)
+        checked = operator.index(limit)
     except TypeError:
         raise InvalidArgumentError(f"limit: expected an int, got {type(limit).__name__}") from None
-    if limit <= 0:
-        raise InvalidArgumentError(f"limit: must be positive, got {limit}")
-    return limit
+    if checked <= 0:
+        raise InvalidArgumentError(f"limit: must be positive, got {checked}")
+    return checked
 
 
 def _bound(value: Any, name: str) -> int:
     try:
-        value = operator.index(value)
+        checked = operator.index(value)
     except TypeError:
         raise InvalidArgumentError(f"{name}: expected an int, got {type(value).__name__}") from None
-    if not 0 <= value <= MAX_ID:
-        raise InvalidArgumentError(f"{name}: must be in [0, 2**64-1], got {value}")
-    return value
+    if not 0 <= checked <= MAX_ID:
+        raise InvalidArgumentError(f"{name}: must be in [0, 2**64-1], got {checked}")
+    return checked
 
 
 def _check(runs: Any, limit: Any, lo: Any, hi: Any) -> tuple[list[Any], int, int, int]:
@@ -73,9 +73,7 @@ def _check(runs: Any, limit: Any, lo: Any, hi: Any) -> tuple[list[Any], int, int
     try:
         runs = list(runs)
     except TypeError:
-        raise InvalidArgumentError(
-            f"runs: expected a sequence of buffers, got {type(runs).__name__}"
-        ) from None
+        raise InvalidArgumentError(f"runs: expected a sequence of buffers, got {type(runs).__name__}") from None
     return runs, limit, lo, hi
 
 
@@ -104,7 +102,7 @@ def _newest(runs: list[Sequence[int] | None], limit: int, lo: int, hi: int) -> l
         if ids is None:
             continue
         start, stop = _window(ids, lo, hi)
-        streams.append(reversed(ids[max(start, stop - limit):stop]))
+        streams.append(reversed(ids[max(start, stop - limit) : stop]))
     return _take(heapq.merge(*streams, reverse=True), limit)
 
 
@@ -123,7 +121,7 @@ def oldest(runs: Sequence[Any], limit: int, lo: int = 0, hi: int = MAX_ID) -> li
             continue
         ids = _ids(run, f"runs[{i}]")
         start, stop = _window(ids, lo, hi)
-        streams.append(iter(ids[start:min(stop, start + limit)]))
+        streams.append(iter(ids[start : min(stop, start + limit)]))
     return _take(heapq.merge(*streams), limit)
 
 
@@ -163,8 +161,7 @@ def newest_floored(heads: Sequence[Any], limit: int, lo: int = 0, hi: int = MAX_
         words = _ids(head, f"runs[{index}]")
         if len(words) < HEADER_WORDS:
             raise InvalidArgumentError(
-                f"runs[{index}]: a head needs its {HEADER_WORDS}-word header [floor, count], "
-                f"got {len(words)} words"
+                f"runs[{index}]: a head needs its {HEADER_WORDS}-word header [floor, count], got {len(words)} words"
             )
         runs.append(words[HEADER_WORDS:])
         floors.append((index, min(words[0], hi)))
@@ -183,9 +180,7 @@ def pack(ids: Sequence[int]) -> bytes:
     try:
         ids = list(ids)
     except TypeError:
-        raise InvalidArgumentError(
-            f"ids: expected a sequence of ints, got {type(ids).__name__}"
-        ) from None
+        raise InvalidArgumentError(f"ids: expected a sequence of ints, got {type(ids).__name__}") from None
     for i, id in enumerate(ids):
         _bound(id, f"ids[{i}]")
     return struct.pack(f"={len(ids)}Q", *ids)

@@ -13,12 +13,16 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["FANOUTS", "COMMON", "check", "fanout", "bounded_int", "flag", "clock", "seconds"]
+__all__ = ["FANOUTS", "COMMON", "check", "fanout", "bounded_int", "flag", "clock", "seconds", "progress", "strategy"]
 
 FANOUTS = ("read", "write", "hybrid")
 #: Options every backend accepts (the memory store accepts and checks them, and
-#: answers alike whatever they say: G5).
-COMMON = frozenset({"fanout", "window", "celebrity_threshold", "clock", "durable", "kernel", "key_retention"})
+#: answers alike whatever they say: G5).  ``progress`` is told how far a
+#: rebuild of fan-out structures is; a backend that never rebuilds at open
+#: (memory, Redis) checks it and never calls it.
+COMMON = frozenset(
+    {"fanout", "window", "celebrity_threshold", "clock", "durable", "kernel", "key_retention", "progress"}
+)
 
 
 def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> None:
@@ -27,7 +31,7 @@ def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> N
     >>> check("memory", {"fanuot": "write"}, COMMON)
     Traceback (most recent call last):
     ...
-    twittercore.errors.ConfigurationError: open(): unknown option 'fanuot' for the memory store (valid options: celebrity_threshold, clock, durable, fanout, kernel, key_retention, window)
+    twittercore.errors.ConfigurationError: open(): unknown option 'fanuot' for the memory store (valid options: celebrity_threshold, clock, durable, fanout, kernel, key_retention, progress, window)
     """
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -40,9 +44,11 @@ def check(backend: str, options: dict[str, Any], accepted: Collection[str]) -> N
 
 
 def fanout(value: Any) -> str | None:
-    if value is not None and value not in FANOUTS:
+    if value is None:
+        return None
+    if value not in FANOUTS:
         raise ConfigurationError(f"fanout: expected one of {FANOUTS}, got {value!r}")
-    return value
+    return str(value)
 
 
 def bounded_int(name: str, value: Any, low: int, high: int, *, optional: bool = True) -> Any:
@@ -65,6 +71,16 @@ def clock(value: Any) -> Callable[[], float]:
     return value  # type: ignore[no-any-return]
 
 
+def progress(value: Any) -> Callable[[int, int], None] | None:
+    """None, or a callable ``progress(done, total)`` (rebuild progress; see :data:`COMMON`)."""
+    if value is not None and not callable(value):
+        raise ConfigurationError(
+            f"progress: expected None or a callable progress(done, total), got {type(value).__name__} {value!r}"
+        )
+    checked: Callable[[int, int], None] | None = value  # callable() cannot check the signature
+    return checked
+
+
 def seconds(name: str, value: Any) -> float:
     """A positive, finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -73,7 +89,12 @@ def seconds(name: str, value: Any) -> float:
 
 
 def strategy(options: dict[str, Any]) -> tuple[str | None, int | None, int | None]:
-    """The checked ``(fanout, window, celebrity_threshold)`` of ``options``."""
+    """The checked ``(fanout, window, celebrity_threshold)`` of ``options``.
+
+    Also checks ``progress``, the callback of the rebuild a strategy change
+    makes, so every backend refuses the same bad value.
+    """
+    progress(options.get("progress"))
     return (
         fanout(options.get("fanout")),
         bounded_int("window", options.get("window"), 1, 100_000),

@@ -28,8 +28,7 @@ def uint64(value: Any, what: str) -> int:
         return value
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidArgumentError(
-            f"{what}: expected an unsigned 64-bit int, got {_describe(value)} "
-            "(ids are integers in [0, 2**64))"
+            f"{what}: expected an unsigned 64-bit int, got {_describe(value)} (ids are integers in [0, 2**64))"
         )
     try:
         as_int = operator.index(value)
@@ -39,9 +38,7 @@ def uint64(value: Any, what: str) -> int:
             "(ids are integers in [0, 2**64); convert strings with int())"
         ) from None
     if not 0 <= as_int <= MAX_NODE:
-        raise InvalidArgumentError(
-            f"{what}: {as_int} is out of range (ids are integers in [0, 2**64))"
-        )
+        raise InvalidArgumentError(f"{what}: {as_int} is out of range (ids are integers in [0, 2**64))")
     return as_int
 
 
@@ -54,12 +51,9 @@ def limit(value: Any) -> int:
     if type(value) is int and 0 < value <= MAX_LIMIT:
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(
-            f"limit: expected an int, got {_describe(value)} (pass e.g. limit=20)"
-        )
+        raise InvalidArgumentError(f"limit: expected an int, got {_describe(value)} (pass e.g. limit=20)")
     raise InvalidArgumentError(
-        f"limit: {value} is out of range (a page holds 1 to {MAX_LIMIT} events; "
-        "page further with max_id)"
+        f"limit: {value} is out of range (a page holds 1 to {MAX_LIMIT} events; page further with max_id)"
     )
 
 
@@ -107,19 +101,17 @@ def payload(value: Any, what: str = "payload") -> bytes:
                 raise InvalidArgumentError(f"{what}: the memoryview was released (pass live bytes)") from None
         elif isinstance(value, str):
             raise InvalidArgumentError(
-                f"{what}: expected bytes, got str (payloads are opaque bytes; "
-                "encode text first, e.g. text.encode())"
+                f"{what}: expected bytes, got str (payloads are opaque bytes; encode text first, e.g. text.encode())"
             )
         else:
-            raise InvalidArgumentError(
-                f"{what}: expected bytes, got {_describe(value)} (payloads are opaque bytes)"
-            )
+            raise InvalidArgumentError(f"{what}: expected bytes, got {_describe(value)} (payloads are opaque bytes)")
     if len(value) > MAX_PAYLOAD:
         raise PayloadTooLargeError(
             f"{what}: {len(value)} bytes is larger than the maximum of {MAX_PAYLOAD} "
             "(store large media elsewhere and publish a reference to it)"
         )
-    return value
+    checked: bytes = value  # exact bytes by now (the type test above)
+    return checked
 
 
 #: The longest idempotency key, in bytes (Stripe's and Mastodon's keys are
@@ -141,10 +133,9 @@ def key(value: Any, what: str = "key") -> bytes:
     elif type(value) is not bytes:
         raise InvalidArgumentError(f"{what}: expected bytes or str, got {_describe(value)}")
     if not 1 <= len(value) <= MAX_KEY:
-        raise InvalidArgumentError(
-            f"{what}: {len(value)} bytes is outside 1 to {MAX_KEY} (a UUID is 36)"
-        )
-    return value
+        raise InvalidArgumentError(f"{what}: {len(value)} bytes is outside 1 to {MAX_KEY} (a UUID is 36)")
+    checked: bytes = value  # bytes by now (str encoded, buffers copied)
+    return checked
 
 
 def bounds(max_id: Any, since_id: Any, min_id: Any) -> tuple[int, int, bool]:

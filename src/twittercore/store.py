@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time as _time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Union
 
 from . import _validate as v
@@ -65,9 +65,7 @@ class Store(abc.ABC):
 
     def _live(self) -> None:
         if self._closed:
-            raise ClosedError(
-                f"{type(self).__name__}: the store is closed (open it again with twittercore.open())"
-            )
+            raise ClosedError(f"{type(self).__name__}: the store is closed (open it again with twittercore.open())")
 
     # ----------------------------------------------------------------- graph
 
@@ -157,7 +155,9 @@ class Store(abc.ABC):
         item = (v.uint64(source, "source"), v.payload(payload))
         return self._publish_many([item], None if key is None else [v.key(key)])[0]
 
-    def publish_many(self, items: Iterable[tuple[int, bytes] | tuple[int, bytes, bytes | str | None]]) -> list[Event]:
+    def publish_many(
+        self, items: Iterable[tuple[int, bytes] | tuple[int, bytes, bytes | str | None]]
+    ) -> Sequence[Event]:
         """Publish many ``(source, payload)`` or ``(source, payload, key)`` in one transaction.
 
         Ids follow the given order.  All items are checked first: either all
@@ -177,9 +177,7 @@ class Store(abc.ABC):
                 source, payload, key = item
             else:
                 source, payload = v.pair(item, f"items[{n}] (source, payload) or (source, payload, key)")
-            checked.append(
-                (v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload"))
-            )
+            checked.append((v.uint64(source, f"items[{n}] source"), v.payload(payload, f"items[{n}] payload")))
             keys.append(None if key is None else v.key(key, f"items[{n}] key"))
         if not checked:
             return []
@@ -364,7 +362,7 @@ class Store(abc.ABC):
     def _sink_count(self, source: int) -> int: ...
 
     @abc.abstractmethod
-    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> list[Event]:
+    def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> Sequence[Event]:
         """Commit ``items`` atomically; ``keys`` is None or one key (or None) per item.
 
         A key already recorded for its source within the retention returns the

@@ -49,7 +49,7 @@ def open_target(target: Any, options: dict[str, Any]) -> Any:
             f"open({target!r}): no backend serves the scheme {scheme!r} "
             "(expected ':memory:', a directory path, or a redis:// URL)"
         )
-    if not isinstance(target, (str, os.PathLike)) or isinstance(target, bool):
+    if not isinstance(target, (str, os.PathLike)):  # (True is neither)
         raise InvalidArgumentError(
             f"open: expected a directory path, ':memory:' or 'redis://...', got {type(target).__name__}"
         )

@@ -118,13 +118,15 @@ class Context:
         h = self.h
         if h.batch[a] == h.batch[b] >= 0:  # one publish_many: its items commit in list order
             return h.item[a] < h.item[b]
-        return 0 <= h.ack[a] < h.ack0[b]
+        certainly: bool = 0 <= h.ack[a] < h.ack0[b]  # ack times are ints (clock ns) or -1
+        return certainly
 
     def before(self, a: int, b: int) -> bool:
         """Is event ``a`` certainly ordered before event ``b`` (ids, else real time)?"""
         h = self.h
         if h.ordered:
-            return h.rank[a] < h.rank[b]
+            earlier: bool = h.rank[a] < h.rank[b]
+            return earlier
         return self.before_rt(a, b)
 
     def now_rank(self, t0: Any) -> Any:

@@ -13,6 +13,7 @@ sources, plus enumeration on a mismatch.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from ._context import INF, Context
@@ -76,7 +77,9 @@ def page_bounds(ctx: Context, obs: Observation) -> tuple[Any, Any] | None:
     elif obs.since_id is None and obs.min_id is None:
         lo = -INF
     else:
-        options = ([low + 1 if h.ordered else h.rank[low] + 1] if known_lo else []) + ([min(shown) + 1] if shown else [])
+        options = ([low + 1 if h.ordered else h.rank[low] + 1] if known_lo else []) + (
+            [min(shown) + 1] if shown else []
+        )
         if not options:
             return None  # a bound names an event this history does not know, or is ambiguous
         lo = min(options)
@@ -85,7 +88,7 @@ def page_bounds(ctx: Context, obs: Observation) -> tuple[Any, Any] | None:
     elif obs.max_id is None:
         hi = ctx.now_rank(obs.t0)  # "now": the newest event acknowledged before the read began
     else:
-        options = ([(high if h.ordered else h.rank[high]) - obs.max_exclusive] if known_hi else [])
+        options = [(high if h.ordered else h.rank[high]) - obs.max_exclusive] if known_hi else []
         options += [max(shown) - 1] if shown else []
         if not options:
             return None
@@ -130,14 +133,16 @@ def _above(ctx: Context, e: int, bound: Any, inclusive: bool) -> bool:
     """Is event ``e`` certainly above ``bound`` (an id when ordered, else an event)?"""
     if ctx.h.ordered:
         r = ctx.h.rank[e]
-        return r >= bound if inclusive else r > bound
+        above: bool = r >= bound if inclusive else r > bound
+        return above
     return (inclusive and e == bound) or ctx.before(bound, e)
 
 
 def _below(ctx: Context, e: int, bound: Any, inclusive: bool) -> bool:
     if ctx.h.ordered:
         r = ctx.h.rank[e]
-        return r <= bound if inclusive else r < bound
+        below: bool = r <= bound if inclusive else r < bound
+        return below
     return (inclusive and e == bound) or ctx.before(e, bound)
 
 
@@ -234,7 +239,9 @@ def pages(ctx: Context, reads: list[Observation], clean: set[int]) -> None:
             sources = list(map(source.__getitem__, events))
             shown = sum(map(followed_set.__contains__, sources))
             if (
-                b is not None and shown == len(events) and id(obs) in clean
+                b is not None
+                and shown == len(events)
+                and id(obs) in clean
                 and (not events or b[0] <= rank[events[0]] and rank[events[-1]] <= b[1])
             ):
                 page.inside = shown  # the common case, at C speed: all followed, sorted, inside the range
@@ -298,19 +305,27 @@ def _bounds(ctx: Context, obs: Observation, clean: bool) -> None:
             and (obs.min_id is None or lowest > obs.min_id)
         ):
             return
-    checks = []  # (name, bound, keep): keep(e) says e respects the bound
+    checks: list[tuple[str, Any, Callable[[int], bool]]] = []  # (name, bound, keep): keep(e) says e respects the bound
     if obs.max_id is not None:
         e = obs.max_id if h.ordered else ctx.bound_event(obs.max_id)
         if h.ordered or e >= 0:
             name = "before_id" if obs.max_exclusive else "max_id"
             exclusive = obs.max_exclusive
-            checks.append((name, obs.max_id, lambda x, b=e, x_=exclusive: not _above(ctx, x, b, x_)))
+
+            def under(x: int, b: Any = e, x_: bool = exclusive) -> bool:
+                return not _above(ctx, x, b, x_)
+
+            checks.append((name, obs.max_id, under))
     for name in ("since_id", "min_id"):
         value = getattr(obs, name)
         if value is not None:
             e = value if h.ordered else ctx.bound_event(value)
             if h.ordered or e >= 0:
-                checks.append((name, value, lambda x, b=e: not _below(ctx, x, b, True)))
+
+                def over(x: int, b: Any = e) -> bool:
+                    return not _below(ctx, x, b, True)
+
+                checks.append((name, value, over))
     if not checks:
         return
     # Sorted ordered pages: only their ends can be outside.

@@ -157,7 +157,7 @@ def agreement(ctx: Context, streams: list[tuple[Observation, list[int]]], tangle
     h = ctx.h
     rank = h.rank
     streams = list(streams)
-    spans = []
+    spans: list[tuple[Any, Any]] = []
     for n in tangled:
         obs, events = streams[n]
         events = list(dict.fromkeys(events))  # repeats are G1's

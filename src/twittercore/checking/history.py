@@ -267,7 +267,13 @@ class Observation:
     def __init__(self, kind: str, sink: int, events: list[int], t0: Any, t: Any, where: str) -> None:
         self.kind, self.sink, self.events, self.t0, self.t, self.where = kind, sink, events, t0, t, where
         self.limit: int | None = None
-        self.max_id = self.since_id = self.min_id = self.stream = self.after = None
+        # Ids as recorded: ints when the history's ids are ordered, else opaque
+        # names (the verifier maps them to events); None when not given.
+        self.max_id: Any = None
+        self.since_id: Any = None
+        self.min_id: Any = None
+        self.stream: Any = None  # a name, an integer or a string
+        self.after: Any = None
         self.max_exclusive = False  # the upper bound was given as before_id
 
 
@@ -399,10 +405,10 @@ def load(sources: Iterable[Source], *, ordered: bool | None = None) -> History:
                 pairs = [(_id(record, "sink", where), _id(record, "source", where))]
             known, node, follows = h.node_index, h.node, h.follows
             for sink, source in pairs:  # the hot loop of big histories: lookups inlined
-                k = known.get(sink)
-                k = node(sink) if k is None else k
-                s = known.get(source)
-                s = node(source) if s is None else s
+                found = known.get(sink)
+                k = node(sink) if found is None else found
+                found = known.get(source)
+                s = node(source) if found is None else found
                 per_sink = follows.get(k)
                 if per_sink is None:
                     per_sink = follows[k] = {}

@@ -34,10 +34,11 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from .._types import Event
+from ..store import Change, Store
 from .history import HistoryWriter
 
 __all__ = ["Recorder"]
@@ -58,7 +59,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         history: HistoryWriter | str | os.PathLike[str],
         *,
         tail_batch: int = 256,
@@ -66,17 +67,17 @@ class Recorder:
     ) -> None:
         self.store = store
         self._owned = not isinstance(history, HistoryWriter)
-        self.history = HistoryWriter(history) if self._owned else history
+        self.history = history if isinstance(history, HistoryWriter) else HistoryWriter(history)
         self.tail_batch, self.tail_flush = tail_batch, tail_flush
         self._chains: dict[tuple[int, int], str] = {}  # (sink, cursor) -> stream continued by changes()
         self._lock = threading.Lock()
-        self.home_ns: array = array("q")
-        self.timeline_ns: array = array("q")
+        self.home_ns: array[int] = array("q")
+        self.timeline_ns: array[int] = array("q")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -125,7 +126,9 @@ class Recorder:
         self.history.publish(event.source, event.id, t0=t0)
         return event
 
-    def publish_many(self, items: Iterable[tuple[int, bytes]]) -> list[Event]:
+    def publish_many(
+        self, items: Iterable[tuple[int, bytes] | tuple[int, bytes, bytes | str | None]]
+    ) -> Sequence[Event]:
         t0 = self.history.now()
         events = self.store.publish_many(items)
         if events:
@@ -165,7 +168,7 @@ class Recorder:
     def _stream_name(self) -> str:
         return f"{os.getpid()}-{next(_streams)}"
 
-    def changes(self, sink: int, after: int, limit: int = 1024) -> tuple[list[Any], int]:
+    def changes(self, sink: int, after: int, limit: int = 1024) -> tuple[list[Change], int]:
         """As :meth:`Store.changes`; calls that resume from the last cursor extend one stream."""
         t0 = self.history.now()
         items, cursor = self.store.changes(sink, after, limit)
@@ -178,14 +181,14 @@ class Recorder:
         self.history.observe(sink, ids, "tail", t0=t0, stream=stream, after=after if fresh else None)
         return items, cursor
 
-    def tail(self, sink: int, after: int | None = None, timeout: float | None = None) -> Iterator[Any]:
+    def tail(self, sink: int, after: int | None = None, timeout: float | None = None) -> Iterator[Change]:
         """As :meth:`Store.tail`; deliveries are recorded in batches as they are consumed."""
         if after is None:
             after = self.store.last_id()  # pin the start so the stream's range is known exactly
         items = self.store.tail(sink, after, timeout)
         return self._recorded(sink, after, items)
 
-    def _recorded(self, sink: int, after: int, items: Iterator[Any]) -> Iterator[Any]:
+    def _recorded(self, sink: int, after: int, items: Iterator[Change]) -> Iterator[Change]:
         batch = _TailBatch(self, sink, after)
         try:
             for item in items:
@@ -194,7 +197,7 @@ class Recorder:
         finally:
             batch.flush()
 
-    async def subscribe(self, sink: int, after: int | None = None, poll: float = 0.05) -> AsyncIterator[Any]:
+    async def subscribe(self, sink: int, after: int | None = None, poll: float = 0.05) -> AsyncIterator[Change]:
         """As :meth:`Store.subscribe`, recorded like :meth:`tail`."""
         if after is None:
             after = self.store.last_id()
@@ -211,13 +214,14 @@ class _TailBatch:
     """Deliveries of one tail stream waiting to be written as one observation."""
 
     def __init__(self, recorder: Recorder, sink: int, after: int) -> None:
-        self.recorder, self.sink, self.after = recorder, sink, after
+        self.recorder, self.sink = recorder, sink
+        self.after: int | None = after
         self.stream = recorder._stream_name()
         self.ids: list[int] = []
         self.t0: int | None = None
         self.started = 0.0
 
-    def add(self, item: Any) -> None:
+    def add(self, item: Change) -> None:
         if not isinstance(item, Event):
             return  # deletion notices are not observations of events
         if not self.ids:
@@ -228,8 +232,6 @@ class _TailBatch:
 
     def flush(self) -> None:
         if self.ids:
-            self.recorder.history.observe(
-                self.sink, self.ids, "tail", t0=self.t0, stream=self.stream, after=self.after
-            )
+            self.recorder.history.observe(self.sink, self.ids, "tail", t0=self.t0, stream=self.stream, after=self.after)
             self.after = None  # only the first batch says where the stream began
             self.ids = []

@@ -107,7 +107,14 @@ class Delete(NamedTuple):
 
 Operation = Union[Home, Timeline, Publish, Follow, Unfollow, Delete]
 
-_KIND = {Home: "home", Timeline: "timeline", Publish: "publish", Follow: "follow", Unfollow: "unfollow", Delete: "delete"}
+_KIND = {
+    Home: "home",
+    Timeline: "timeline",
+    Publish: "publish",
+    Follow: "follow",
+    Unfollow: "unfollow",
+    Delete: "delete",
+}
 
 
 def _op_to_json(op: Operation) -> dict[str, Any]:
@@ -123,7 +130,8 @@ def _op_from_json(record: dict[str, Any]) -> Operation:
         return Publish(record["source"], record["payload"].encode("latin-1"))
     for cls, name in _KIND.items():
         if name == kind:
-            return cls(**record)
+            op: Operation = cls(**record)
+            return op
     raise InvalidArgumentError(f"workload record: unknown op {kind!r} (expected one of {sorted(_KIND.values())})")
 
 
@@ -132,7 +140,7 @@ def _op_from_json(record: dict[str, Any]) -> Operation:
 
 def _cumulative(n: int, exponent: float) -> list[float]:
     """Cumulative Zipf weights ``1/rank**exponent`` for ranks 1..n."""
-    return list(itertools.accumulate((r ** -exponent for r in range(1, n + 1))))
+    return list(itertools.accumulate((r**-exponent for r in range(1, n + 1))))
 
 
 class Workload:
@@ -200,7 +208,8 @@ class Workload:
             order = list(range(1, self.users + 1))
             self._rng(name).shuffle(order)
             self._cache[name] = (order, _cumulative(self.users, exponent))
-        return self._cache[name]
+        ranking: tuple[list[int], list[float]] = self._cache[name]
+        return ranking
 
     # ------------------------------------------------------------------ graph
 
@@ -208,7 +217,7 @@ class Workload:
         sigma = self.params["degree_sigma"]
         mu = math.log(self.params["mean_followees"]) - sigma * sigma / 2  # so the mean is mean_followees
         degree = int(round(rng.lognormvariate(mu, sigma)))
-        return max(1, min(degree, self.params["max_followees"], self.users - 1))
+        return max(1, min(degree, int(self.params["max_followees"]), self.users - 1))
 
     def followees(self, sink: int) -> list[int]:
         """The sources ``sink`` follows in the initial graph, in generation order."""
@@ -219,9 +228,7 @@ class Workload:
             # Dense: weighted sampling without replacement by exponential keys
             # (Efraimidis-Spirakis); rejection would stall on duplicates.
             weights = [(r + 1) ** -self.params["popularity_exponent"] for r in range(self.users)]
-            keyed = sorted(
-                ((rng.random() ** (1.0 / w), u) for w, u in zip(weights, order) if u != sink), reverse=True
-            )
+            keyed = sorted(((rng.random() ** (1.0 / w), u) for w, u in zip(weights, order) if u != sink), reverse=True)
             return [u for _, u in keyed[:k]]
         chosen: dict[int, None] = {}
         while len(chosen) < k:
@@ -247,7 +254,8 @@ class Workload:
             rng = self._rng("payload")
             alphabet = "abcdefghijklmnopqrstuvwxyz      ABCDEFGHIJ0123456789.,!?#@"
             self._cache["filler"] = "".join(rng.choice(alphabet) for _ in range(4096)).encode()
-        filler, size = self._cache["filler"], self.params["payload_bytes"]
+        filler: bytes = self._cache["filler"]
+        size: int = self.params["payload_bytes"]
         head = b"#%d " % n
         start = (n * 131) % (len(filler) - size)
         return head + filler[start : start + size - len(head)]
@@ -408,9 +416,13 @@ class ReplayResult:
         self.posts = 0
         self.counts: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
-        self.ids: array.array = array.array("Q")
-        self.home_ns: array.array = array.array("q")
-        self.timeline_ns: array.array = array.array("q")
+        self.ids: array.array[int] = array.array("Q")
+        self.home_ns: array.array[int] = array.array("q")
+        self.timeline_ns: array.array[int] = array.array("q")
+        #: Set by a caller that runs the phases in steps: the last id before
+        #: the operations, and what its live tails saw meanwhile (the demo).
+        self.start_of_operations = 0
+        self.live: dict[str, Any] = {}
 
     def rate(self, phase: str, count: int) -> float:
         """Items per second of ``phase`` (0 when it took no time)."""
@@ -497,6 +509,7 @@ def _apply(op: Operation, store: Any, result: ReplayResult) -> None:
     elif type(op) is Unfollow:
         store.unfollow(op.sink, op.source)
     else:
+        assert type(op) is Delete, op  # the last kind of Operation
         store.delete(result.ids[op.publish])
 
 

@@ -38,8 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data", help="store directory (default: a temporary one, removed afterwards)")
     parser.add_argument("--memory", action="store_true", help="use the in-memory reference store instead of LMDB")
-    parser.add_argument("--tails", type=int, default=50,
-                        help="sinks whose stream since the replay began is read back (changes) and checked")
+    parser.add_argument(
+        "--tails",
+        type=int,
+        default=50,
+        help="sinks whose stream since the replay began is read back (changes) and checked",
+    )
     parser.add_argument("--live", type=int, default=2,
                         help="sinks tailed live by threads during the replay, and checked")  # fmt: skip
     parser.add_argument("--out", default=os.path.join("reports", "demo"), help="report folder")
@@ -57,7 +61,9 @@ def _open_store(args: argparse.Namespace, scratch: str) -> Any:
             f"--data {target}: the directory is not empty (the demo needs a fresh store; pick a new directory)"
         )
     # Batched commits are few, so fsync on each costs little; durable is the default worth showing.
-    return twittercore.open(target), target
+    # A store whose fan-out settings change rebuilds its windows at open: the bar shows it.
+    with rp.RebuildBar("building fan-out windows") as bar:
+        return twittercore.open(target, progress=bar), target
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,7 +169,7 @@ class _LiveTails:
     def __init__(self, recorder: Recorder, sinks: list[int], after: int, store_path: str | None, out: str) -> None:
         self.sinks = len(sinks)
         self.history_path = os.path.join(out, "live-tails.jsonl") if store_path and sinks else None
-        self.delivered, self.errors = [0] * len(sinks), []
+        self.delivered, self.errors = [0] * len(sinks), list[str]()
         if self.history_path:
             context = multiprocessing.get_context("spawn")
             self.stop_event: Any = context.Event()
@@ -210,7 +216,7 @@ def _tail_until(recorder: Recorder, sink: int, cursor: int, stop: Any, counts: l
 def _tail_process(store_path: str, history_path: str, sinks: list[int], after: int, stop: Any, results: Any) -> None:
     import twittercore
 
-    counts, errors = [0] * len(sinks), []
+    counts, errors = [0] * len(sinks), list[str]()
     try:
         with twittercore.open(store_path) as store, Recorder(store, history_path) as recorder:
             threads = [threading.Thread(target=_tail_until, args=(recorder, sink, after, stop, counts, n, errors))
@@ -266,7 +272,10 @@ def _summary(workload: Workload, result: Any, recorder: Recorder, check: Any, ta
 
 def _table(s: dict[str, Any]) -> Any:
     v, home, tl = s["verification"], s["home_read"], s["timeline_read"]
-    mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
+
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗"
+
     rows = [
         ("follows loaded", f"{s['graph']['follows']:,} at {s['graph']['follows_per_s']:,}/s"),
         ("top account's followers", f"{s['graph']['followers']['max']:,}"),
@@ -276,8 +285,11 @@ def _table(s: dict[str, Any]) -> Any:
         ("profile read p50 / p99", f"{tl.get('p50_us', 0):,.0f} / {tl.get('p99_us', 0):,.0f} µs"),
         ("operations", f"{sum(s['operations']['counts'].values()):,} at {s['operations']['ops_per_s']:,}/s"),
         ("stream deliveries checked", f"{s['tails']['deliveries']:,} to {s['tails']['sinks']} sinks"),
-        ("live tail deliveries", f"{s['live_tails']['deliveries']:,} to {s['live_tails']['sinks']} sinks"
-         + (" (other process)" if s["live_tails"]["history"] else " (threads)")),
+        (
+            "live tail deliveries",
+            f"{s['live_tails']['deliveries']:,} to {s['live_tails']['sinks']} sinks"
+            + (" (other process)" if s["live_tails"]["history"] else " (threads)"),
+        ),
         ("verification", f"{v['seconds']:.2f} s, {v['observed_ids']:,} observed ids"),
         ("G1 / G2 / G3 / global", " ".join(mark(v["holds"][g]) for g in ("G1", "G2", "G3", "global"))),
     ]

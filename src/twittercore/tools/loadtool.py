@@ -40,12 +40,13 @@ import secrets
 import sys
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from ..errors import InvalidArgumentError
 
+_loads: Callable[[bytes], Any]
 try:  # parsing every page is most of the generator's own CPU: use orjson when present
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - the stdlib does the same, slower
@@ -155,6 +156,7 @@ class LoadRun:
     async def setup(self, workload: Workload | None) -> None:
         args = self.args
         users = args.users
+        assigned: list[tuple[int, str]] = []
         if args.tokens:
             with open(args.tokens) as f:
                 tokens = [line.strip() for line in f if line.strip() and not line.startswith("#")]
@@ -174,7 +176,6 @@ class LoadRun:
                     raise InvalidArgumentError(f"load: registering an account failed: {status} {data}")
                 assigned.append((n, data["access_token"]))
 
-            assigned: list[tuple[int, str]] = []
             await self.pool(list(range(1, users + 1)), register, 8)
         else:
             raise InvalidArgumentError("load: pass --admin-token (to register accounts) or --tokens FILE")
@@ -190,14 +191,14 @@ class LoadRun:
             self.history.follow(account.id, account.id, t0=t0)
 
         await self.pool(assigned, identify, 8)
-        self.workload = workload
         if workload is None:
-            self.workload = Workload(
+            workload = Workload(
                 users=users, seed=args.seed, mean_followees=args.followees, max_followees=max(1, users - 1),
                 posts=args.posts, reads=10**9, page_limit=args.limit, timeline_limit=min(args.limit, 20),
                 payload_bytes=args.payload,
             )
-        edges = list(self.workload.graph())
+        self.workload = workload
+        edges = list(workload.graph())
 
         async def follow(conn: Connection, pair: tuple[int, int]) -> None:
             sink, source = self.accounts[pair[0]], self.accounts[pair[1]]
@@ -207,7 +208,7 @@ class LoadRun:
                 self.history.follow(sink.id, source.id, t0=t0)
 
         await self.pool(edges, follow, 16)
-        posts = list(enumerate(self.workload.posts()))
+        posts = list(enumerate(workload.posts()))
 
         async def post(conn: Connection, item: tuple[int, tuple[int, bytes]]) -> None:
             await self.publish(conn, item[0], *item[1])
@@ -290,6 +291,7 @@ class LoadRun:
             )
             return "timeline", ok
         if isinstance(op, Publish):
+            assert number is not None, op  # operations() numbers every publish
             return await self.publish(conn, number, op.source, op.payload)
         if isinstance(op, (Follow, Unfollow)):
             kind = "follow" if isinstance(op, Follow) else "unfollow"
@@ -343,8 +345,10 @@ class LoadRun:
             users = sorted(self.accounts)
             while True:
                 yield Home(rng.choice(users), self.args.limit, 1), None
-        number = self.workload.posts_count
-        for op in self.workload.operations():
+        workload = self.workload
+        assert workload is not None, "setup() makes the workload"
+        number = workload.posts_count
+        for op in workload.operations():
             if isinstance(op, Publish):
                 yield op, number
                 number += 1

@@ -150,6 +150,18 @@ class Connection:
             asyncio.open_connection(self.host, self.port, limit=1 << 22), self.timeout
         )
 
+    @property
+    def _in(self) -> asyncio.StreamReader:
+        if self._reader is None:
+            raise ConnectionError(f"{self._host_header}: the connection is closed")
+        return self._reader
+
+    @property
+    def _out(self) -> asyncio.StreamWriter:
+        if self._writer is None:
+            raise ConnectionError(f"{self._host_header}: the connection is closed")
+        return self._writer
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -163,7 +175,9 @@ class Connection:
             lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
-    async def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> Response:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> Response:
         try:
             # asyncio.timeout, not wait_for: wait_for makes a task per request.
             async with asyncio.timeout(self.timeout):
@@ -175,7 +189,7 @@ class Connection:
     async def _request(self, method: str, path: str, headers: dict[str, str] | None, body: bytes | None) -> Response:
         if self._writer is None:
             await self._connect()
-        self._writer.write(self._head(method, path, headers, body))
+        self._out.write(self._head(method, path, headers, body))
         status, response_headers = await self._read_head()
         data = await self._read_body(response_headers)
         self.received += len(data)
@@ -184,7 +198,7 @@ class Connection:
         return Response(status, response_headers, data)
 
     async def _read_head(self) -> tuple[int, dict[str, str]]:
-        raw = await self._reader.readuntil(b"\r\n\r\n")
+        raw = await self._in.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
@@ -198,7 +212,7 @@ class Connection:
 
     async def _read_body(self, headers: dict[str, str]) -> bytes:
         if "content-length" in headers:
-            return await self._reader.readexactly(int(headers["content-length"]))
+            return await self._in.readexactly(int(headers["content-length"]))
         if headers.get("transfer-encoding", "").lower() == "chunked":
             chunks = []
             async for chunk in self._chunks():
@@ -208,12 +222,12 @@ class Connection:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while True:
-            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            size = int((await self._in.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
-                await self._reader.readuntil(b"\r\n")
+                await self._in.readuntil(b"\r\n")
                 return
-            chunk = await self._reader.readexactly(size)
-            await self._reader.readexactly(2)
+            chunk = await self._in.readexactly(size)
+            await self._in.readexactly(2)
             yield chunk
 
     async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator["ServerSentEvent"]:
@@ -227,7 +241,7 @@ class Connection:
         """
         try:
             await asyncio.wait_for(self._connect(), self.timeout)
-            self._writer.write(self._head("GET", path, {**headers, "Accept": "text/event-stream"}, None))
+            self._out.write(self._head("GET", path, {**headers, "Accept": "text/event-stream"}, None))
             status, response_headers = await asyncio.wait_for(self._read_head(), self.timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             self.close()
@@ -250,7 +264,7 @@ class Connection:
 
     async def _raw(self) -> AsyncIterator[bytes]:
         while True:
-            chunk = await self._reader.read(1 << 16)
+            chunk = await self._in.read(1 << 16)
             if not chunk:
                 return
             yield chunk

@@ -29,6 +29,7 @@ __all__ = [
     "plot_degrees",
     "plot_latencies",
     "write_json",
+    "RebuildBar",
 ]
 
 
@@ -39,7 +40,8 @@ def latency_summary(nanoseconds: Sequence[int]) -> dict[str, Any]:
         return {"count": 0}
 
     def at(p: float) -> float:
-        return round(percentile(ordered, p, presorted=True) / 1000, 1)
+        value: float = percentile(ordered, p, presorted=True)
+        return round(value / 1000, 1)
 
     return {
         "count": len(ordered),
@@ -80,6 +82,39 @@ def table(title: str, rows: Iterable[tuple[Any, ...]], columns: Sequence[str] = 
     for row in rows:
         out.add_row(*(f"{cell:,}" if isinstance(cell, int) else str(cell) for cell in row))
     return out
+
+
+class RebuildBar:
+    """A rich progress bar for ``open(..., progress=bar)``: drawn for rebuilds of many sinks.
+
+    The storage layer only reports ``(done, total)``; drawing is the caller's.
+    Small rebuilds (under ``least`` sinks) finish before a bar would help.
+    Use as a context manager so the bar is removed when the open returns.
+    """
+
+    def __init__(self, description: str, least: int = 5000) -> None:
+        self.description, self.least = description, least
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.least:
+            return
+        if self._bar is None:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __enter__(self) -> RebuildBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _pyplot() -> Any:

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import struct
 from array import array
-from typing import Any
 
-_U64 = struct.Struct("=Q")
-_BE = struct.Struct(">Q")
-_BE2 = struct.Struct(">QQ")
+from .keys import BE, BE2, U64
+from .tables import Tables, Txn
 
 
-def check_layout(store: Any, txn: Any) -> None:
+def check_layout(tables: Tables, head_tag: bytes, txn: Txn) -> None:
     """Assert the LMDB layout's invariants in one snapshot (slow: it reads everything).
 
     Logs: chunks sorted and disjoint, tags bounding their ids, head floors and
     counts right, every event in exactly one chunk of its source; the graph's
-    two directions agree; fan-out windows hold what they should.
+    two directions agree.  (Fan-out windows are checked by ``Fanout.check``.)
     """
-    seq = store._seq(txn)
-    head_tag = store._codec.HEAD
+    seq = tables.seq(txn)
     logged: dict[int, int] = {}
-    cursor = txn.cursor(store._logs)
+    cursor = txn.cursor(tables.logs)
     previous_source, previous_tag, count = None, 0, 0
     for key, value in cursor:
-        source, tag = _BE2.unpack(key)
+        source, tag = BE2.unpack(key)
         words = array("Q", bytes(value))
         if source != previous_source:
             previous_source, previous_tag, count = source, 0, 0
@@ -46,13 +42,12 @@ def check_layout(store: Any, txn: Any) -> None:
         if bytes(key[8:]) != head_tag:
             count += len(ids)
     events = 0
-    for key, value in txn.cursor(store._events):
-        id = _BE.unpack(key)[0]
+    for key, value in txn.cursor(tables.events):
+        id = BE.unpack(key)[0]
         assert 0 < id <= seq, id
-        assert logged.get(id) == _U64.unpack_from(value, 0)[0], id
+        assert logged.get(id) == U64.unpack_from(value, 0)[0], id
         events += 1
     assert events == len(logged)
-    following = {(_BE.unpack(k)[0], _BE.unpack(v)[0]) for k, v in txn.cursor(store._following)}
-    followers = {(_BE.unpack(v)[0], _BE.unpack(k)[0]) for k, v in txn.cursor(store._followers)}
+    following = {(BE.unpack(k)[0], BE.unpack(v)[0]) for k, v in txn.cursor(tables.following)}
+    followers = {(BE.unpack(v)[0], BE.unpack(k)[0]) for k, v in txn.cursor(tables.followers)}
     assert following == followers
-    store._fan.check(txn)

@@ -131,7 +131,7 @@ def _tag_lmdb_registry() -> None:
     if keys is None or getattr(keys, "_twittercore", False):
         return
 
-    def env_keys(path: Any, subdir: Any) -> tuple:
+    def env_keys(path: Any, subdir: Any) -> tuple[Any, ...]:
         pid = os.getpid()
         return tuple(key + (pid,) for key in keys(path, subdir))
 
@@ -741,7 +741,7 @@ def check_strategy(value: Any, where: str) -> tuple[int, int, str]:
 
 def backup(handle: Handle, path: Any, compact: bool) -> None:
     """``Store.backup``: check the target, copy one snapshot, mark the copy as a store."""
-    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bool):
+    if not isinstance(path, (str, os.PathLike)):  # (True is neither)
         raise InvalidArgumentError(f"backup: expected a directory path, got {type(path).__name__}")
     _options.flag("compact", compact)
     target = os.fspath(path)

@@ -32,24 +32,26 @@ import struct
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..._kernel import Merge
 from ..._types import Event
+from .chunks import Chunks
 from .env import check_strategy
+from .keys import BE, MAX, U64, be
+from .read import Reader
+from .tables import Codec, Table, Tables, Txn, dups
 
-if TYPE_CHECKING:
-    from .store import LMDBStore
+#: ``progress(done, total)``: told how far a window rebuild is (``open(progress=...)``).
+Progress = Callable[[int, int], None]
 
-_BE = struct.Struct(">Q")
 _CONFIG = struct.Struct("=QQ")
 _CELEB = struct.Struct("=QQ")  # is_celebrity, position of the last change
-be = _BE.pack
-MODES = ("read", "write", "hybrid")
 _CONFIG_KEY = b"fanout"
 _CELEBS_VERSION = b"celebs_version"
 _EMPTY = struct.pack("=QQ", 0, 0)
-_COUNT = struct.Struct("=Q")
-_MAX = (1 << 64) - 1
+#: Sinks rebuilt between two progress reports.
+_PROGRESS_EVERY = 256
 
 
 class Config:
@@ -64,7 +66,7 @@ class Config:
         return _CONFIG.pack(self.window, self.threshold) + self.mode.encode()
 
     @classmethod
-    def decode(cls, value: Any, where: str = "store") -> "Config":
+    def decode(cls, value: Any, where: str = "store") -> Config:
         window, threshold, mode = check_strategy(value, where)  # an unknown mode is refused, not read as "read"
         return cls(mode, window, threshold)
 
@@ -80,67 +82,88 @@ READ = Config("read", 0, 0)
 
 
 class Fanout:
-    """Window maintenance and window reads for one :class:`LMDBStore`."""
+    """Window maintenance and window reads for one LMDB store.
 
-    def __init__(self, store: "LMDBStore", txn: Any) -> None:
-        self.store = store
-        env = store._env
-        self.windows = env.open_db(b"windows", txn=txn)
-        self.wfloors = env.open_db(b"wfloors", txn=txn)
-        self.celebs = env.open_db(b"celebs", txn=txn)
+    It is given what it uses: the store's tables, its logs and reader, the
+    codec and merge kernel; it opens and owns the three fan-out tables.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        txn: Txn,
+        tables: Tables,
+        logs: Chunks,
+        reader: Reader,
+        codec: Codec,
+        merge: Merge,
+        path: str,
+    ) -> None:
+        self._tables = tables
+        self._logs = logs
+        self._reader = reader
+        self._codec = codec
+        self._merge = merge
+        self._path = path
+        self.windows: Table = env.open_db(b"windows", txn=txn)
+        self.wfloors: Table = env.open_db(b"wfloors", txn=txn)
+        self.celebs: Table = env.open_db(b"celebs", txn=txn)
+        self._windows = Chunks(self.windows, codec)
         self._celeb_cache: tuple[Any, dict[int, tuple[int, int]]] = (None, {})
         #: ids pushed into windows by this process (for benchmarks)
         self.delivered = 0
 
     # --------------------------------------------------------------- config
 
-    def config(self, txn: Any) -> Config:
-        value = txn.get(_CONFIG_KEY, db=self.store._meta)
-        return READ if value is None else Config.decode(value, self.store.path)
+    def config(self, txn: Txn) -> Config:
+        value = txn.get(_CONFIG_KEY, db=self._tables.meta)
+        return READ if value is None else Config.decode(value, self._path)
 
-    def configure(
-        self,
-        txn: Any,
-        wanted: Config,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> bool:
-        """Switch the store to ``wanted``, rebuilding windows and celebrities; True if it changed."""
+    def configure(self, txn: Txn, wanted: Config, progress: Progress | None = None) -> bool:
+        """Switch the store to ``wanted``, rebuilding windows and celebrities; True if it changed.
+
+        ``progress(done, total)`` hears of the rebuild every few hundred sinks
+        and once at the end (``done == total``); after a map-full retry the
+        rebuild, and so the reports, start again from 0.
+        """
         if self.config(txn) == wanted:
             return False
+        tables = self._tables
         txn.drop(self.windows, delete=False)
         txn.drop(self.wfloors, delete=False)
         txn.drop(self.celebs, delete=False)
-        txn.put(_CONFIG_KEY, wanted.encode(), db=self.store._meta)
+        txn.put(_CONFIG_KEY, wanted.encode(), db=tables.meta)
         self._bump(txn)
         if wanted.mode == "read":
             return True
-        seq = self.store._seq(txn)
+        seq = tables.seq(txn)
         if wanted.mode == "hybrid":
-            cursor = txn.cursor(self.store._followers)
+            cursor = txn.cursor(tables.followers)
             for key in cursor.iternext_nodup(keys=True, values=False):
                 if cursor.set_key(key) and cursor.count() > wanted.threshold:
                     txn.put(key, _CELEB.pack(1, seq), db=self.celebs)
-        sinks = [bytes(k) for k in txn.cursor(self.store._following).iternext_nodup(keys=True, values=False)]
+        sinks = [bytes(k) for k in txn.cursor(tables.following).iternext_nodup(keys=True, values=False)]
         celebs = self._celebs(txn, write=True)
         for n, sink_key in enumerate(sinks):
-            self._rebuild_window(txn, sink_key, wanted, celebs)
-            if progress is not None and n % 256 == 0:
+            if progress is not None and n % _PROGRESS_EVERY == 0:
                 progress(n, len(sinks))
+            self._rebuild_window(txn, sink_key, wanted, celebs)
         if progress is not None:
             progress(len(sinks), len(sinks))
         return True
 
-    def _rebuild_window(self, txn: Any, sink_key: bytes, config: Config, celebs: dict) -> None:
-        store = self.store
-        sources = store._codec.values_of(store._dups(txn, store._following, sink_key))
+    def _rebuild_window(self, txn: Txn, sink_key: bytes, config: Config, celebs: dict[int, tuple[int, int]]) -> None:
+        sources = self._codec.values_of(dups(txn, self._tables.following, sink_key))
         pushed = [be(s) for s in sources if not celebs.get(s, (0, 0))[0]]
-        heads = [txn.get(p + store._codec.HEAD, db=store._logs) for p in pushed]
+        logs, head_tag = self._tables.logs, self._codec.HEAD
+        heads = [txn.get(p + head_tag, db=logs) for p in pushed]
         need = config.window + 1
-        ids, incomplete = store._merge.newest_floored(heads, need)
+        newest_floored = self._merge.newest_floored
+        ids, incomplete = newest_floored(heads, need)
         while incomplete:
             for i in incomplete:
-                heads[i] = store._extend(txn, pushed[i], heads[i], _MAX, need)
-            ids, incomplete = store._merge.newest_floored(heads, need)
+                heads[i] = self._logs.extend(txn, pushed[i], heads[i], MAX, need)
+            ids, incomplete = newest_floored(heads, need)
         floor = ids[-1] if len(ids) == need else 0
         ids = ids[: config.window]
         ids.reverse()
@@ -148,53 +171,34 @@ class Fanout:
 
     # --------------------------------------------------------------- windows
 
-    def _load(self, txn: Any, sink_key: bytes) -> tuple[int, list[int]]:
+    def _load(self, txn: Txn, sink_key: bytes) -> tuple[int, list[int]]:
         """A sink's window as ``(floor, ids ascending)``."""
-        cursor = txn.cursor(self.windows)
-        head_tag = self.store._codec.HEAD
-        ids: list[int] = []
-        positioned = cursor.set_range(sink_key)
-        while positioned and cursor.key()[:8] == sink_key:
-            words = array("Q", bytes(cursor.value()))
-            if cursor.key()[8:] == head_tag:
-                ids.extend(words[2:])
-                break
-            ids.extend(words)
-            positioned = cursor.next()
-        return self._floor(txn, sink_key), ids
+        return self._floor(txn, sink_key), list(array("Q", self._windows.ids_after(txn, sink_key, 0, MAX)))
 
-    def _floor(self, txn: Any, sink_key: bytes) -> int:
+    def _floor(self, txn: Txn, sink_key: bytes) -> int:
         value = txn.get(sink_key, db=self.wfloors)
-        return 0 if value is None else _BE.unpack(value)[0]
+        if value is None:
+            return 0
+        floor: int = BE.unpack(value)[0]
+        return floor
 
-    def _store(self, txn: Any, sink_key: bytes, floor: int, ids: list[int]) -> None:
+    def _store(self, txn: Txn, sink_key: bytes, floor: int, ids: list[int]) -> None:
         """Replace a sink's window (used by the rare whole-window changes)."""
-        cursor = txn.cursor(self.windows)
-        if cursor.set_range(sink_key):
-            while cursor.key()[:8] == sink_key:
-                if not cursor.delete():
-                    break
-        codec = self.store._codec
-        head, sealed = codec.append_head(None, ids)
-        for tag, chunk in sealed:
-            txn.put(sink_key + be(tag), chunk, db=self.windows)
-        words = array("Q", head)
-        words[0] = max(words[0], floor)
-        txn.put(sink_key + codec.HEAD, words.tobytes(), db=self.windows)
+        self._windows.replace(txn, sink_key, ids, floor)
         txn.put(sink_key, be(floor), db=self.wfloors)
 
-    def _trim(self, txn: Any, sink_key: bytes, head: bytes, size: int) -> bytes:
+    def _trim(self, txn: Txn, sink_key: bytes, head: bytes, size: int) -> bytes:
         """Drop the oldest sealed chunks while the rest still hold ``size`` ids; returns the head."""
         words = array("Q", head)
         count = words[1]
         cursor = txn.cursor(self.windows)
-        head_tag = self.store._codec.HEAD
+        head_tag = self._codec.HEAD
         floor = None
         while cursor.set_range(sink_key) and cursor.key()[:8] == sink_key and cursor.key()[8:] != head_tag:
             n = len(cursor.value()) // 8
             if count - n < size:
                 break
-            floor = _BE.unpack_from(cursor.key(), 8)[0]
+            floor = BE.unpack_from(cursor.key(), 8)[0]
             count -= n
             cursor.delete()
         if floor is not None:
@@ -204,32 +208,32 @@ class Fanout:
 
     # ------------------------------------------------------------ celebrities
 
-    def _bump(self, txn: Any) -> None:
-        meta = self.store._meta
+    def _bump(self, txn: Txn) -> None:
+        meta = self._tables.meta
         value = txn.get(_CELEBS_VERSION, db=meta)
-        version = 0 if value is None else _BE.unpack(value)[0]
+        version = 0 if value is None else BE.unpack(value)[0]
         txn.put(_CELEBS_VERSION, be(version + 1), db=meta)
 
-    def _celebs(self, txn: Any, write: bool = False) -> dict[int, tuple[int, int]]:
+    def _celebs(self, txn: Txn, write: bool = False) -> dict[int, tuple[int, int]]:
         """Source -> (is_celebrity, position of the change), cached per version.
 
         A transaction that changed the table (and bumped the version) must pass
         ``write=True``: its state may never commit, and its version number could
         then be reused by another change, so it uses the cache but never fills it.
         """
-        version = txn.get(_CELEBS_VERSION, db=self.store._meta)
-        version = None if version is None else bytes(version)
+        value = txn.get(_CELEBS_VERSION, db=self._tables.meta)
+        version = None if value is None else bytes(value)
         cached_version, cached = self._celeb_cache
         if version == cached_version and version is not None:
             return cached
-        table = {_BE.unpack(k)[0]: _CELEB.unpack(v) for k, v in txn.cursor(self.celebs)}
+        table = {BE.unpack(k)[0]: _CELEB.unpack(v) for k, v in txn.cursor(self.celebs)}
         if not write:
             self._celeb_cache = (version, table)
         return table
 
-    def _update_celebs(self, txn: Any, source_keys: set[bytes], config: Config, seq: int) -> None:
+    def _update_celebs(self, txn: Txn, source_keys: set[bytes], config: Config, seq: int) -> None:
         """Promote or demote the sources whose follower count crossed the threshold."""
-        cursor = txn.cursor(self.store._followers)
+        cursor = txn.cursor(self._tables.followers)
         changed = False
         for key in source_keys:
             count = cursor.count() if cursor.set_key(key) else 0
@@ -244,30 +248,33 @@ class Fanout:
 
     # ------------------------------------------------------------ write hooks
 
-    def on_publish(self, txn: Any, groups: dict[int, list[int]]) -> None:
+    def on_publish(self, txn: Txn, groups: dict[int, list[int]]) -> None:
         config = self.config(txn)
         if config.mode == "read":
             return
-        store = self.store
         # A publish never changes the celebrity table, so what this transaction
         # reads is committed state and may fill the cache.
         celebs = self._celebs(txn) if config.mode == "hybrid" else {}
-        values_of = store._codec.values_of
+        values_of, followers = self._codec.values_of, self._tables.followers
         pending: dict[int, list[int]] = {}
         delivered = 0
         for source, ids in groups.items():
             if celebs and celebs.get(source, (0, 0))[0]:
                 continue
-            sinks = values_of(store._dups(txn, store._followers, be(source)))
+            sinks = values_of(dups(txn, followers, be(source)))
             delivered += len(sinks) * len(ids)
             for sink in sinks:
                 if sink in pending:
                     pending[sink].extend(ids)
                 else:
                     pending[sink] = list(ids)
-        windows, limit = self.windows, config.window + store._codec.SEAL
-        append, head_tag = store._codec.append_head, store._codec.HEAD
+        windows, limit = self.windows, config.window + self._codec.SEAL
+        append, head_tag = self._codec.append_head, self._codec.HEAD
         get, put = txn.get, txn.put
+        # Chunks.append inlined: this loop runs once per follower of every
+        # publishing source (10,000 times for one post of a 10,000-follower
+        # source), where a call per sink would add ~5% to the delivery; the
+        # trim also has to see the head before it is written.
         for sink, ids in pending.items():
             if len(ids) > 1:
                 ids.sort()
@@ -275,53 +282,52 @@ class Fanout:
             head, sealed = append(get(prefix + head_tag, db=windows), ids)
             for tag, chunk in sealed:
                 put(prefix + be(tag), chunk, db=windows)
-            if _COUNT.unpack_from(head, 8)[0] > limit:
+            if U64.unpack_from(head, 8)[0] > limit:
                 head = self._trim(txn, prefix, head, config.window)
             put(prefix + head_tag, head, db=windows)
         self.delivered += delivered
 
-    def on_follow(self, txn: Any, rows: list[tuple[bytes, bytes, bytes]]) -> None:
+    def on_follow(self, txn: Txn, rows: list[tuple[bytes, bytes, bytes]]) -> None:
         config = self.config(txn)
         if config.mode == "read":
             return
-        celebs: dict = {}
+        celebs: dict[int, tuple[int, int]] = {}
         if config.mode == "hybrid":
-            self._update_celebs(txn, {source for _, source, _ in rows}, config, _BE.unpack(rows[-1][2])[0])
+            self._update_celebs(txn, {source for _, source, _ in rows}, config, BE.unpack(rows[-1][2])[0])
             celebs = self._celebs(txn, write=True)
         for sink_key, source_key, _ in rows:
-            if not celebs.get(_BE.unpack(source_key)[0], (0, 0))[0]:
+            if not celebs.get(BE.unpack(source_key)[0], (0, 0))[0]:
                 self._backfill(txn, sink_key, source_key, config.window)
 
-    def on_unfollow(self, txn: Any, rows: list[tuple[bytes, bytes, bytes]]) -> None:
+    def on_unfollow(self, txn: Txn, rows: list[tuple[bytes, bytes, bytes]]) -> None:
         config = self.config(txn)
         if config.mode == "read":
             return
         if config.mode == "hybrid":
-            self._update_celebs(txn, {source for _, source, _ in rows}, config, _BE.unpack(rows[-1][2])[0])
+            self._update_celebs(txn, {source for _, source, _ in rows}, config, BE.unpack(rows[-1][2])[0])
         for sink_key, source_key, _ in rows:
             floor, ids = self._load(txn, sink_key)
             if not ids:
                 continue
-            theirs = set(array("Q", self.store._ids_after(txn, source_key, floor, _MAX)))
+            theirs = set(array("Q", self._logs.ids_after(txn, source_key, floor, MAX)))
             self._store(txn, sink_key, floor, [i for i in ids if i not in theirs])
 
-    def on_delete(self, txn: Any, event: Event) -> None:
+    def on_delete(self, txn: Txn, event: Event) -> None:
         if self.config(txn).mode == "read":
             return
-        store = self.store
-        for sink in store._codec.values_of(store._dups(txn, store._followers, be(event.source))):
-            store._unlog(txn, be(sink), event.id, self.windows)
+        unlog = self._windows.unlog
+        for sink in self._codec.values_of(dups(txn, self._tables.followers, be(event.source))):
+            unlog(txn, be(sink), event.id)
 
-    def _backfill(self, txn: Any, sink_key: bytes, source_key: bytes, size: int) -> None:
+    def _backfill(self, txn: Txn, sink_key: bytes, source_key: bytes, size: int) -> None:
         """Merge the newly followed source's newest ids into the sink's window."""
-        store = self.store
-        head = txn.get(source_key + store._codec.HEAD, db=store._logs)
-        if head is None or _COUNT.unpack_from(head, 8)[0] == 0:
+        head = txn.get(source_key + self._codec.HEAD, db=self._tables.logs)
+        if head is None or U64.unpack_from(head, 8)[0] == 0:
             return  # nothing to add (bulk loads of a graph before any post stay cheap)
         floor, ids = self._load(txn, sink_key)
         run = array("Q", bytes(head))
         while len(run) - 2 < size + 1 and run[0] > floor:
-            longer = array("Q", store._extend(txn, source_key, run.tobytes(), _MAX, size + 1))
+            longer = array("Q", self._logs.extend(txn, source_key, run.tobytes(), MAX, size + 1))
             if longer == run:
                 break
             run = longer
@@ -329,75 +335,72 @@ class Fanout:
         # window can only promise completeness above both floors.
         floor = max(floor, run[0])
         merged = sorted(set(ids).union(run[2:]))
-        merged = merged[bisect_right(merged, floor):]
+        merged = merged[bisect_right(merged, floor) :]
         if len(merged) > size:
             floor = merged[len(merged) - size - 1]
-            merged = merged[len(merged) - size:]
+            merged = merged[len(merged) - size :]
         self._store(txn, sink_key, floor, merged)
 
     # ----------------------------------------------------------------- reads
 
-    def home(self, txn: Any, sink: int, limit: int, lo: int, hi: int) -> list[Event] | None:
+    def home(self, txn: Txn, sink: int, limit: int, lo: int, hi: int) -> list[Event] | None:
         """A home page from the window (and pulled celebrities), or None: use the full merge."""
         config = self.config(txn)
         if config.mode == "read":
             return None
-        store = self.store
         sink_key = be(sink)
-        window = txn.get(sink_key + store._codec.HEAD, db=self.windows)
+        head_tag = self._codec.HEAD
+        window = txn.get(sink_key + head_tag, db=self.windows)
         heads = [_EMPTY if window is None else window]
         prefixes: list[bytes] = [sink_key]
         if config.mode == "hybrid":
             prefixes += self._pulled(txn, sink_key, self._floor(txn, sink_key))
-            head_tag = store._codec.HEAD
-            heads += [txn.get(p + head_tag, db=store._logs) for p in prefixes[1:]]
-        merge = store._merge.newest_floored
+            logs = self._tables.logs
+            heads += [txn.get(p + head_tag, db=logs) for p in prefixes[1:]]
+        merge = self._merge.newest_floored
         ids, incomplete = merge(heads, limit, lo, hi)
         bottom = None
         while incomplete:
             if incomplete[0] == 0:
                 if bottom is None:
                     bottom = self._floor(txn, sink_key)
-                elif _COUNT.unpack_from(heads[0])[0] <= bottom:
+                elif U64.unpack_from(heads[0])[0] <= bottom:
                     return None  # the page reaches below the window: full merge
-                heads[0] = store._extend(txn, sink_key, heads[0], hi, limit, self.windows, bottom)
+                heads[0] = self._windows.extend(txn, sink_key, heads[0], hi, limit, bottom)
                 incomplete = incomplete[1:]
             for i in incomplete:
-                heads[i] = store._extend(txn, prefixes[i], heads[i], hi, limit)
+                heads[i] = self._logs.extend(txn, prefixes[i], heads[i], hi, limit)
             ids, incomplete = merge(heads, limit, lo, hi)
-        return store._fetch(txn, ids)
+        return self._reader.fetch(txn, ids)
 
-    def _pulled(self, txn: Any, sink_key: bytes, floor: int) -> list[bytes]:
+    def _pulled(self, txn: Txn, sink_key: bytes, floor: int) -> list[bytes]:
         """Prefixes of the sink's sources whose events windows may lack."""
         wanted = [s for s, (celeb, seq) in self._celebs(txn).items() if celeb or seq > floor]
         if not wanted:
             return []
-        following = txn.cursor(self.store._following)
+        following = txn.cursor(self._tables.following)
         return [be(s) for s in sorted(wanted) if following.set_key_dup(sink_key, be(s))]
 
     # ---------------------------------------------------------------- check
 
-    def check(self, txn: Any) -> None:
+    def check(self, txn: Txn) -> None:
         """Assert that windows hold exactly the pushed home ids above their floors (write mode)."""
         config = self.config(txn)
         if config.mode == "read":
             return
-        store = self.store
         sinks = {bytes(k[:8]) for k in txn.cursor(self.windows).iternext(keys=True, values=False)}
         for sink_key in sinks:
             floor, ids = self._load(txn, sink_key)
             assert ids == sorted(set(ids)), sink_key
             assert all(i > floor for i in ids), sink_key
-            assert len(ids) <= config.window + 2 * store._codec.SEAL, sink_key
-            home = {e.id for e in store._read_page(txn, self._sources(txn, sink_key), 10_000, floor, _MAX, False)}
+            assert len(ids) <= config.window + 2 * self._codec.SEAL, sink_key
+            home = {e.id for e in self._reader.page(txn, self._sources(txn, sink_key), 10_000, floor, MAX, False)}
             assert set(ids) <= home, (sink_key, sorted(set(ids) - home))
             if config.mode == "write":
                 assert set(ids) == home, (sink_key, sorted(home - set(ids)))
 
-    def _sources(self, txn: Any, sink_key: bytes) -> list[bytes]:
-        store = self.store
-        return [be(s) for s in store._codec.values_of(store._dups(txn, store._following, sink_key))]
-
+    def _sources(self, txn: Txn, sink_key: bytes) -> list[bytes]:
+        return [be(s) for s in self._codec.values_of(dups(txn, self._tables.following, sink_key))]
 
 
 def celebrity_threshold_default(threshold: int | None, current: Config) -> int:
@@ -407,32 +410,3 @@ def celebrity_threshold_default(threshold: int | None, current: Config) -> int:
     if current.mode == "hybrid":
         return current.threshold
     return 10_000
-
-
-class rebuild_progress:
-    """A rich progress bar for window rebuilds of more than a few thousand sinks."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if total < 5000:
-            return
-        if self._bar is None:
-            try:
-                from rich.progress import Progress
-            except ImportError:  # rich is an optional extra
-                return
-            self._bar = Progress(transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=total)
-        self._bar.update(self._task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -1,6 +1,10 @@
-"""Idempotency keys in LMDB, written in the publishing transaction.
+"""Keys of the LMDB layout: the encodings every module of the store shares, and idempotency keys.
 
-Tables:
+Node ids and ids are 8-byte big-endian in keys (``be``), so LMDB's byte order
+is numeric order; counters and record fields are native (``U64``).  Each
+constant is defined here once and imported by the modules that use it.
+
+Idempotency tables (:class:`Keyring`):
 
 ``keys``      (source, key) -> (id, recorded at)     the lookup a retry makes
 ``keytimes``  (recorded ms, source, key) -> ""        oldest first, for expiry
@@ -16,9 +20,21 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-__all__ = ["Keyring"]
+__all__ = ["BE", "BE2", "U64", "be", "MAX", "SEQ", "FOLLOW", "UNFOLLOW", "Keyring"]
 
-_BE = struct.Struct(">Q")
+#: A big-endian id or node id: the key encoding (sorts numerically).
+BE = struct.Struct(">Q")
+#: Two big-endian words, such as (source, tag) keys and (id, source) notices.
+BE2 = struct.Struct(">QQ")
+#: A native word: counters and record fields, never keys.
+U64 = struct.Struct("=Q")
+be = BE.pack
+#: The largest id (``2**64 - 1``): "no upper bound".
+MAX = (1 << 64) - 1
+#: ``meta`` key of the last position taken.
+SEQ = b"seq"
+#: Edge operations in ``edgelog`` and ``edgehist``.
+FOLLOW, UNFOLLOW = b"\x01", b"\x00"
 _RECORD = struct.Struct(">Qd")  # id, recorded at (seconds)
 #: Expired keys dropped per keyed publish: more than one publish records, so
 #: the table shrinks whenever keys expire faster than they are made.
@@ -26,7 +42,7 @@ _FORGET_BATCH = 16
 
 
 def _ms(seconds: float) -> bytes:
-    return _BE.pack(max(0, min(int(seconds * 1000), (1 << 64) - 1)))
+    return be(max(0, min(int(seconds * 1000), (1 << 64) - 1)))
 
 
 class Keyring:
@@ -41,14 +57,14 @@ class Keyring:
 
     def lookup(self, txn: Any, source: int, key: bytes, now: float) -> int | None:
         """The id recorded for ``(source, key)`` within the retention, else None."""
-        value = txn.get(_BE.pack(source) + key, db=self.keys)
+        value = txn.get(be(source) + key, db=self.keys)
         if value is None:
             return None
         id, at = _RECORD.unpack(value)
         return None if at < now - self.retention else id
 
     def record(self, txn: Any, source: int, key: bytes, id: int, now: float) -> None:
-        name = _BE.pack(source) + key
+        name = be(source) + key
         old = txn.get(name, db=self.keys)
         if old is not None:  # an expired key used again: its old expiry entry goes
             txn.delete(_ms(_RECORD.unpack(old)[1]) + name, db=self.times)
