@@ -572,3 +572,6 @@ def test_reshard_under_load(tmp_path):
     assert figures["longest_call_s"] < CALL_BOUND
     assert figures["lost"] == figures["doubled"] == figures["unresolved"] == 0
     assert figures["G1"] == figures["G2"] == figures["G3"] == 0, figures["report"].format()
+    # Calls on a half-moved slot are refused before they run (every key is declared), never half applied.
+    assert figures["orphans"] == 0, "a call stored an event but not its log entry"
+    assert not [k for k in figures["error_kinds"] if "non local key" in k]

@@ -6,7 +6,10 @@
 -- logical clock values (microseconds, kept below 2^53 so Lua's doubles hold
 -- them exactly); the client turns clock c of bucket b into the store-wide id
 -- c * 1024 + b.  KEYS[1] is always the bucket's clock key "<tag>:c"; the
--- other keys of the bucket are named from its prefix.
+-- other keys of the bucket are named from its prefix.  The client declares
+-- every key a call touches after KEYS[1] (unused here): Redis checks declared
+-- keys only, and while a slot is half moved it must refuse a call up front
+-- (TRYAGAIN) rather than fail it in the middle, half applied.
 
 local function now_us()
   local t = redis.call('TIME')

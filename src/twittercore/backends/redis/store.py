@@ -145,8 +145,12 @@ class RedisStore(Store):
         """The least clock bucket ``b`` may use so that its next id passes ``self._floor``."""
         return (self._floor - b) // 1024 + 1 if self._floor else 0
 
-    def _fcall(self, name: str, b: int, *args: Any) -> tuple[str, tuple[Any, ...]]:
-        return self._tags[b], ("FCALL", name, 1, self._key(b, "c"), *args)
+    def _fcall(self, name: str, b: int, *args: Any, keys: tuple[str, ...] = ()) -> tuple[str, tuple[Any, ...]]:
+        """``keys``: every other key the function touches (kinds, as ``_key`` names them).  Redis
+        checks declared keys only: while a slot moves, a call whose keys are not all on one node is
+        refused up front (TRYAGAIN, retried) instead of failing half applied."""
+        declared = [self._key(b, "c"), *(self._key(b, k) for k in keys)]
+        return self._tags[b], ("FCALL", name, len(declared), *declared, *args)
 
     def _saw(self, position: int) -> None:
         if position > self._floor:
@@ -178,7 +182,10 @@ class RedisStore(Store):
         calls = []
         for sink in sinks:
             b = self._bucket(sink)
-            calls.append(self._fcall("tc_edge", b, self._floor_clock(b), flag, sink, *map(_pad, by_sink[sink])))
+            keys = ("l", f"o:{sink}", f"h:{sink}", "p")
+            calls.append(
+                self._fcall("tc_edge", b, self._floor_clock(b), flag, sink, *map(_pad, by_sink[sink]), keys=keys)
+            )
         answers = self._write(calls)
         mirrors, cleared, changed = [], [], 0
         for sink, answer in zip(sinks, answers):
@@ -187,8 +194,7 @@ class RedisStore(Store):
                 changed += 1
                 self._saw(int(clock) << 10 | b)
                 source = int(padded)
-                sb = self._bucket(source)
-                mirrors.append(self._fcall("tc_mirror", sb, source, _pad(sink), clock, flag))
+                mirrors.append(self._mirror(source, sink, clock, flag))
                 cleared.append((self._tags[b], ("SREM", self._key(b, "p"), b"%d:" % sink + padded)))
         if mirrors:
             self._write(mirrors)
@@ -213,8 +219,12 @@ class RedisStore(Store):
                 last = [h for h in history if h.split(b":")[1] == padded]
                 if last:
                     clock, _, flag = last[-1].split(b":")
-                    self._write([self._fcall("tc_mirror", self._bucket(source), source, _pad(sink), clock, flag)])
+                    self._write([self._mirror(source, sink, clock, flag)])
                 self._call([(self._tags[b], ("SREM", self._key(b, "p"), member))], safe=True)
+
+    def _mirror(self, source: int, sink: int, clock: Any, flag: Any) -> tuple[str, tuple[Any, ...]]:
+        keys = (f"v:{source}", f"i:{source}")
+        return self._fcall("tc_mirror", self._bucket(source), source, _pad(sink), clock, flag, keys=keys)
 
     def _one(self, node: int, *command: Any) -> Any:
         return self._call([(self._tags[self._bucket(node)], command)], safe=True)[0]
@@ -267,7 +277,8 @@ class RedisStore(Store):
             for i in run:
                 key = keys[i] if keys is not None else None
                 args += [items[i][0], items[i][1], key if key is not None else b""]
-            (answer,) = self._write([self._fcall("tc_publish", b, *args)])
+            declared = ("l", "e", "k", "kt", *dict.fromkeys(f"g:{items[i][0]}" for i in run))
+            (answer,) = self._write([self._fcall("tc_publish", b, *args, keys=declared)])
             if answer and answer[0] == b"deleted":
                 i = run[int(answer[1]) - 1]
                 raise _idempotency.missing(items[i][0], keys[i], int(answer[2]) << 10 | b)  # type: ignore[index, arg-type]
@@ -315,7 +326,12 @@ class RedisStore(Store):
         b = id & 1023
         if b >= self._nb:
             return None
-        (answer,) = self._write([self._fcall("tc_delete", b, self._floor_clock(b), id >> 10)])
+        # The function finds the source in the event; its keys must be declared up front.
+        found = self._event(id)
+        if found is None:
+            return None
+        keys = ("l", "e", f"g:{found.source}", f"d:{found.source}")
+        (answer,) = self._write([self._fcall("tc_delete", b, self._floor_clock(b), id >> 10, keys=keys)])
         if answer is None:
             return None
         self._saw(int(answer[0]) << 10 | b)
@@ -327,7 +343,7 @@ class RedisStore(Store):
     # ------------------------------------------------------------- positions
 
     def _closes(self, buckets: list[int], floors: dict[int, int] | None = None) -> list[tuple[int, int]]:
-        calls = [self._fcall("tc_close", b, (floors or {}).get(b, 0)) for b in buckets]
+        calls = [self._fcall("tc_close", b, (floors or {}).get(b, 0), keys=("l",)) for b in buckets]
         return [(int(c), int(last)) for c, last in self._call(calls, safe=True)]
 
     def _last_seq(self) -> int:
@@ -358,7 +374,10 @@ class RedisStore(Store):
         self, b: int, sources: list[int], limit: int, lo: int, hi: int, oldest: bool, values: bool
     ) -> tuple[str, tuple[Any, ...]]:
         lo_c, hi_c = self._clock_bounds(b, lo, hi)
-        return self._fcall("tc_range", b, max(lo_c, -1), max(hi_c, -1), limit, int(oldest), int(values), *sources)
+        keys = ("e", *(f"g:{s}" for s in sources))
+        return self._fcall(
+            "tc_range", b, max(lo_c, -1), max(hi_c, -1), limit, int(oldest), int(values), *sources, keys=keys
+        )
 
     def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
         b = self._bucket(source)
@@ -422,7 +441,7 @@ class RedisStore(Store):
 
     def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]:
         sb = self._bucket(sink)
-        (answer,) = self._call([self._fcall("tc_history", sb, sink)], safe=True)
+        (answer,) = self._call([self._fcall("tc_history", sb, sink, keys=(f"h:{sink}",))], safe=True)
         cut = int(answer[0]) << 10 | sb
         history: list[tuple[int, int, bool]] = []
         for entry in answer[1]:
@@ -436,7 +455,8 @@ class RedisStore(Store):
         buckets = list(by_bucket)
         calls = []
         for b in buckets:
-            calls.append(self._fcall("tc_since", b, max((after - b) // 1024, -1), limit, *by_bucket[b]))
+            keys = ("e", *(k for s in by_bucket[b] for k in (f"g:{s}", f"d:{s}")))
+            calls.append(self._fcall("tc_since", b, max((after - b) // 1024, -1), limit, *by_bucket[b], keys=keys))
         replies = self._call(calls, safe=True) if calls else []
         found: list[tuple[int, Change]] = []
         for b, reply in zip(buckets, replies):
