@@ -107,3 +107,31 @@ def test_an_older_state_file_is_upgraded(tmp_path):
         assert grant.account == 1 and grant.scopes == frozenset({"read", "write", "follow"})
     finally:
         state.close()
+
+
+def _open_at_once(path: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        SQLiteState(path).close()
+        results.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts
+        results.put(repr(exc))
+
+
+def test_workers_opening_a_new_state_file_at_once_all_start(tmp_path):
+    """Server workers start together and each opens the (new) state file; switching it to WAL must not fail any of them."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for trial in range(3):
+        path = str(tmp_path / f"s{trial}.sqlite3")
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        results.close()
+        results.join_thread()
+        assert got == ["ok"] * 6

@@ -72,6 +72,29 @@ _UPGRADES = {
 _ACCOUNT = "SELECT id, username, created_at, email FROM accounts"
 
 
+def _unlocked(step: Callable[[], object], patience: float = 15.0) -> None:
+    """Run ``step``, again while another process holds the lock it needs.
+
+    Workers starting together all open the new file at once. Switching it to
+    WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY for it without
+    calling the busy handler when another connection is mid-switch, so
+    ``busy_timeout`` alone does not make the start-up race safe.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class SQLiteState(AccountState):
     """Accounts, apps, tokens and codes in SQLite (one connection per process)."""
 
@@ -84,9 +107,9 @@ class SQLiteState(AccountState):
         with self._lock:
             self._db.execute("PRAGMA busy_timeout = 10000")
             if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
+                _unlocked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
                 self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)  # commits by itself: before the upgrade's transaction
+            _unlocked(lambda: self._db.executescript(_SCHEMA))  # commits by itself: before the upgrade's transaction
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for table, columns in _UPGRADES.items():
