@@ -54,7 +54,7 @@ def lists(k: int) -> list[list[int]]:
     ids = rng.sample(range(1, 10 * sum(lengths)), sum(lengths))
     runs, at = [], 0
     for n in lengths:
-        runs.append(sorted(ids[at:at + n]))
+        runs.append(sorted(ids[at : at + n]))
         at += n
     return runs
 

@@ -127,16 +127,19 @@ def plot(out: str, data: dict) -> list[str]:
     load = "load {:.1f} {:.1f} {:.1f}".format(*data["loadavg_end"])
     for name, key, xlabel, title in (
         ("fanout_write_cost.png", "write_cost", "followers F of the publishing source", "publish latency vs followers"),
-        ("fanout_read_cost.png", "read_cost", "followed sources k of the reading sink", "home read (newest 50) vs followed sources"),
+        (
+            "fanout_read_cost.png",
+            "read_cost",
+            "followed sources k of the reading sink",
+            "home read (newest 50) vs followed sources",
+        ),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for mode, style in (("read", "o-"), ("write", "s-")):
             series = data[key][mode]
             xs = sorted(int(x) for x in series)
             ax.plot(xs, [series[str(x)]["p50_us"] for x in xs], style, label=f"fanout={mode} p50")
-            ax.plot(
-                xs, [series[str(x)]["p99_us"] for x in xs], style[0] + ":", alpha=0.5, label=f"fanout={mode} p99"
-            )
+            ax.plot(xs, [series[str(x)]["p99_us"] for x in xs], style[0] + ":", alpha=0.5, label=f"fanout={mode} p99")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
@@ -227,8 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         payback = extra / saved_100 if saved_100 > 0 else float("inf")
         breakeven[str(f)] = {"push_extra_us": extra, "reads_to_pay_back": payback, "reads_per_follower": payback / f}
         table.add_row(
-            f"{f:,}", f"{r['p50_us']:,.0f}", f"{r['p99_us']:,.0f}", f"{w['p50_us']:,.0f}", f"{w['p99_us']:,.0f}",
-            f"{extra:,.0f}", f"{payback:,.1f}", f"{payback / f:.2f}",
+            f"{f:,}",
+            f"{r['p50_us']:,.0f}",
+            f"{r['p99_us']:,.0f}",
+            f"{w['p50_us']:,.0f}",
+            f"{w['p99_us']:,.0f}",
+            f"{extra:,.0f}",
+            f"{payback:,.1f}",
+            f"{payback / f:.2f}",
         )
     console.print(table)
     data["breakeven_k100"] = breakeven
@@ -247,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     for k in ks:
         r, w = rc["read"][str(k)], rc["write"][str(k)]
         table.add_row(
-            f"{k:,}", f"{r['p50_us']:,.0f}", f"{r['p99_us']:,.0f}", f"{w['p50_us']:,.0f}", f"{w['p99_us']:,.0f}",
+            f"{k:,}",
+            f"{r['p50_us']:,.0f}",
+            f"{r['p99_us']:,.0f}",
+            f"{w['p50_us']:,.0f}",
+            f"{w['p99_us']:,.0f}",
             f"{r['p50_us'] / w['p50_us']:.1f}x",
         )
     console.print(table)

@@ -410,7 +410,20 @@ def main(argv: list[str] | None = None) -> int:
         title=f"wake latency, {events} events per case in {rounds} round(s), sink follows k={FOLLOWED}, "
         f"fanout={args.fanout}, durable={args.durable} ({load})"
     )
-    for col in ("subscriber", "p50 µs", "p90 µs", "p99 µs", "max µs", "> 1 ms", "> 2 ms", "send p50/p99 µs", "woken p50/p99", "read p50/p99", "lost", "p99 <= 2 ms"):
+    for col in (
+        "subscriber",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "max µs",
+        "> 1 ms",
+        "> 2 ms",
+        "send p50/p99 µs",
+        "woken p50/p99",
+        "read p50/p99",
+        "lost",
+        "p99 <= 2 ms",
+    ):
         table.add_column(col, justify="right")
     ok = True
     for name, case in data["cases"].items():
@@ -419,13 +432,20 @@ def main(argv: list[str] | None = None) -> int:
         if not name.startswith("control"):
             ok = ok and met
         table.add_row(
-            name, f"{w['p50_us']:,.0f}", f"{w['p90_us']:,.0f}", f"{w['p99_us']:,.0f}", f"{w['max_us']:,.0f}",
-            f"{w['over_1ms']:.1%}", f"{w['over_2ms']:.1%}", f"{p['p50_us']:,.0f} / {p['p99_us']:,.0f}",
+            name,
+            f"{w['p50_us']:,.0f}",
+            f"{w['p90_us']:,.0f}",
+            f"{w['p99_us']:,.0f}",
+            f"{w['max_us']:,.0f}",
+            f"{w['over_1ms']:.1%}",
+            f"{w['over_2ms']:.1%}",
+            f"{p['p50_us']:,.0f} / {p['p99_us']:,.0f}",
             *(
                 f"{case[key]['p50_us']:,.0f} / {case[key]['p99_us']:,.0f}" if case[key]["n"] else "-"
                 for key in ("woken", "read")
             ),
-            str(case["missing"]), "[green]yes[/green]" if met else "[red]no[/red]",
+            str(case["missing"]),
+            "[green]yes[/green]" if met else "[red]no[/red]",
         )
     console.print(table)
     loop = data["wait_loop"]

@@ -34,7 +34,9 @@ def run(target: str, sink: int, cursor_file: str, seconds: float) -> int:
                 if isinstance(change, twittercore.Deletion):
                     print(f"retract {change.id}", flush=True)
                 else:
-                    print(f"notify {sink}: {change.source} posted {change.payload.decode(errors='replace')!r}", flush=True)
+                    print(
+                        f"notify {sink}: {change.source} posted {change.payload.decode(errors='replace')!r}", flush=True
+                    )
                 after = change.position
                 handled += 1
                 with open(cursor_file + ".tmp", "w") as f:  # replace atomically: a crash keeps the old cursor

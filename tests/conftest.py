@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-
 import os
 
 import pytest
@@ -17,9 +16,10 @@ from twittercore import _kernel
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-HAVE_COMPILED = importlib.util.find_spec("twittercore._merge") is not None and importlib.util.find_spec(
-    "twittercore._codec"
-) is not None
+HAVE_COMPILED = (
+    importlib.util.find_spec("twittercore._merge") is not None
+    and importlib.util.find_spec("twittercore._codec") is not None
+)
 
 #: (name, open options) of every store the suite runs against; the memory store is the reference.
 STORE_KINDS = [("memory", None), ("lmdb-python", {"kernel": "python"})]

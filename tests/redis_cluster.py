@@ -66,7 +66,7 @@ class Cluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.ports[: self.masters])
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         count = self.masters * (1 + self.replicas)
         candidates = list(PORTS)
         random.shuffle(candidates)
@@ -81,7 +81,10 @@ class Cluster:
         nodes = [f"{HOST}:{p}" for p in self.procs]
         subprocess.run(
             ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         self.wait_ok()
         return self
@@ -90,12 +93,35 @@ class Cluster:
         node_dir = os.path.join(self.dir, str(port))
         os.makedirs(node_dir)
         self.procs[port] = subprocess.Popen(
-            ["redis-server", "--bind", HOST, "--port", str(port), "--dir", node_dir,
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", "1500", "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
-             "--save", "", "--daemonize", "no", "--loglevel", "warning",
-             "--cluster-replica-validity-factor", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                HOST,
+                "--port",
+                str(port),
+                "--dir",
+                node_dir,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1500",
+                "--appendonly",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+                "--cluster-replica-validity-factor",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def wait_ok(self, timeout: float = 30) -> None:

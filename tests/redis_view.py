@@ -95,7 +95,9 @@ class RedisView:
 
     def timeline(self, source, limit=20, max_id=None, since_id=None, min_id=None):
         b = self._bound
-        return self._out(self.raw.timeline(source, limit=limit, max_id=b(max_id), since_id=b(since_id), min_id=b(min_id)))
+        return self._out(
+            self.raw.timeline(source, limit=limit, max_id=b(max_id), since_id=b(since_id), min_id=b(min_id))
+        )
 
     def last_id(self):
         position = self.raw.last_id()

@@ -37,8 +37,22 @@ def serve_process(data: Path, port: int, *extra: str, env: dict[str, str] | None
     """``twittercore serve`` as a child process on ``port``; yields the Popen once it answers; always stops."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "twittercore", "serve", "--data", str(data), "--port", str(port), "--no-durable", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "twittercore",
+            "serve",
+            "--data",
+            str(data),
+            "--port",
+            str(port),
+            "--no-durable",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -48,7 +62,9 @@ def serve_process(data: Path, port: int, *extra: str, env: dict[str, str] | None
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}") from None
+                    raise RuntimeError(
+                        f"serve did not start: {proc.stdout.read() if proc.poll() is not None else ''}"
+                    ) from None
                 time.sleep(0.1)
         yield proc
     finally:

@@ -54,7 +54,7 @@ def simulate(seed: int, *, opaque: bool, clients: int = 4, ops: int = 160, users
         if not opaque:
             return id
         if id not in token:
-            token[id] = "%08x" % rng.getrandbits(32)  # random: string order says nothing
+            token[id] = f"{rng.getrandbits(32):08x}"  # random: string order says nothing
         return token[id]
 
     # 1. each client's operations, with overlapping intervals
@@ -149,7 +149,7 @@ def simulate(seed: int, *, opaque: bool, clients: int = 4, ops: int = 160, users
         elif op.kind in ("page", "timeline"):
             lo, hi, oldest, record = 0, 1 << 62, False, {}
             visible = [i for i in all_ids if i in live]
-            pick = (lambda: rng.choice(visible)) if visible else None
+            pick = (lambda visible=visible: rng.choice(visible)) if visible else None
             if a["bounds"] in ("since", "both") and pick:
                 b = pick()
                 lo, record["since_id"] = b, name(b)
@@ -164,8 +164,17 @@ def simulate(seed: int, *, opaque: bool, clients: int = 4, ops: int = 160, users
                     hi, record["max_id"] = b, b
             shown = page(a["sink"], op.kind, a["limit"], lo, hi, oldest)
             results[id(op)] = shown
-            emit(op, {"op": "observe", "kind": op.kind, "sink": a["sink"], "ids": [name(i) for i in shown],
-                      "limit": a["limit"], **record})
+            emit(
+                op,
+                {
+                    "op": "observe",
+                    "kind": op.kind,
+                    "sink": a["sink"],
+                    "ids": [name(i) for i in shown],
+                    "limit": a["limit"],
+                    **record,
+                },
+            )
         elif op.kind == "next":
             first = a["first"]
             shown1 = results.get(id(first))
@@ -175,8 +184,17 @@ def simulate(seed: int, *, opaque: bool, clients: int = 4, ops: int = 160, users
             fa = first.args
             shown = page(fa["sink"], first.kind, fa["limit"], 0, b - 1, False)
             bound = {"before_id": name(b)} if opaque or rng.random() < 0.5 else {"max_id": b - 1}
-            emit(op, {"op": "observe", "kind": first.kind, "sink": fa["sink"], "ids": [name(i) for i in shown],
-                      "limit": fa["limit"], **bound})
+            emit(
+                op,
+                {
+                    "op": "observe",
+                    "kind": first.kind,
+                    "sink": fa["sink"],
+                    "ids": [name(i) for i in shown],
+                    "limit": fa["limit"],
+                    **bound,
+                },
+            )
         elif op.kind == "open":
             cursors[a["stream"]] = last
         elif op.kind == "tail":
@@ -185,8 +203,13 @@ def simulate(seed: int, *, opaque: bool, clients: int = 4, ops: int = 160, users
             after = cursors[a["stream"]]
             got = [i for i in all_ids if after < i <= last and i in live and a["sink"] in sim.followers_at[i]]
             cursors[a["stream"]] = last
-            record = {"op": "observe", "kind": "tail", "sink": a["sink"], "ids": [name(i) for i in got],
-                      "stream": a["stream"]}
+            record = {
+                "op": "observe",
+                "kind": "tail",
+                "sink": a["sink"],
+                "ids": [name(i) for i in got],
+                "stream": a["stream"],
+            }
             if not opaque and a["stream"] not in results:
                 record["after"] = after
             results[a["stream"]] = got

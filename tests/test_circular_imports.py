@@ -34,8 +34,13 @@ MODULES = _modules()
 
 def test_every_layer_is_found():
     """The walk sees the packages, so the test below cannot pass by importing nothing."""
-    for name in ("twittercore.store", "twittercore.backends.lmdb.store", "twittercore.server.app",
-                 "twittercore.checking.verify", "twittercore.tools.demo"):
+    for name in (
+        "twittercore.store",
+        "twittercore.backends.lmdb.store",
+        "twittercore.server.app",
+        "twittercore.checking.verify",
+        "twittercore.tools.demo",
+    ):
         assert name in MODULES, name
 
 
@@ -44,6 +49,9 @@ def test_module_imports_alone(module):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(
         [sys.executable, "-W", "error", "-c", f"import {module}"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr

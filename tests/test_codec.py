@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 
 from tests.conftest import HAVE_COMPILED
-from twittercore import Event, MAX_PAYLOAD
+from twittercore import MAX_PAYLOAD, Event
 
 twin = importlib.import_module("twittercore._codec_py")
 compiled = importlib.import_module("twittercore._codec") if HAVE_COMPILED else None
@@ -17,7 +17,6 @@ needs_compiled = pytest.mark.skipif(compiled is None, reason="compiled codec not
 
 IDS = st.lists(st.integers(1, 2**63), unique=True, max_size=400).map(sorted)
 ITEMS = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.binary(max_size=40)), max_size=30)
-
 
 
 @needs_compiled

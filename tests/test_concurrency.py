@@ -22,10 +22,10 @@ import time
 import pytest
 
 import twittercore
+from tests.redis_cluster import Cluster, missing_reason
 from twittercore import Deletion, Event
 from twittercore.checking.recorder import Recorder
 from twittercore.checking.verify import verify
-from tests.redis_cluster import Cluster, missing_reason
 
 SPAWN = multiprocessing.get_context("spawn")
 SECONDS = float(os.environ.get("TWITTERCORE_CONCURRENCY_SECONDS", "4"))
@@ -102,7 +102,12 @@ def redis_cluster():
 
 @pytest.mark.parametrize("fanout", ["read", "write", "hybrid"])
 def test_publishers_subscribers_and_churn_in_processes(tmp_path, fanout):
-    run(tmp_path, str(tmp_path / "store"), {"durable": False}, {"fanout": fanout, "window": 50, "celebrity_threshold": 2})
+    run(
+        tmp_path,
+        str(tmp_path / "store"),
+        {"durable": False},
+        {"fanout": fanout, "window": 50, "celebrity_threshold": 2},
+    )
 
 
 def test_processes_on_redis_cluster(tmp_path, redis_cluster):
@@ -118,10 +123,15 @@ def run(tmp_path, path, options, creation):
             rec.follow_many([(sink, source) for sink in SINKS for source in SOURCES if (sink + source) % 3])
         after = store.last_id()
     start, stop, out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    writers = [SPAWN.Process(target=_publisher, args=(path, options, histories[p], p, start, SECONDS, p)) for p in range(PUBLISHERS)]
+    writers = [
+        SPAWN.Process(target=_publisher, args=(path, options, histories[p], p, start, SECONDS, p))
+        for p in range(PUBLISHERS)
+    ]
     writers.append(SPAWN.Process(target=_follower, args=(path, options, histories[PUBLISHERS], start, SECONDS, 99)))
     readers = [
-        SPAWN.Process(target=_subscriber, args=(path, options, histories[PUBLISHERS + 1 + n], sink, after, start, stop, out))
+        SPAWN.Process(
+            target=_subscriber, args=(path, options, histories[PUBLISHERS + 1 + n], sink, after, start, stop, out)
+        )
         for n, sink in enumerate(SINKS)
     ]
     try:
@@ -176,5 +186,6 @@ def run(tmp_path, path, options, creation):
             assert notices == owed_deletions
     assert published > 100
     total = sum(len(got) for got in delivered.values())
-    print(f"\n{path.split(':')[0] if '://' in path else 'lmdb'} {fanout}: {published} acknowledged events in {SECONDS:g} s, {total} deliveries to {len(SINKS)} subscribers, verified")
-
+    print(
+        f"\n{path.split(':')[0] if '://' in path else 'lmdb'} {fanout}: {published} acknowledged events in {SECONDS:g} s, {total} deliveries to {len(SINKS)} subscribers, verified"
+    )

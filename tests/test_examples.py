@@ -26,8 +26,12 @@ def _web_app(data: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "web_app.py"), "--data", data, "--port", str(port)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "web_app.py"), "--data", data, "--port", str(port)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -70,14 +74,24 @@ def test_notify_worker_resumes_where_it_stopped(tmp_path):
         store.publish(2, b"two")
         store.publish(3, b"not followed")
     env = _env()
-    run = [sys.executable, str(EXAMPLES / "notify_worker.py"), "--data", data, "--sink", "1",
-           "--cursor", cursor, "--seconds", "1.5"]
+    run = [
+        sys.executable,
+        str(EXAMPLES / "notify_worker.py"),
+        "--data",
+        data,
+        "--sink",
+        "1",
+        "--cursor",
+        cursor,
+        "--seconds",
+        "1.5",
+    ]
     # No cursor yet: the worker starts from now, so it sees only what comes later.
     out = subprocess.run(run, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("handled 0 changes")
     with open(cursor, "w") as f:
-        f.write('{"after": %d}' % (first.id - 1))
+        f.write(f'{{"after": {first.id - 1}}}')
     out = subprocess.run(run, capture_output=True, text=True, timeout=60, env=env)
     assert out.stdout.splitlines() == ["notify 1: 2 posted 'one'", "notify 1: 2 posted 'two'", "handled 2 changes"]
     with twittercore.open(data) as store:

@@ -112,7 +112,9 @@ def test_kill_9_inside_keyed_publishes_then_retries_leave_each_post_exactly_once
     for _ in range(3):  # three crashes at arbitrary points, each followed by retries from 0
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRITER, lmdb_path, "0", str(total)],
-            stdout=subprocess.PIPE, env=env, text=True,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         seen = 0
         deadline = time.monotonic() + 30
@@ -124,8 +126,9 @@ def test_kill_9_inside_keyed_publishes_then_retries_leave_each_post_exactly_once
         proc.wait(timeout=10)
         proc.stdout.close()
         start = seen
-    done = subprocess.run([sys.executable, "-c", _WRITER, lmdb_path, "0", str(total)], env=env,
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITER, lmdb_path, "0", str(total)], env=env, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     with twittercore.open(lmdb_path) as store:
         payloads = [e.payload for s in range(7) for e in store.timeline(s, limit=200)]

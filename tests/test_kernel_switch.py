@@ -41,8 +41,7 @@ def test_compiled_kernel_loaded():
     assert not _kernel.NO_EXTENSIONS
     assert _kernel.merge is sys.modules["twittercore._merge"], _kernel.merge
     assert _is_extension(_kernel.merge), (
-        f"twittercore._merge comes from {_kernel.merge.__file__}, not a compiled extension; "
-        "rebuild with `make build`"
+        f"twittercore._merge comes from {_kernel.merge.__file__}, not a compiled extension; rebuild with `make build`"
     )
     assert _kernel.merge is not _merge_py
 

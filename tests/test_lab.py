@@ -41,8 +41,22 @@ def _write(path: Path, text: str) -> Path:
 def test_up_then_down_from_another_process_leaves_nothing(tmp_path):
     """lab up starts 5 processes and returns; lab down in another process stops all of them."""
     run_dir = tmp_path / "run"
-    up = subprocess.run([sys.executable, "-m", "twittercore", "lab", "up", str(DEPLOYMENTS / "lmdb-haproxy.toml"),
-                         "--dir", str(run_dir)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    up = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twittercore",
+            "lab",
+            "up",
+            str(DEPLOYMENTS / "lmdb-haproxy.toml"),
+            "--dir",
+            str(run_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert up.returncode == 0, up.stderr
     state = json.loads((run_dir / STATE_FILE).read_text())
     assert sorted(state["processes"]) == ["app1", "app2", "lb", "link1", "link2"]
@@ -51,8 +65,13 @@ def test_up_then_down_from_another_process_leaves_nothing(tmp_path):
 
     with urllib.request.urlopen(state["url"] + "/api/v1/instance", timeout=5) as response:
         assert response.status == 200  # through haproxy and a link proxy to a server
-    down = subprocess.run([sys.executable, "-m", "twittercore", "lab", "down", "--dir", str(run_dir)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    down = subprocess.run(
+        [sys.executable, "-m", "twittercore", "lab", "down", "--dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert down.returncode == 0 and "stopped lmdb-haproxy (5 processes" in down.stdout, down.stdout + down.stderr
     _nothing_left(state["pgids"])
     assert not (run_dir / STATE_FILE).exists()
@@ -62,7 +81,9 @@ def test_up_then_down_from_another_process_leaves_nothing(tmp_path):
 
 def test_a_failed_up_stops_what_it_started(tmp_path):
     """A step that fails halfway through bringing a deployment up: the processes already started are stopped."""
-    path = _write(tmp_path / "broken.toml", """
+    path = _write(
+        tmp_path / "broken.toml",
+        """
         name = "broken"
         url = "http://127.0.0.1:{port:x}"
         [[process]]
@@ -72,7 +93,8 @@ def test_a_failed_up_stops_what_it_started(tmp_path):
         [[step]]
         argv = ["sh", "-c", "echo no cluster for you; exit 3"]
         timeout = 0.5
-    """)
+    """,
+    )
     lab = Lab(load_deployment(path), tmp_path / "run")
     with pytest.raises(LabError, match="no cluster for you"):
         lab.up()
@@ -91,11 +113,13 @@ def test_bad_files_are_clear_errors(tmp_path):
     fault = _write(tmp_path / "s.toml", 'deployments = []\n[[fault]]\nat = 1\naction = "explode"\ntarget = "app"\n')
     with pytest.raises(LabError, match="action = 'explode'"):
         load_scenario(fault)
-    stringly = _write(tmp_path / "s2.toml", 'deployments = []\n[[fault]]\nat = "soon"\naction = "kill"\ntarget = "app"\n')
+    stringly = _write(
+        tmp_path / "s2.toml", 'deployments = []\n[[fault]]\nat = "soon"\naction = "kill"\ntarget = "app"\n'
+    )
     with pytest.raises(LabError, match="at: wrong type"):
         load_scenario(stringly)
     assert cli.main(["lab", "run", str(tmp_path / "missing.toml")]) == 2
-    typo = _write(tmp_path / "t.toml", 'deployments = []\n[load]\nrat = 5\n')
+    typo = _write(tmp_path / "t.toml", "deployments = []\n[load]\nrat = 5\n")
     with pytest.raises(LabError, match="rat: not an option of twittercore load"):
         run_scenario(load_scenario(typo), tmp_path / "out")
 
@@ -147,11 +171,13 @@ def test_proxy_delays_cuts_and_heals():
     asyncio.run(scenario())
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-cli") is None, reason="redis is not installed")
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("redis-cli") is None, reason="redis is not installed"
+)
 def test_redis_cluster_steps_and_master_pick(tmp_path):
     """The redis-cluster deployment's Redis half: 6 nodes on bus-port pairs, cluster create, pick = master."""
     shipped = (DEPLOYMENTS / "redis-cluster.toml").read_text()
-    redis_only = shipped.split("[[process]]\nname = \"app{i}\"")[0]  # the app servers may not exist yet
+    redis_only = shipped.split('[[process]]\nname = "app{i}"')[0]  # the app servers may not exist yet
     redis_only = redis_only.replace('url = "http://127.0.0.1:{port:lb}"', 'url = "redis://127.0.0.1:{port:redis1}"')
     path = _write(tmp_path / "redis.toml", redis_only)
     lab = Lab(load_deployment(path), tmp_path / "run")
@@ -162,7 +188,9 @@ def test_redis_cluster_steps_and_master_pick(tmp_path):
         assert len(master) == 1
         out = subprocess.run(["redis-cli", "-p", str(lab.ports[master[0]]), "role"], capture_output=True, text=True)
         assert out.stdout.startswith("master")
-        info = subprocess.run(["redis-cli", "-p", str(lab.ports["redis1"]), "cluster", "info"], capture_output=True, text=True)
+        info = subprocess.run(
+            ["redis-cli", "-p", str(lab.ports["redis1"]), "cluster", "info"], capture_output=True, text=True
+        )
         assert "cluster_known_nodes:6" in info.stdout
         # Kill that master, restart it well after the cluster node timeout (2 s): its replica has been promoted, so
         # the old master rejoins as a replica. (Restarted sooner, it would still be the master.)
@@ -172,8 +200,13 @@ def test_redis_cluster_steps_and_master_pick(tmp_path):
         async def kill_master() -> list:
             log: list = []
             loop = asyncio.get_running_loop()
-            await run_faults(lab, [FaultSpec(at=0, action="kill", target="redis", pick="master", restart_after=6.0)],
-                             loop.time(), _Faults(), log)
+            await run_faults(
+                lab,
+                [FaultSpec(at=0, action="kill", target="redis", pick="master", restart_after=6.0)],
+                loop.time(),
+                _Faults(),
+                log,
+            )
             return log
 
         (record,) = asyncio.run(kill_master())
@@ -182,7 +215,9 @@ def test_redis_cluster_steps_and_master_pick(tmp_path):
         deadline = time.monotonic() + 30
         while not role.startswith("slave") and time.monotonic() < deadline:
             time.sleep(0.25)
-            role = subprocess.run(["redis-cli", "-p", str(lab.ports[master[0]]), "role"], capture_output=True, text=True).stdout
+            role = subprocess.run(
+                ["redis-cli", "-p", str(lab.ports[master[0]]), "role"], capture_output=True, text=True
+            ).stdout
         assert role.startswith("slave"), role
         assert len(lab.targets("redis", "all")) == 6 and lab.targets("redis", "master") != master
     finally:
@@ -217,7 +252,9 @@ def test_smoke_scenario_kills_a_worker_and_reports_recovery(tmp_path):
 def test_a_deployment_that_cannot_run_here_is_a_skipped_row(tmp_path):
     """A failed ``requires`` check: the row says skipped and why; nothing is started; the run still succeeds."""
     (tmp_path / "deployments").mkdir()
-    _write(tmp_path / "deployments" / "future.toml", """
+    _write(
+        tmp_path / "deployments" / "future.toml",
+        """
         url = "http://127.0.0.1:{port:app}"
         [[requires]]
         argv = ["sh", "-c", "exit 1"]
@@ -225,15 +262,19 @@ def test_a_deployment_that_cannot_run_here_is_a_skipped_row(tmp_path):
         [[process]]
         name = "app"
         argv = ["sleep", "600"]
-    """)
+    """,
+    )
     (tmp_path / "scenarios").mkdir()
-    _write(tmp_path / "scenarios" / "s.toml", """
+    _write(
+        tmp_path / "scenarios" / "s.toml",
+        """
         deployments = ["future"]
         [[fault]]
         at = 1
         action = "kill"
         target = "app"
-    """)
+    """,
+    )
     out = tmp_path / "out"
     assert cli.main(["lab", "run", str(tmp_path / "scenarios" / "s.toml"), "--out", str(out)]) == 0
     assert "| future | skipped: the future backend is not built yet |" in (out / "comparison.md").read_text()
@@ -244,17 +285,22 @@ def test_a_deployment_that_cannot_run_here_is_a_skipped_row(tmp_path):
 def test_a_broken_deployment_is_caught_and_named(bug, guarantee, tmp_path):
     """A server that loses acknowledged posts from its pages, or reorders a page: the run is not ok, and says why."""
     (tmp_path / "deployments").mkdir()
-    _write(tmp_path / "deployments" / "broken.toml", f"""
+    _write(
+        tmp_path / "deployments" / "broken.toml",
+        f"""
         url = "http://127.0.0.1:{{port:app}}"
         [[process]]
         name = "app"
         role = "app"
-        argv = ["{{python}}", "{ROOT / 'tests' / 'lab_broken_server.py'}", "{bug}", "--data", "{{dir}}/data",
+        argv = ["{{python}}", "{ROOT / "tests" / "lab_broken_server.py"}", "{bug}", "--data", "{{dir}}/data",
                 "--port", "{{port:app}}", "--admin-token", "{{token}}", "--no-durable"]
         health = "http://127.0.0.1:{{port:app}}/api/v1/instance"
-    """)
+    """,
+    )
     (tmp_path / "scenarios").mkdir()
-    _write(tmp_path / "scenarios" / "s.toml", """
+    _write(
+        tmp_path / "scenarios" / "s.toml",
+        """
         deployments = ["broken"]
         settle = 0.2
         [load]
@@ -265,7 +311,8 @@ def test_a_broken_deployment_is_caught_and_named(bug, guarantee, tmp_path):
         posts = 60
         connections = 4
         streams = 0
-    """)
+    """,
+    )
     out = tmp_path / "out"
     assert cli.main(["lab", "run", str(tmp_path / "scenarios" / "s.toml"), "--out", str(out)]) == 1
     result = json.loads((out / "broken" / "report.json").read_text())
@@ -279,8 +326,13 @@ def test_a_broken_deployment_is_caught_and_named(bug, guarantee, tmp_path):
 def test_ctrl_c_mid_run_stops_everything(tmp_path):
     """SIGINT while the load runs: the lab tears the deployment down before it exits."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "twittercore", "lab", "run", "smoke", "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twittercore", "lab", "run", "smoke", "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     state_file = out / "lmdb-1" / "deploy" / STATE_FILE
     try:
         deadline = time.monotonic() + 60
@@ -317,7 +369,9 @@ def test_disk_full_fills_the_tmpfs_then_frees_it_and_down_unmounts(tmp_path):
     from twittercore.lab.config import FaultSpec
     from twittercore.lab.faults import run_faults
 
-    path = _write(tmp_path / "d.toml", """
+    path = _write(
+        tmp_path / "d.toml",
+        """
         url = "http://127.0.0.1:{port:x}"
         [[tmpfs]]
         name = "data"
@@ -326,7 +380,8 @@ def test_disk_full_fills_the_tmpfs_then_frees_it_and_down_unmounts(tmp_path):
         [[process]]
         name = "sleeper"
         argv = ["sleep", "600"]
-    """)
+    """,
+    )
     lab = Lab(load_deployment(path), tmp_path / "run")
     mount = tmp_path / "run" / "data"
     try:
@@ -337,8 +392,11 @@ def test_disk_full_fills_the_tmpfs_then_frees_it_and_down_unmounts(tmp_path):
         async def scenario() -> None:
             loop = asyncio.get_running_loop()
             log: list = []
-            task = loop.create_task(run_faults(lab, [FaultSpec(at=0, action="disk-full", target="data", duration=0.3)],
-                                               loop.time(), history, log))
+            task = loop.create_task(
+                run_faults(
+                    lab, [FaultSpec(at=0, action="disk-full", target="data", duration=0.3)], loop.time(), history, log
+                )
+            )
             await asyncio.sleep(0.15)
             seen.append(os.statvfs(mount).f_bavail)
             await task

@@ -45,7 +45,11 @@ def run(script: str, *args: str, timeout: float = 60, env: dict | None = None) -
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
     )
 
 
@@ -169,7 +173,9 @@ def _hold_readers(path: str, count: int) -> list[subprocess.Popen]:
     env = dict(os.environ, PYTHONPATH=SRC)
     procs = []
     for _ in range(count):  # one at a time: each open needs a free slot for a moment
-        procs.append(subprocess.Popen([sys.executable, "-c", _HOLD_READER, path], stdout=subprocess.PIPE, text=True, env=env))
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", _HOLD_READER, path], stdout=subprocess.PIPE, text=True, env=env)
+        )
         if procs[-1].stdout.readline().strip() != "holding":
             _stop(procs)
             raise AssertionError("a reader process did not start")
@@ -239,7 +245,9 @@ def test_open_retries_when_another_process_grows_the_map_meanwhile(lmdb_path, mo
     def grown_meanwhile(*args, **kwargs):
         calls.append(kwargs["map_size"])
         if len(calls) < 3:
-            raise lmdb.MapResizedError("mdb_txn_begin: MDB_MAP_RESIZED: Database contents grew beyond environment mapsize")
+            raise lmdb.MapResizedError(
+                "mdb_txn_begin: MDB_MAP_RESIZED: Database contents grew beyond environment mapsize"
+            )
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lmdb_env.lmdb, "open", grown_meanwhile)
@@ -305,7 +313,7 @@ def test_a_healthy_file_that_ends_short_of_freed_pages_still_opens(tmp_path):
     env = lmdb.open(path, map_size=1 << 30, max_dbs=2)
     table = env.open_db(b"a")
     rnd, keys, short = random.Random(2), [], 0
-    for n in range(3000):
+    for _n in range(3000):
         with env.begin(write=True, db=table) as txn:
             for _ in range(rnd.randint(1, 60)):
                 keys.append(b"%08d" % rnd.randrange(10**8))
@@ -434,9 +442,12 @@ def test_a_backup_opens_as_a_store(lmdb_path, tmp_path):
     ids = make_store(lmdb_path, events=50)
     with twittercore.open(lmdb_path) as store:
         store.backup(str(tmp_path / "copy"))
-        for bad, error in [(5, InvalidArgumentError), ("a\0b", InvalidArgumentError),
-                           (str(tmp_path / "copy"), twittercore.ConfigurationError),
-                           (os.path.join(lmdb_path, "data.mdb"), InvalidArgumentError)]:
+        for bad, error in [
+            (5, InvalidArgumentError),
+            ("a\0b", InvalidArgumentError),
+            (str(tmp_path / "copy"), twittercore.ConfigurationError),
+            (os.path.join(lmdb_path, "data.mdb"), InvalidArgumentError),
+        ]:
             with pytest.raises(Error) as caught:
                 store.backup(bad)
             assert type(caught.value) is error, (bad, caught.value)
@@ -567,8 +578,15 @@ def test_bytes_are_not_pairs(lmdb_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_readers": -1}, {"max_readers": 2**40}, {"max_readers": "x"}, {"map_size": 4096},
-     {"map_size": 2**70}, {"writemap": "yes"}, {"clock": "x"}],
+    [
+        {"max_readers": -1},
+        {"max_readers": 2**40},
+        {"max_readers": "x"},
+        {"map_size": 4096},
+        {"map_size": 2**70},
+        {"writemap": "yes"},
+        {"clock": "x"},
+    ],
 )
 def test_bad_lmdb_options_are_configuration_errors_and_leave_nothing(lmdb_path, options):
     with pytest.raises(twittercore.ConfigurationError):
@@ -602,8 +620,12 @@ def test_damaged_records_are_damaged_store_errors(lmdb_path, kernel):
         txn.put(head_key, b"\x01" * 13, db=logs)  # source 3's head: not whole 8-byte ids
     env.close()
     with twittercore.open(lmdb_path, kernel=kernel) as store:
-        for call in (lambda: store.event(ids[-1]), lambda: store.home(100), lambda: store.timeline(3),
-                     lambda: store.publish(3, b"onto a damaged head")):
+        for call in (
+            lambda: store.event(ids[-1]),
+            lambda: store.home(100),
+            lambda: store.timeline(3),
+            lambda: store.publish(3, b"onto a damaged head"),
+        ):
             with pytest.raises(Error) as caught:
                 call()
             assert type(caught.value) is DamagedStoreError, caught.value
@@ -614,19 +636,44 @@ def test_damaged_records_are_damaged_store_errors(lmdb_path, kernel):
 # ------------------------------------------------------------- API fuzzing
 
 
-
 def _released_view():
     view = memoryview(b"gone")
     view.release()
     return view
 
 
-_ODD = st.sampled_from([
-    -1, 2**64, 2**70, 1.5, float("nan"), float("inf"), -float("inf"), True, None, "7", "", b"", b"xy",
-    bytearray(b"ab"), [1, 2], (1,), (1, 2, 3), {}, object(), 0, 1, 2, 3, 2**64 - 1,
-])
+_ODD = st.sampled_from(
+    [
+        -1,
+        2**64,
+        2**70,
+        1.5,
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        True,
+        None,
+        "7",
+        "",
+        b"",
+        b"xy",
+        bytearray(b"ab"),
+        [1, 2],
+        (1,),
+        (1, 2, 3),
+        {},
+        object(),
+        0,
+        1,
+        2,
+        3,
+        2**64 - 1,
+    ]
+)
 _VALUE = st.one_of(st.integers(0, 4), _ODD)
-_PAYLOAD = st.one_of(st.binary(max_size=8), _ODD, st.builds(_released_view), st.just(b"x" * (twittercore.MAX_PAYLOAD + 1)))
+_PAYLOAD = st.one_of(
+    st.binary(max_size=8), _ODD, st.builds(_released_view), st.just(b"x" * (twittercore.MAX_PAYLOAD + 1))
+)
 _PAIRS = st.one_of(_ODD, st.lists(st.one_of(st.tuples(_VALUE, _VALUE), _ODD), max_size=4))
 _ITEMS = st.one_of(_ODD, st.lists(st.one_of(st.tuples(_VALUE, _PAYLOAD), _ODD), max_size=4))
 _SHORT = st.one_of(st.sampled_from([0, 0.001, -1, float("nan"), "1", b"", True, [1]]))
@@ -640,15 +687,27 @@ def _calls():
         st.tuples(st.sampled_from(["follow_many", "unfollow_many"]), st.tuples(_PAIRS), st.just({})),
         st.tuples(st.just("publish"), st.tuples(node, _PAYLOAD), st.just({})),
         st.tuples(st.just("publish_many"), st.tuples(_ITEMS), st.just({})),
-        st.tuples(st.sampled_from(["event", "delete", "timeline_count", "source_count", "sink_count"]), st.tuples(node), st.just({})),
-        st.tuples(st.sampled_from(["sources", "sinks"]), st.tuples(node),
-                  st.fixed_dictionaries({}, optional={"limit": _VALUE, "after": _VALUE})),
+        st.tuples(
+            st.sampled_from(["event", "delete", "timeline_count", "source_count", "sink_count"]),
+            st.tuples(node),
+            st.just({}),
+        ),
+        st.tuples(
+            st.sampled_from(["sources", "sinks"]),
+            st.tuples(node),
+            st.fixed_dictionaries({}, optional={"limit": _VALUE, "after": _VALUE}),
+        ),
         st.tuples(st.sampled_from(["home", "timeline"]), st.tuples(node), st.fixed_dictionaries({}, optional=page)),
         st.tuples(st.just("changes"), st.tuples(node, node), st.fixed_dictionaries({}, optional={"limit": _VALUE})),
         st.tuples(st.just("wait"), st.tuples(node), st.fixed_dictionaries({"timeout": _SHORT})),
-        st.tuples(st.just("tail"), st.tuples(node), st.fixed_dictionaries({"timeout": _SHORT}, optional={"after": _VALUE})),
-        st.tuples(st.just("backup"), st.tuples(st.sampled_from(["fresh", "nonempty", "file", "a\0b", "", 5, None, b"x"])),
-                  st.just({})),
+        st.tuples(
+            st.just("tail"), st.tuples(node), st.fixed_dictionaries({"timeout": _SHORT}, optional={"after": _VALUE})
+        ),
+        st.tuples(
+            st.just("backup"),
+            st.tuples(st.sampled_from(["fresh", "nonempty", "file", "a\0b", "", 5, None, b"x"])),
+            st.just({}),
+        ),
     )
 
 
@@ -670,8 +729,11 @@ def test_fuzzed_calls_raise_only_twittercore_errors_and_change_nothing_when_refu
         store.publish_many([(n % 4, b"seed %d" % n) for n in range(12)])
         for name, args, kwargs in calls:
             if name == "backup":  # paths inside this example's directory only
-                where = {"fresh": tempfile.mkdtemp(dir=path) + "/copy", "nonempty": path,
-                         "file": os.path.join(path, "store", "data.mdb")}
+                where = {
+                    "fresh": tempfile.mkdtemp(dir=path) + "/copy",
+                    "nonempty": path,
+                    "file": os.path.join(path, "store", "data.mdb"),
+                }
                 args = (where.get(args[0], args[0]),)
             before = _state(store)
             try:
@@ -685,10 +747,27 @@ def test_fuzzed_calls_raise_only_twittercore_errors_and_change_nothing_when_refu
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(options=st.fixed_dictionaries({}, optional={
-    name: _ODD for name in ("map_size", "max_readers", "writemap", "clock", "durable", "fanout",
-                            "window", "celebrity_threshold", "kernel", "event_cache", "bogus")
-}))
+@given(
+    options=st.fixed_dictionaries(
+        {},
+        optional={
+            name: _ODD
+            for name in (
+                "map_size",
+                "max_readers",
+                "writemap",
+                "clock",
+                "durable",
+                "fanout",
+                "window",
+                "celebrity_threshold",
+                "kernel",
+                "event_cache",
+                "bogus",
+            )
+        },
+    )
+)
 def test_fuzzed_open_options_raise_only_twittercore_errors_and_leave_nothing(tmp_path, options):
     path = os.path.join(tempfile.mkdtemp(dir=tmp_path), "store")
     try:

@@ -83,7 +83,7 @@ def test_progress_must_be_callable_on_every_backend(lmdb_path, target):
 def test_the_map_grows_by_itself(lmdb_path):
     with twittercore.open(lmdb_path, map_size=1 << 20, durable=False) as store:
         payload = b"x" * 4000
-        for round in range(3):
+        for _round in range(3):
             store.publish_many([(n % 7, payload) for n in range(1000)])
         assert store._env.info()["map_size"] > 1 << 20
         assert store.timeline_count(3) == sum(1 for n in range(3000) if n % 7 == 3)

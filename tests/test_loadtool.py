@@ -7,7 +7,6 @@ example server in a thread of this process.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("uvicorn")
-from twittercore.server.testing import free_port, running_server  # noqa: E402
 from twittercore import cli  # noqa: E402
-from twittercore.tools.loadtool import percentile  # noqa: E402
 from twittercore.checking.verify import verify  # noqa: E402
+from twittercore.server.testing import free_port, running_server  # noqa: E402
+from twittercore.tools.loadtool import percentile  # noqa: E402
 
 ADMIN = "load-admin"
 SMALL = ["--admin-token", ADMIN, "--users", "12", "--followees", "4", "--posts", "30",
@@ -59,8 +58,30 @@ def test_ramp_finds_a_failure_point_with_opaque_ids(tmp_path, capsys):
     # A p99 limit no server can meet makes the second step fail: the ramp
     # logic, the half-rate step and the verdicts run in a couple of seconds.
     with running_server(admin_token=ADMIN) as url:
-        code = cli.main(["load", url, *SMALL, "--mix", "home", "--rate", "60", "--duration", "1", "--ramp",
-                         "--ramp-factor", "2", "--max-steps", "2", "--p99-limit", "0.001", "--cooldown", "0", "--out", str(out)])
+        code = cli.main(
+            [
+                "load",
+                url,
+                *SMALL,
+                "--mix",
+                "home",
+                "--rate",
+                "60",
+                "--duration",
+                "1",
+                "--ramp",
+                "--ramp-factor",
+                "2",
+                "--max-steps",
+                "2",
+                "--p99-limit",
+                "0.001",
+                "--cooldown",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0, capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["failure_point"] == 60 and report["max_sustainable_rate"] is None
@@ -121,9 +142,29 @@ def test_existing_accounts_from_a_tokens_file(tmp_path, capsys):
             for n in range(4)
         ]  # fmt: skip
         (tmp_path / "tokens.txt").write_text("# one a line\n" + "\n".join(tokens) + "\n")
-        code = cli.main(["load", url, "--tokens", str(tmp_path / "tokens.txt"), "--followees", "2", "--posts", "8",
-                         "--rate", "50", "--duration", "1", "--connections", "4", "--streams", "1",
-                         "--out", str(tmp_path / "out"), "--no-plot"])
+        code = cli.main(
+            [
+                "load",
+                url,
+                "--tokens",
+                str(tmp_path / "tokens.txt"),
+                "--followees",
+                "2",
+                "--posts",
+                "8",
+                "--rate",
+                "50",
+                "--duration",
+                "1",
+                "--connections",
+                "4",
+                "--streams",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+                "--no-plot",
+            ]
+        )
     assert code == 0, capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["verify"]["ok"] and report["steps"][0]["errors"] == 0

@@ -47,9 +47,7 @@ def ref_floored(heads, limit, lo=0, hi=MAX_ID):
     ids = ref_newest([None if h is None else h[1] for h in heads], limit, lo, hi)
     full = len(ids) == limit
     incomplete = [
-        i
-        for i, h in enumerate(heads)
-        if h is not None and min(h[0], hi) > lo and (not full or min(h[0], hi) > ids[-1])
+        i for i, h in enumerate(heads) if h is not None and min(h[0], hi) > lo and (not full or min(h[0], hi) > ids[-1])
     ]
     return ids, incomplete
 
@@ -392,7 +390,7 @@ def test_random_overlapping_runs(merge, seed):
     runs = [None if b is None else r for r, b in zip(runs, buffers)]
     for _ in range(10):
         limit = rng.choice([1, 7, 50, 64, 65, 200, 5000])
-        lo, hi = sorted(rng.sample(range(0, 3100), 2))
+        lo, hi = sorted(rng.sample(range(3100), 2))
         assert merge.newest(buffers, limit, lo, hi) == ref_newest(runs, limit, lo, hi)
         assert merge.oldest(buffers, limit, lo, hi) == ref_oldest(runs, limit, lo, hi)
         assert merge.newest(buffers, limit) == ref_newest(runs, limit)

@@ -11,7 +11,7 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_usage_example_runs(tmp_path, capsys):
     text = README.read_text()
-    usage = text[text.index("## Usage"):]
+    usage = text[text.index("## Usage") :]
     code = re.search(r"```python\n(.*?)```", usage, re.S).group(1)
     cwd = os.getcwd()
     os.chdir(tmp_path)

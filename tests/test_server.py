@@ -7,7 +7,6 @@ server runs in a thread of this process on a free port and is always stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +125,10 @@ def test_idempotency_key(server):
     async def concurrent() -> set[str]:
         async with httpx.AsyncClient(base_url=server, timeout=10) as ac:
             rs = await asyncio.gather(
-                *(ac.post("/api/v1/statuses", data={"status": "race"}, headers={**a, "Idempotency-Key": "k-3"}) for _ in range(8))
+                *(
+                    ac.post("/api/v1/statuses", data={"status": "race"}, headers={**a, "Idempotency-Key": "k-3"})
+                    for _ in range(8)
+                )
             )
         assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
         return {r.json()["id"] for r in rs}
@@ -250,13 +251,21 @@ def test_create_account_command(tmp_path):
     data = tmp_path / "data"
     made = subprocess.run(
         [sys.executable, "-m", "twittercore.server", "create-account", "carol", "--data", str(data)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert made.returncode == 0, made.stderr
     token = made.stdout.split("token ")[1].strip()
     again = subprocess.run(
         [sys.executable, "-m", "twittercore.server", "create-account", "carol", "--data", str(data)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert again.returncode == 1 and "taken" in again.stderr
     target = str(data / "store")
@@ -278,7 +287,7 @@ def test_two_processes_share_one_store(tmp_path):
             line = p1.stdout.readline()
             if line.startswith("account "):
                 lines.append(line)
-        tokens = {l.split()[1]: l.split("token=")[1].strip() for l in lines}
+        tokens = {ln.split()[1]: ln.split("token=")[1].strip() for ln in lines}
         a = {"Authorization": f"Bearer {tokens['alice']}"}
         b = {"Authorization": f"Bearer {tokens['bob']}"}
         with serve_process(data, port2):

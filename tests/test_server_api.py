@@ -47,7 +47,9 @@ def test_lookup_search_relationships(server):
         assert c.get("/api/v2/search").status_code == 400
         assert c.get("/api/v2/search", params={"q": "x", "type": "nonsense"}).status_code == 400
         c.post(f"/api/v1/accounts/{bob}/follow", headers=a).raise_for_status()
-        rels = c.get("/api/v1/accounts/relationships", params=[("id[]", bob), ("id[]", alan), ("id[]", "999999")], headers=a).json()
+        rels = c.get(
+            "/api/v1/accounts/relationships", params=[("id[]", bob), ("id[]", alan), ("id[]", "999999")], headers=a
+        ).json()
         assert [(r["id"], r["following"], r["followed_by"]) for r in rels] == [(bob, True, False), (alan, False, False)]
         rev = c.get("/api/v1/accounts/relationships", params={"id": alice}, headers=b).json()
         assert rev[0]["followed_by"] is True and rev[0]["following"] is False
@@ -63,13 +65,21 @@ def test_cors_as_mastodon_sends_it(server):
         assert "POST" in pre.headers["access-control-allow-methods"]
         assert pre.headers["access-control-allow-headers"] == "authorization, idempotency-key"
         home = c.get("/api/v1/timelines/home", headers={**a, "Origin": "https://app.example"})  # the fast path
-        assert home.headers["access-control-allow-origin"] == "*" and "Link" in home.headers["access-control-expose-headers"]
+        assert (
+            home.headers["access-control-allow-origin"] == "*"
+            and "Link" in home.headers["access-control-expose-headers"]
+        )
         err = c.get("/api/v1/accounts/999999", headers={"Origin": "https://app.example"})
         assert err.status_code == 404 and err.headers["access-control-allow-origin"] == "*"
-        token = c.options("/oauth/token", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        token = c.options(
+            "/oauth/token", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        )
         assert token.status_code == 200
         # Not on the HTML authorize page, and not without an Origin.
-        assert "access-control-allow-origin" not in c.get("/oauth/authorize", headers={"Origin": "https://x.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in c.get("/oauth/authorize", headers={"Origin": "https://x.example"}).headers
+        )
         assert "access-control-allow-origin" not in c.get("/api/v1/instance").headers
 
 
@@ -89,11 +99,15 @@ def test_websocket_streaming(server):
             assert refused.value.response.status_code == 401
             async with websockets.connect(f"{ws_url}?access_token={token}&stream=user") as ws:
                 await asyncio.sleep(0.2)
-                status = await asyncio.to_thread(lambda: c.post("/api/v1/statuses", data={"status": "over ws"}, headers=b).json())
+                status = await asyncio.to_thread(
+                    lambda: c.post("/api/v1/statuses", data={"status": "over ws"}, headers=b).json()
+                )
                 event = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert event["stream"] == ["user"] and event["event"] == "update"
                 assert json.loads(event["payload"])["id"] == status["id"]
-                await asyncio.to_thread(lambda: c.delete(f"/api/v1/statuses/{status['id']}", headers=b).raise_for_status())
+                await asyncio.to_thread(
+                    lambda: c.delete(f"/api/v1/statuses/{status['id']}", headers=b).raise_for_status()
+                )
                 event = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert event["event"] == "delete" and event["payload"] == status["id"]
                 # Unsubscribe: nothing more arrives; bad messages get an error frame.
@@ -107,9 +121,14 @@ def test_websocket_streaming(server):
             async with websockets.connect(ws_url, subprotocols=[token]) as ws:
                 await ws.send(json.dumps({"type": "subscribe", "stream": "user"}))
                 await asyncio.sleep(0.2)
-                status = await asyncio.to_thread(lambda: c.post("/api/v1/statuses", data={"status": "again"}, headers=b).json())
+                status = await asyncio.to_thread(
+                    lambda: c.post("/api/v1/statuses", data={"status": "again"}, headers=b).json()
+                )
                 event = json.loads(await asyncio.wait_for(ws.recv(), 10))
-                assert json.loads(event["payload"])["content"] == "<p>again</p>" and json.loads(event["payload"])["id"] == status["id"]
+                assert (
+                    json.loads(event["payload"])["content"] == "<p>again</p>"
+                    and json.loads(event["payload"])["id"] == status["id"]
+                )
 
         asyncio.run(scenario())
 
@@ -155,10 +174,16 @@ def test_malformed_posts_are_4xx_and_change_nothing(server, name, body, kind):
 def test_malformed_elsewhere(server):
     with httpx.Client(base_url=server, timeout=30) as c:
         _, a = register(c, "alice")
-        assert c.post("/api/v1/statuses", data={"status": "x"}, headers={**a, "Idempotency-Key": "k" * 256}).status_code == 422
+        assert (
+            c.post("/api/v1/statuses", data={"status": "x"}, headers={**a, "Idempotency-Key": "k" * 256}).status_code
+            == 422
+        )
         assert c.post("/api/v1/apps", content=b'{"client_name": "\\ud800", "redirect_uris": "urn:ietf:wg:oauth:2.0:oob"}',
                       headers={"Content-Type": "application/json"}).status_code == 400  # fmt: skip
-        assert c.post("/oauth/token", content=b"[" * 50_000, headers={"Content-Type": "application/json"}).status_code == 400
+        assert (
+            c.post("/oauth/token", content=b"[" * 50_000, headers={"Content-Type": "application/json"}).status_code
+            == 400
+        )
         assert c.post("/api/v1/accounts", content=b'{"username": "\\udfff"}',
                       headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN}"}).status_code == 400  # fmt: skip
         assert c.get("/api/v1/timelines/home?limit=%FF", headers=a).status_code == 400

@@ -32,7 +32,9 @@ def wait_dead(proc, seconds: float = 10) -> int:
 
 
 def register(url: str, name: str) -> httpx.Response:
-    return httpx.post(f"{url}/api/v1/accounts", data={"username": name}, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    return httpx.post(
+        f"{url}/api/v1/accounts", data={"username": name}, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+    )
 
 
 @pytest.mark.parametrize("point", ["post:before", "post:published"])
@@ -99,7 +101,11 @@ def test_random_kills_during_keyed_posts(tmp_path):
                         # SIGKILL a moment after the request leaves: before, inside or after the publish.
                         threading.Timer(rng.uniform(0, 0.01), os.kill, (proc.pid, signal.SIGKILL)).start()
                     try:
-                        r = c.post("/api/v1/statuses", data={"status": f"post {done}"}, headers={**auth, "Idempotency-Key": f"k{done}"})
+                        r = c.post(
+                            "/api/v1/statuses",
+                            data={"status": f"post {done}"},
+                            headers={**auth, "Idempotency-Key": f"k{done}"},
+                        )
                     except httpx.TransportError:
                         break  # died in flight: retry this same post (same key) on the next life
                     assert r.status_code == 200, r.text

@@ -35,9 +35,13 @@ PARAMS = ["limit", "max_id", "since_id", "min_id", "q", "type", "resolve", "offs
           "cursor", "user_id", "screen_name", "pinned", "client_id", "response_type", "scope", "code_challenge_method"]  # fmt: skip
 
 # Text as clients get it wrong: any code point, lone surrogates included.
-texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | st.sampled_from(["\ud800", "a\udfffb", "", "1", "-1", "99999999999999999999999", "true", "read write"])
+texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | st.sampled_from(
+    ["\ud800", "a\udfffb", "", "1", "-1", "99999999999999999999999", "true", "read write"]
+)
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | texts
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3), max_leaves=12)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3), max_leaves=12
+)
 
 
 def encode_json(obj) -> bytes:
@@ -72,7 +76,12 @@ def live():
 
 
 def check(response: httpx.Response) -> None:
-    assert response.status_code < 500, (response.status_code, response.request.method, response.request.url, response.text[:300])
+    assert response.status_code < 500, (
+        response.status_code,
+        response.request.method,
+        response.request.url,
+        response.text[:300],
+    )
     if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
         body = response.json()
         assert "error" in body or "errors" in body
@@ -83,8 +92,19 @@ def run_fuzz(examples: int):
     @given(st.data())
     def fuzz(live, data):
         c, token = live
-        auth = data.draw(st.sampled_from([{"Authorization": f"Bearer {token}"}, {"Authorization": f"Bearer {ADMIN}"}, {}, {"Authorization": "Basic !!"}]))
-        extra = {k: v.encode("latin-1") for k, v in data.draw(headers).items()}  # raw header bytes, as a client may send
+        auth = data.draw(
+            st.sampled_from(
+                [
+                    {"Authorization": f"Bearer {token}"},
+                    {"Authorization": f"Bearer {ADMIN}"},
+                    {},
+                    {"Authorization": "Basic !!"},
+                ]
+            )
+        )
+        extra = {
+            k: v.encode("latin-1") for k, v in data.draw(headers).items()
+        }  # raw header bytes, as a client may send
         if data.draw(st.booleans()):
             path = data.draw(st.sampled_from(WRITES))
             body, kind = data.draw(bodies)

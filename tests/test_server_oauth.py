@@ -69,9 +69,14 @@ def test_authorization_code_with_pkce(server):
         assert page.headers["x-frame-options"] == "DENY" and "read write" in page.text
         assert 'name="password"' in page.text and "tester" in page.text
         # A wrong password shows the form again and issues nothing.
-        wrong = c.post("/oauth/authorize", data={**query, "username": "alice", "password": "nope nope", "decision": "approve"})
+        wrong = c.post(
+            "/oauth/authorize", data={**query, "username": "alice", "password": "nope nope", "decision": "approve"}
+        )
         assert wrong.status_code == 401 and "Invalid username or password" in wrong.text
-        ok = c.post("/oauth/authorize", data={**query, "username": "alice@example.org", "password": PASSWORD, "decision": "approve"})
+        ok = c.post(
+            "/oauth/authorize",
+            data={**query, "username": "alice@example.org", "password": PASSWORD, "decision": "approve"},
+        )
         assert ok.status_code == 302
         location = urlsplit(ok.headers["location"])
         assert location.netloc == "client.example" and parse_qs(location.query)["state"] == ["xyz"]
@@ -84,7 +89,9 @@ def test_authorization_code_with_pkce(server):
         again = c.post("/oauth/token", data={**form, "code_verifier": verifier})
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
         # A fresh code with the right verifier gives a token with exactly the consented scopes.
-        ok = c.post("/oauth/authorize", data={**query, "username": "alice", "password": PASSWORD, "decision": "approve"})
+        ok = c.post(
+            "/oauth/authorize", data={**query, "username": "alice", "password": PASSWORD, "decision": "approve"}
+        )
         code = parse_qs(urlsplit(ok.headers["location"]).query)["code"][0]
         token = c.post("/oauth/token", data={**form, "code": code, "code_verifier": verifier})
         assert token.status_code == 200, token.text
@@ -104,7 +111,9 @@ def test_password_client_credentials_revoke_and_scopes(server):
     with httpx.Client(base_url=server, timeout=10) as c:
         make_user(c, "alice")
         bob_token = make_user(c, "bob")
-        bob = c.get("/api/v1/accounts/verify_credentials", headers={"Authorization": f"Bearer {bob_token}"}).json()["id"]
+        bob = c.get("/api/v1/accounts/verify_credentials", headers={"Authorization": f"Bearer {bob_token}"}).json()[
+            "id"
+        ]
         app = make_app(c)
         creds = {"client_id": app["client_id"], "client_secret": app["client_secret"]}
         # Only the scopes the app registered can be granted.
@@ -145,7 +154,9 @@ def test_password_client_credentials_revoke_and_scopes(server):
         assert c.post("/api/v1/apps", data={"client_name": "x", "redirect_uris": "not a uri"}).status_code == 422
         assert c.post("/api/v1/apps", data={"client_name": "x", "redirect_uris": "urn:ietf:wg:oauth:2.0:oob",
                                             "scopes": "read admin:everything"}).status_code == 422  # fmt: skip
-        assert c.post("/oauth/token", data={**creds, "grant_type": "implicit"}).json()["error"] == "unsupported_grant_type"
+        assert (
+            c.post("/oauth/token", data={**creds, "grant_type": "implicit"}).json()["error"] == "unsupported_grant_type"
+        )
         meta = c.get("/.well-known/oauth-authorization-server").json()
         assert "password" in meta["grant_types_supported"] and meta["code_challenge_methods_supported"] == ["S256"]
 
@@ -154,7 +165,11 @@ def test_passwords_are_hashed(tmp_path):
     state = tmp_path / "server.sqlite3"
     with running_server(str(tmp_path / "store"), str(state), admin_token=ADMIN) as url, httpx.Client(base_url=url) as c:
         make_user(c, "alice")
-    raw = state.read_bytes() + (tmp_path / "server.sqlite3-wal").read_bytes() if (tmp_path / "server.sqlite3-wal").exists() else state.read_bytes()
+    raw = (
+        state.read_bytes() + (tmp_path / "server.sqlite3-wal").read_bytes()
+        if (tmp_path / "server.sqlite3-wal").exists()
+        else state.read_bytes()
+    )
     assert PASSWORD.encode() not in raw and b"$argon2id$" in raw
 
 
@@ -162,24 +177,34 @@ def test_mastodon_py_create_app_and_log_in(server):
     mastodon = pytest.importorskip("mastodon")
     with httpx.Client(base_url=server, timeout=10) as c:
         make_user(c, "alice")
-    client_id, client_secret = mastodon.Mastodon.create_app("mpy", api_base_url=server, scopes=["read", "write", "follow"])
-    m = mastodon.Mastodon(client_id=client_id, client_secret=client_secret, api_base_url=server, version_check_mode="none")
+    client_id, client_secret = mastodon.Mastodon.create_app(
+        "mpy", api_base_url=server, scopes=["read", "write", "follow"]
+    )
+    m = mastodon.Mastodon(
+        client_id=client_id, client_secret=client_secret, api_base_url=server, version_check_mode="none"
+    )
     token = m.log_in("alice@example.org", PASSWORD, scopes=["read", "write", "follow"], allow_http=True)
     assert token and m.account_verify_credentials().username == "alice"
     assert m.status_post("via Mastodon.py").content == "<p>via Mastodon.py</p>"
     # The code flow: the URL Mastodon.py builds, a login on the page, the code back into log_in.
     url = m.auth_request_url(scopes=["read"], redirect_uris="urn:ietf:wg:oauth:2.0:oob", allow_http=True)
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-    page = httpx.post(f"{server}/oauth/authorize", data={**query, "username": "alice", "password": PASSWORD, "decision": "approve"})
+    page = httpx.post(
+        f"{server}/oauth/authorize", data={**query, "username": "alice", "password": PASSWORD, "decision": "approve"}
+    )
     code = re.search(r"<code>([^<]+)</code>", page.text).group(1)
-    m2 = mastodon.Mastodon(client_id=client_id, client_secret=client_secret, api_base_url=server, version_check_mode="none")
+    m2 = mastodon.Mastodon(
+        client_id=client_id, client_secret=client_secret, api_base_url=server, version_check_mode="none"
+    )
     m2.log_in(code=code, scopes=["read"], allow_http=True)
     assert m2.timeline_home()[0].content == "<p>via Mastodon.py</p>"
 
 
 def toot(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CONFIG_HOME": str(home), "HOME": str(home), "NO_COLOR": "1", "TERM": "dumb"}
-    return subprocess.run([sys.executable, "-m", "toot", *args], env=env, capture_output=True, text=True, timeout=60, input=input)
+    return subprocess.run(
+        [sys.executable, "-m", "toot", *args], env=env, capture_output=True, text=True, timeout=60, input=input
+    )
 
 
 def test_toot_cli(tmp_path):

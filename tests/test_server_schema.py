@@ -9,7 +9,6 @@ events are covered by test_server.py).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -44,8 +43,9 @@ BUDGET = 30.0  # seconds for the whole run; each mode of each operation gets a s
 
 
 def test_spec_lists_every_route():
-    import twittercore.server.app as app
     import yaml
+
+    import twittercore.server.app as app
 
     spec = yaml.safe_load(SPEC.read_text())
     # A WebSocket route is documented as the GET its handshake is.
@@ -56,7 +56,11 @@ def test_spec_lists_every_route():
 
 @pytest.mark.parametrize("backend", ["memory"])
 def test_live_server_conforms(backend, tmp_path):
-    schema = schemathesis.openapi.from_path(str(SPEC)).exclude(path="/api/v1/streaming/user").exclude(path="/api/v1/streaming")
+    schema = (
+        schemathesis.openapi.from_path(str(SPEC))
+        .exclude(path="/api/v1/streaming/user")
+        .exclude(path="/api/v1/streaming")
+    )
     with running_server(admin_token=ADMIN) as url:
         # Seed a little data so that ids in generated requests sometimes exist.
         with httpx.Client(base_url=url) as c:

@@ -31,7 +31,7 @@ def tls(tmp_path_factory):
     return str(certfile), str(keyfile), str(cafile)
 
 
-def api_for(url: str, token: str, cafile: str) -> "tweepy.API":
+def api_for(url: str, token: str, cafile: str) -> tweepy.API:
     api = tweepy.API(tweepy.OAuth2BearerHandler(token), host=url.split("//")[1])
     api.session.verify = cafile
     api.session.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace our CA
@@ -40,7 +40,9 @@ def api_for(url: str, token: str, cafile: str) -> "tweepy.API":
 
 def test_tweepy_v1_1(tls, tmp_path):
     certfile, keyfile, cafile = tls
-    with running_server(str(tmp_path / "store"), str(tmp_path / "state.sqlite3"), admin_token=ADMIN, tls=(certfile, keyfile)) as url:
+    with running_server(
+        str(tmp_path / "store"), str(tmp_path / "state.sqlite3"), admin_token=ADMIN, tls=(certfile, keyfile)
+    ) as url:
         assert url.startswith("https://")
         tokens = {}
         with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=cafile), timeout=10) as c:
@@ -66,8 +68,12 @@ def test_tweepy_v1_1(tls, tmp_path):
         # since_id exclusive, max_id inclusive, count as Twitter defined them.
         assert [t.id for t in alice.home_timeline(since_id=ids[5])] == ids[6:][::-1]
         assert [t.id for t in alice.home_timeline(max_id=ids[3], count=2)] == [ids[3], ids[2]]
-        assert [t.id for t in alice.user_timeline(screen_name="bob")] == [t.id for t in tweets if t.user.screen_name == "bob"][::-1]
-        assert [t.id for t in alice.user_timeline(user_id=carol_id, max_id=ids[4], since_id=ids[0], count=1)] == [ids[4]]
+        assert [t.id for t in alice.user_timeline(screen_name="bob")] == [
+            t.id for t in tweets if t.user.screen_name == "bob"
+        ][::-1]
+        assert [t.id for t in alice.user_timeline(user_id=carol_id, max_id=ids[4], since_id=ids[0], count=1)] == [
+            ids[4]
+        ]
         assert alice.user_timeline()[0].id == own.id  # default: the authenticating user
 
         shown = alice.get_status(ids[1])
@@ -84,7 +90,12 @@ def test_tweepy_v1_1(tls, tmp_path):
         first = alice.get_friend_ids(count=2, stringify_ids=True)
         assert len(first) == 2 and all(isinstance(i, str) for i in first)
         followees = set(first)
-        raw = httpx.get(f"{url}/1.1/friends/ids.json", params={"count": 2}, headers={"Authorization": f"Bearer {tokens['alice']}"}, verify=ssl.create_default_context(cafile=cafile)).json()
+        raw = httpx.get(
+            f"{url}/1.1/friends/ids.json",
+            params={"count": 2},
+            headers={"Authorization": f"Bearer {tokens['alice']}"},
+            verify=ssl.create_default_context(cafile=cafile),
+        ).json()
         assert len(raw["ids"]) == 2 and raw["next_cursor"] != 0 and raw["previous_cursor"] == 0
         rest = httpx.get(f"{url}/1.1/friends/ids.json", params={"count": 2, "cursor": raw["next_cursor"]},
                          headers={"Authorization": f"Bearer {tokens['alice']}"}, verify=ssl.create_default_context(cafile=cafile)).json()  # fmt: skip

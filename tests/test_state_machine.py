@@ -35,7 +35,11 @@ def _kinds():
         kinds["lmdb-cython"] = {"kernel": "cython", "key_retention": RETENTION}
     kinds["lmdb-write"] = {"kernel": kernel, "fanout": "write", "window": 5, "key_retention": RETENTION}
     kinds["lmdb-hybrid"] = {
-        "kernel": kernel, "fanout": "hybrid", "window": 7, "celebrity_threshold": 2, "key_retention": RETENTION
+        "kernel": kernel,
+        "fanout": "hybrid",
+        "window": 7,
+        "celebrity_threshold": 2,
+        "key_retention": RETENTION,
     }
     return kinds
 
@@ -159,7 +163,12 @@ class StoreComparison(RuleBasedStateMachine):
             return
         other = self.others[name]
         other.close()
-        self.options[name] = {**self.options[name], "fanout": fanout, "window": window, "celebrity_threshold": threshold}
+        self.options[name] = {
+            **self.options[name],
+            "fanout": fanout,
+            "window": window,
+            "celebrity_threshold": threshold,
+        }
         self.others[name] = self.open(name)
         assert self.others[name].fanout == fanout
         self.others[name]._check()

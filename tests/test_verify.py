@@ -177,6 +177,7 @@ IN_TAILS = {swap_same_source: {"G1", "G3"}, swap_shared_sources: {"G2", "G3"}}
 def expected(fault, kind: str) -> set[str]:
     return IN_TAILS.get(fault, FAULTS[fault]) if kind == "tail" else FAULTS[fault]
 
+
 # ------------------------------------------------------------------- tests
 
 
@@ -220,7 +221,9 @@ def test_faults_are_caught_with_opaque_string_ids(fault):
             if "id" in r:
                 r["id"] = f"s{r['id']}"
             for bound in ("max_id", "since_id", "min_id", "after"):
-                r.pop(bound, None) if bound == "after" else (r.__setitem__(bound, f"s{r[bound]}") if bound in r else None)
+                r.pop(bound, None) if bound == "after" else (
+                    r.__setitem__(bound, f"s{r[bound]}") if bound in r else None
+                )
         report = check(mutated)
         assert not report.stats["ordered"]
         assert failed(report) == expected(fault, kind), report.format()
@@ -345,11 +348,11 @@ def test_threads_and_merged_files(tmp_path):
         recs[0].follow_many([(sink, source) for sink in range(1, 6) for source in range(1, 4)])
 
         def publisher(rec, source):
-            for n in range(150):
+            for _n in range(150):
                 rec.publish(source, b"p")
 
         def reader(rec, sink):
-            for n in range(60):
+            for _n in range(60):
                 rec.home(sink, limit=10)
 
         def churn(rec):
@@ -497,7 +500,7 @@ def test_a_failing_big_history_costs_no_more_than_twice_a_passing_one(tmp_path):
     assert failing[2] <= 1.5 * passing[2]
 
 
-def scenario(write) -> "Report":  # noqa: F821
+def scenario(write) -> Report:  # noqa: F821
     buffer = io.StringIO()
     with HistoryWriter(buffer, clock=None) as h:
         write(h)

@@ -81,7 +81,9 @@ def test_order_across_sources_is_real_time_order_in_a_page():
 
 
 def test_late_insert_behind_a_tail_reader_is_g3():
-    base = [follow(1, 2, t=1), follow(1, 3, t=1)] + [publish(2 + id % 3 % 2, id, 10 * id, 10 * id + 1) for id in (5, 7, 9)]
+    base = [follow(1, 2, t=1), follow(1, 3, t=1)] + [
+        publish(2 + id % 3 % 2, id, 10 * id, 10 * id + 1) for id in (5, 7, 9)
+    ]
     correct = check(*base, tail(1, [5], 100, 101, after=0), tail(1, [7, 9], 102, 103))
     assert correct.ok, correct.format()
     report = check(*base, tail(1, [5, 9], 100, 101, after=0), tail(1, [7], 102, 103))
@@ -228,7 +230,9 @@ def test_cli_exits_2_with_file_and_line_never_a_traceback(tmp_path):
     for n, (line, what) in enumerate(BAD[:4]):
         path = tmp_path / f"bad{n}.jsonl"
         path.write_text('{"op":"follow","sink":1,"source":2}\n' + line + "\n")
-        done = subprocess.run([sys.executable, "-m", "twittercore", "verify", str(path)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "twittercore", "verify", str(path)], capture_output=True, text=True
+        )
         assert done.returncode == 2 and not done.stdout, done
         assert f"bad{n}.jsonl:2: " in done.stderr and what in done.stderr and "Traceback" not in done.stderr
 

@@ -234,8 +234,12 @@ def _walks(view: View) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def repeat_across_pages(view: View, rng: random.Random):
     """The next page of a walk shows again an event of the page before."""
-    spots = [(first, second, e) for first, second in _walks(view) for e in view.oldest_first(first)
-             if view.alive(e, second["t"]) and len(second["ids"]) + 1 < second["limit"]]
+    spots = [
+        (first, second, e)
+        for first, second in _walks(view)
+        for e in view.oldest_first(first)
+        if view.alive(e, second["t"]) and len(second["ids"]) + 1 < second["limit"]
+    ]
     if not spots:
         return None
     first, second, e = rng.choice(spots)

@@ -38,8 +38,21 @@ def installed(tmp_path_factory):
             shutil.copy2(ROOT / name, source / name)
     # The build runs with this interpreter's Cython and setuptools (no download);
     # the install resolves the runtime dependencies as a user's pip would.
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-          "-w", str(tmp / "dist"), str(source)], timeout=600)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp / "dist"),
+            str(source),
+        ],
+        timeout=600,
+    )
     wheels = list((tmp / "dist").glob("twittercore-*.whl"))
     assert len(wheels) == 1, wheels
     env_dir = tmp / "venv"
@@ -56,18 +69,28 @@ def _clean_env():
 
 
 def test_installed_package_has_no_checkout_on_its_path(installed, tmp_path):
-    out = _run([str(installed / "bin" / "python"), "-c",
-                "import twittercore, twittercore._merge as m, twittercore.server.app; "
-                "print(twittercore.__file__); print(m.__file__); print(twittercore.__version__)"],
-               cwd=tmp_path, env=_clean_env()).stdout.split()
+    out = _run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import twittercore, twittercore._merge as m, twittercore.server.app; "
+            "print(twittercore.__file__); print(m.__file__); print(twittercore.__version__)",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(),
+    ).stdout.split()
     assert all(str(installed) in path for path in out[:2]), out
     assert out[1].endswith(".so"), "the wheel must carry the compiled kernel"
     assert out[2] == _run([sys.executable, "-c", "import twittercore; print(twittercore.__version__)"]).stdout.strip()
 
 
 def test_demo_runs_from_the_wheel(installed, tmp_path):
-    out = _run([str(installed / "bin" / "twittercore"), "demo", "--users", "200", "--out", str(tmp_path / "out")],
-               cwd=tmp_path, env=_clean_env(), timeout=300)
+    out = _run(
+        [str(installed / "bin" / "twittercore"), "demo", "--users", "200", "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=_clean_env(),
+        timeout=300,
+    )
     assert "G1" in out.stdout and (tmp_path / "out").is_dir()
 
 
@@ -77,7 +100,11 @@ def test_serve_runs_from_the_wheel(installed, tmp_path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [str(installed / "bin" / "twittercore"), "serve", "--data", str(tmp_path / "data"), "--port", str(port)],
-        cwd=tmp_path, env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=_clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

@@ -11,8 +11,8 @@ import time
 import pytest
 
 import twittercore
-from twittercore.errors import InvalidArgumentError
 from twittercore.checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload, replay
+from twittercore.errors import InvalidArgumentError
 
 
 def small(**overrides) -> Workload:

@@ -22,8 +22,15 @@ _POST_BATCH = 10_000
 class StoreTarget(Target):
     """``twittercore.open(target, **options)``; ``target`` ``"lmdb"`` means a directory in workdir."""
 
-    def __init__(self, *, workdir: str, target: str = "lmdb", workload: dict[str, Any] | None = None,
-                 celebrity_fraction: float | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: str,
+        target: str = "lmdb",
+        workload: dict[str, Any] | None = None,
+        celebrity_fraction: float | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(workdir=workdir)
         self.fanout = options.get("fanout", "read")
         if celebrity_fraction is not None:

@@ -13,11 +13,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _finish(fig: Any, ax: Any, path: str, title: str) -> str:
-    for a in (ax if isinstance(ax, (list, tuple)) else [ax]):
+    for a in ax if isinstance(ax, (list, tuple)) else [ax]:
         a.set_xscale("log")
         a.set_yscale("log")
         a.grid(True, which="both", alpha=0.3)
@@ -39,8 +39,9 @@ def _colours(names: list[str]) -> dict[str, Any]:
     return {name: cycle[i % len(cycle)] for i, name in enumerate(order)}
 
 
-def write_all(out: str, results: dict[str, dict[str, Any]], sweep: dict[str, dict[str, dict[str, Any]]],
-              subtitle: str) -> list[str]:
+def write_all(
+    out: str, results: dict[str, dict[str, Any]], sweep: dict[str, dict[str, dict[str, Any]]], subtitle: str
+) -> list[str]:
     ok = {n: r for n, r in results.items() if r.get("status") == "ok"}
     colour = _colours(list(results) + [n for by in sweep.values() for n in by])
     written = []
@@ -59,16 +60,27 @@ def write_all(out: str, results: dict[str, dict[str, Any]], sweep: dict[str, dic
     for name in names:
         pts = sorted((int(u), by[name]) for u, by in sweep.items() if by.get(name, {}).get("status") == "ok")
         if pts:
-            left.plot([u for u, _ in pts], [r["ingest"]["events_per_s"] for _, r in pts], marker="o", label=name,
-                      color=colour[name])
-            right.plot([u for u, _ in pts], [r["home_page1"]["p50_us"] for _, r in pts], marker="o", label=name,
-                       color=colour[name])
+            left.plot(
+                [u for u, _ in pts],
+                [r["ingest"]["events_per_s"] for _, r in pts],
+                marker="o",
+                label=name,
+                color=colour[name],
+            )
+            right.plot(
+                [u for u, _ in pts],
+                [r["home_page1"]["p50_us"] for _, r in pts],
+                marker="o",
+                label=name,
+                color=colour[name],
+            )
     left.set_xlabel("users")
     left.set_ylabel("ingest (posts/s, one commit each)")
     right.set_xlabel("users")
     right.set_ylabel("home page 1 p50 (µs)")
-    written.append(_finish(fig, [left, right], os.path.join(out, "throughput_vs_users.png"),
-                           f"Throughput vs users\n{subtitle}"))
+    written.append(
+        _finish(fig, [left, right], os.path.join(out, "throughput_vs_users.png"), f"Throughput vs users\n{subtitle}")
+    )
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, r in ok.items():

@@ -51,9 +51,25 @@ def running(startup_timeout: float = 10.0) -> Iterator[str]:
         for _attempt in range(3):  # another process may take the free port first
             port = _free_port()
             proc = subprocess.Popen(
-                ["redis-server", "--bind", HOST, "--port", str(port), "--save", "",
-                 "--appendonly", "no", "--dir", tmp, "--daemonize", "no", "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                [
+                    "redis-server",
+                    "--bind",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tmp,
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
             deadline = time.monotonic() + startup_timeout
             while time.monotonic() < deadline and proc.poll() is None and not _ping(port):

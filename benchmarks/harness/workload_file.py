@@ -40,7 +40,7 @@ class WorkloadSpec:
     payload_bytes: int = 140
     seed: int = 1
 
-    def scaled(self, users: int) -> "WorkloadSpec":
+    def scaled(self, users: int) -> WorkloadSpec:
         """The same shape with ``users`` users and the same posts per user."""
         per_user = self.posts / self.users
         return WorkloadSpec(

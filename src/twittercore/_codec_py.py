@@ -32,7 +32,7 @@ be = _BE.pack
 def head_keys(records: Any) -> list[bytes]:
     """Head keys for the sources in 16-byte ``(sink_be, source_be)`` records."""
     view = memoryview(records).cast("B")
-    return [bytes(view[i + 8:i + 16]) + HEAD for i in range(0, len(view), 16)]
+    return [bytes(view[i + 8 : i + 16]) + HEAD for i in range(0, len(view), 16)]
 
 
 def values_of(records: Any) -> list[int]:
@@ -81,7 +81,6 @@ def decode_event(id: int, value: Any) -> Event:
         raise ValueError(f"event {id}: the record is {len(value)} bytes, shorter than its 16-byte header")
     source, time = _EVENT.unpack_from(value)
     return Event(id, source, bytes(value[16:]), time)
-
 
 
 def check_items(items: list[Any], max_payload: int) -> bool:

@@ -19,7 +19,7 @@ import abc
 import asyncio
 import time as _time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any
 
 from . import _validate as v
 from ._types import MAX_PAYLOAD, Deletion, Event
@@ -27,7 +27,7 @@ from .errors import ClosedError, InvalidArgumentError, NotFoundError
 
 __all__ = ["Store", "Change"]
 
-Change = Union[Event, Deletion]
+Change = Event | Deletion
 
 _TAIL_BATCH = 1024
 
@@ -56,7 +56,7 @@ class Store(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         self._live()
         return self
 

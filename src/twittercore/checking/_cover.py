@@ -204,7 +204,7 @@ def pages(ctx: Context, reads: list[Observation], clean: set[int]) -> None:
                 {(c[1], c[0]) for changes in h.follows.get(obs.sink, {}).values() for c in changes}
             )
             starts, low = [], INF
-            for t, t0 in reversed(spans):
+            for _t, t0 in reversed(spans):
                 low = min(low, t0)
                 starts.append(low)
             windows[obs.sink] = ([t for t, _ in spans], starts[::-1])

@@ -65,7 +65,7 @@ class HistoryWriter:
         self._lock = threading.Lock()
         self._write({"format": FORMAT, "version": VERSION})
 
-    def __enter__(self) -> "HistoryWriter":
+    def __enter__(self) -> HistoryWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,7 +180,7 @@ class HistoryError(InvalidArgumentError):
 _NODE = (int, str)  # node and event ids: JSON integers or strings (``type() in``: rejects bool and float)
 
 
-def _fail(where: str, what: str, expected: str) -> "HistoryError":
+def _fail(where: str, what: str, expected: str) -> HistoryError:
     return HistoryError(f"{where}: {what} ({expected})")
 
 

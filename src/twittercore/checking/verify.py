@@ -136,10 +136,19 @@ def verify(sources: Iterable[Any] | History, *, ordered: bool | None = None, lim
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("histories", nargs="+", help="history files (JSON Lines); several are merged")
     ids = parser.add_mutually_exclusive_group()
-    ids.add_argument("--opaque", dest="ordered", action="store_false", default=None,
-                     help="treat ids as opaque even if they are ints (order from acknowledgements)")
-    ids.add_argument("--ordered", dest="ordered", action="store_true",
-                     help="ids are ints in commit order (the default when every id is an int)")
+    ids.add_argument(
+        "--opaque",
+        dest="ordered",
+        action="store_false",
+        default=None,
+        help="treat ids as opaque even if they are ints (order from acknowledgements)",
+    )
+    ids.add_argument(
+        "--ordered",
+        dest="ordered",
+        action="store_true",
+        help="ids are ints in commit order (the default when every id is an int)",
+    )
     parser.add_argument("--examples", type=int, default=10, help="violations to print per guarantee")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 

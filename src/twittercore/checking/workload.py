@@ -41,7 +41,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from ..errors import InvalidArgumentError
 
@@ -105,7 +105,7 @@ class Delete(NamedTuple):
     publish: int
 
 
-Operation = Union[Home, Timeline, Publish, Follow, Unfollow, Delete]
+Operation = Home | Timeline | Publish | Follow | Unfollow | Delete
 
 _KIND = {
     Home: "home",
@@ -140,7 +140,7 @@ def _op_from_json(record: dict[str, Any]) -> Operation:
 
 def _cumulative(n: int, exponent: float) -> list[float]:
     """Cumulative Zipf weights ``1/rank**exponent`` for ranks 1..n."""
-    return list(itertools.accumulate((r**-exponent for r in range(1, n + 1))))
+    return list(itertools.accumulate(r**-exponent for r in range(1, n + 1)))
 
 
 class Workload:
@@ -331,12 +331,12 @@ class Workload:
         return _write_jsonl(self, path)
 
     @staticmethod
-    def read_jsonl(path: str | os.PathLike[str]) -> "RecordedWorkload":
+    def read_jsonl(path: str | os.PathLike[str]) -> RecordedWorkload:
         """Open a file written by :meth:`write_jsonl` (streamed, not loaded)."""
         return RecordedWorkload(path)
 
 
-def _write_jsonl(workload: "Workload | RecordedWorkload", path: str | os.PathLike[str]) -> int:
+def _write_jsonl(workload: Workload | RecordedWorkload, path: str | os.PathLike[str]) -> int:
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     lines = 0
     with open(path, "w", encoding="ascii") as out:
@@ -436,7 +436,7 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 def replay(
-    workload: "Workload | RecordedWorkload | str | os.PathLike[str]",
+    workload: Workload | RecordedWorkload | str | os.PathLike[str],
     store: Any,
     *,
     batch: int = 10_000,

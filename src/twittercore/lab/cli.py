@@ -43,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
             if state is None:
                 print(f"lab down: nothing is up in {args.dir}")
             else:
-                print(f"lab down: stopped {state['deployment']} ({len(state['processes'])} processes"
-                      + (f"; SIGKILL needed for {', '.join(state['killed'])}" if state["killed"] else "") + ")")
+                print(
+                    f"lab down: stopped {state['deployment']} ({len(state['processes'])} processes"
+                    + (f"; SIGKILL needed for {', '.join(state['killed'])}" if state["killed"] else "")
+                    + ")"
+                )
             return 0
         if args.lab_command == "up":
             from .supervisor import Lab
@@ -55,8 +58,17 @@ def run(args: argparse.Namespace) -> int:
                 print(f"twittercore lab up: {lab.d.name} cannot run here: {reason}", file=sys.stderr)
                 return 2
             url = lab.up()
-            print(json.dumps({"url": url, "admin_token": lab.token, "dir": str(lab.dir),
-                              "processes": {n: r.pid for n, r in lab.running.items()}}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "url": url,
+                        "admin_token": lab.token,
+                        "dir": str(lab.dir),
+                        "processes": {n: r.pid for n, r in lab.running.items()},
+                    },
+                    indent=2,
+                )
+            )
             print(f"lab up: {lab.d.name} at {url}; stop with: twittercore lab down --dir {args.dir}", flush=True)
             return 0
         from .run import run_scenario

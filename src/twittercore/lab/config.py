@@ -27,8 +27,20 @@ from typing import Any
 from ..errors import ConfigurationError
 
 __all__ = [
-    "LabError", "Deployment", "ProcessSpec", "StepSpec", "FileSpec", "TmpfsSpec", "Check",
-    "Scenario", "FaultSpec", "load_deployment", "load_scenario", "find", "render", "FAULT_ACTIONS",
+    "LabError",
+    "Deployment",
+    "ProcessSpec",
+    "StepSpec",
+    "FileSpec",
+    "TmpfsSpec",
+    "Check",
+    "Scenario",
+    "FaultSpec",
+    "load_deployment",
+    "load_scenario",
+    "find",
+    "render",
+    "FAULT_ACTIONS",
 ]
 
 FAULT_ACTIONS = ("kill", "pause", "link", "partition", "disk-full", "clock-skew")
@@ -165,7 +177,9 @@ def _read(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as exc:
-        raise LabError(f"lab: {path}: {exc.strerror} (give a path, or a name under lab/deployments or lab/scenarios)") from None
+        raise LabError(
+            f"lab: {path}: {exc.strerror} (give a path, or a name under lab/deployments or lab/scenarios)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise LabError(f"lab: {path}: not valid TOML: {exc}") from None
 
@@ -201,8 +215,11 @@ def _check(raw: Any, where: str) -> Check:
     if not isinstance(raw, dict):
         raise LabError(f"{where}: expected a table with argv (and contains, reason)")
     raw = dict(raw)
-    check = Check(_strings(raw.pop("argv", None), f"{where}.argv"),
-                  _take(raw, "contains", str, where, None), _take(raw, "reason", str, where, ""))
+    check = Check(
+        _strings(raw.pop("argv", None), f"{where}.argv"),
+        _take(raw, "contains", str, where, None),
+        _take(raw, "reason", str, where, ""),
+    )
     _done(raw, where)
     return check
 
@@ -230,22 +247,28 @@ def load_deployment(path: Path) -> Deployment:
         argv = _strings(p.pop("argv", None), f"{w}.argv")
         master = p.pop("master", None)
         common = dict(
-            role=_take(p, "role", str, w, ""), env=_take(p, "env", dict, w, {}),
-            health=_take(p, "health", str, w, None), tcp=_take(p, "tcp", (str, int), w, None),
-            stage=_take(p, "stage", int, w, 1), kill=_take(p, "kill", str, w, "self"),
+            role=_take(p, "role", str, w, ""),
+            env=_take(p, "env", dict, w, {}),
+            health=_take(p, "health", str, w, None),
+            tcp=_take(p, "tcp", (str, int), w, None),
+            stage=_take(p, "stage", int, w, 1),
+            kill=_take(p, "kill", str, w, "self"),
             restart=_take(p, "restart", bool, w, True),
         )
         _done(p, w)
         if common["kill"] not in ("self", "child"):
-            raise LabError(f"{w}: kill = {common['kill']!r}: expected \"self\" or \"child\"")
+            raise LabError(f'{w}: kill = {common["kill"]!r}: expected "self" or "child"')
         if count > 1 and "{i}" not in name:
-            raise LabError(f"{w}: count = {count} needs {{i}} in the name (e.g. \"app{{i}}\")")
+            raise LabError(f'{w}: count = {count} needs {{i}} in the name (e.g. "app{{i}}")')
         for i in range(1, count + 1):
+
             def sub(s: str, i: int = i) -> str:  # the instance number first, the rest at up time
                 return s.replace("{i}", str(i))
 
             spec = ProcessSpec(
-                name=sub(name), argv=[sub(a) for a in argv], **{**common, "env": {k: sub(str(v)) for k, v in common["env"].items()}},
+                name=sub(name),
+                argv=[sub(a) for a in argv],
+                **{**common, "env": {k: sub(str(v)) for k, v in common["env"].items()}},
             )
             spec.health = sub(spec.health) if spec.health else None
             spec.tcp = sub(str(spec.tcp)) if spec.tcp is not None else None
@@ -259,8 +282,14 @@ def load_deployment(path: Path) -> Deployment:
     for n, s in enumerate(_take(raw, "step", list, where, [])):
         w = f"{where}: step[{n}]"
         s = dict(s)
-        d.steps.append(StepSpec(_strings(s.pop("argv", None), f"{w}.argv"), _take(s, "stage", int, w, 1),
-                                _take(s, "timeout", float, w, 60.0), _take(s, "until", str, w, None)))
+        d.steps.append(
+            StepSpec(
+                _strings(s.pop("argv", None), f"{w}.argv"),
+                _take(s, "stage", int, w, 1),
+                _take(s, "timeout", float, w, 60.0),
+                _take(s, "until", str, w, None),
+            )
+        )
         _done(s, w)
     for n, f in enumerate(_take(raw, "file", list, where, [])):
         w = f"{where}: file[{n}]"
@@ -295,13 +324,19 @@ def load_scenario(path: Path) -> Scenario:
         unknown = set(f) - known
         if unknown:
             raise LabError(f"{w}: unknown key(s) {', '.join(sorted(unknown))} (see docs/lab.md)")
-        numbers = {k: float(v) for k, v in f.items() if isinstance(v, int) and not isinstance(v, bool)}  # at = 3 means 3.0
+        numbers = {
+            k: float(v) for k, v in f.items() if isinstance(v, int) and not isinstance(v, bool)
+        }  # at = 3 means 3.0
         try:
             spec = FaultSpec(**{**f, **numbers})
         except TypeError as exc:
             raise LabError(f"{w}: {exc} (every fault needs at, action and target)") from None
         kinds = {"float": float, "str": str}
-        wrong = [k for k, fd in FaultSpec.__dataclass_fields__.items() if not isinstance(getattr(spec, k), kinds[str(fd.type)])]
+        wrong = [
+            k
+            for k, fd in FaultSpec.__dataclass_fields__.items()
+            if not isinstance(getattr(spec, k), kinds[str(fd.type)])
+        ]
         if wrong:
             raise LabError(f"{w}: {', '.join(wrong)}: wrong type (numbers for times and rates, strings for names)")
         if spec.action not in FAULT_ACTIONS:
@@ -309,15 +344,23 @@ def load_scenario(path: Path) -> Scenario:
         if spec.pick not in ("first", "last", "all", "master"):
             raise LabError(f"{w}: pick = {spec.pick!r}: expected first, last, all or master")
         if spec.mode not in ("stall", "reset"):
-            raise LabError(f"{w}: mode = {spec.mode!r}: expected stall (packets dropped: silence) or reset (connections cut)")
+            raise LabError(
+                f"{w}: mode = {spec.mode!r}: expected stall (packets dropped: silence) or reset (connections cut)"
+            )
         if spec.at < 0 or spec.duration < 0 or not 0 <= spec.loss <= 1 or not 0 <= spec.reset <= 1:
             raise LabError(f"{w}: at and duration must be >= 0, loss and reset in 0..1")
         faults.append(spec)
     load = _take(raw, "load", dict, where, {})
     scenario = Scenario(
-        name=_take(raw, "name", str, where, path.stem), source=path, deployments=deployments, load=load, faults=faults,
-        description=_take(raw, "description", str, where, ""), settle=_take(raw, "settle", float, where, 2.0),
-        recover_p99_ms=_take(raw, "recover_p99_ms", float, where, 50.0), bucket_s=_take(raw, "bucket_s", float, where, 0.25),
+        name=_take(raw, "name", str, where, path.stem),
+        source=path,
+        deployments=deployments,
+        load=load,
+        faults=faults,
+        description=_take(raw, "description", str, where, ""),
+        settle=_take(raw, "settle", float, where, 2.0),
+        recover_p99_ms=_take(raw, "recover_p99_ms", float, where, 50.0),
+        bucket_s=_take(raw, "bucket_s", float, where, 0.25),
     )
     _done(raw, where)
     return scenario

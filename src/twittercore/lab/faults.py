@@ -40,7 +40,9 @@ SKEW_ENV = "TWITTERCORE_CLOCK_SKEW_MS"
 _FILLER = ".lab-disk-full"
 
 
-async def run_faults(lab: Lab, faults: list[FaultSpec], t_start: float, history: Any, log: list[dict[str, Any]]) -> None:
+async def run_faults(
+    lab: Lab, faults: list[FaultSpec], t_start: float, history: Any, log: list[dict[str, Any]]
+) -> None:
     """Run every fault at ``t_start + at``; each appends its record to ``log`` as it starts."""
     await asyncio.gather(*(_one(lab, f, t_start, history, log) for f in faults))
 
@@ -48,13 +50,28 @@ async def run_faults(lab: Lab, faults: list[FaultSpec], t_start: float, history:
 async def _one(lab: Lab, f: FaultSpec, t_start: float, history: Any, log: list[dict[str, Any]]) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, t_start + f.at - loop.time()))
-    record: dict[str, Any] = {"action": f.action, "target": f.target, "label": f.label(), "at": f.at,
-                              "start": loop.time(), "end": None, "processes": [], "pids": [], "error": None, "skipped": None}
+    record: dict[str, Any] = {
+        "action": f.action,
+        "target": f.target,
+        "label": f.label(),
+        "at": f.at,
+        "start": loop.time(),
+        "end": None,
+        "processes": [],
+        "pids": [],
+        "error": None,
+        "skipped": None,
+    }
     log.append(record)
-    if f.action == "disk-full" and not any(t.name == f.target for t in lab.d.tmpfs) or (
-            f.action != "disk-full" and not any(f.target in (n, r.spec.role) for n, r in lab.running.items())):
+    if (
+        f.action == "disk-full"
+        and not any(t.name == f.target for t in lab.d.tmpfs)
+        or (f.action != "disk-full" and not any(f.target in (n, r.spec.role) for n, r in lab.running.items()))
+    ):
         # One schedule serves every deployment: a fault on what this one does not have is not an error.
-        record["skipped"] = f"{lab.d.name} has no {'tmpfs' if f.action == 'disk-full' else 'process or role'} {f.target!r}"
+        record["skipped"] = (
+            f"{lab.d.name} has no {'tmpfs' if f.action == 'disk-full' else 'process or role'} {f.target!r}"
+        )
         record["end"] = record["start"]
         return
     history.fault(f.action, f.target, "start")
@@ -65,8 +82,11 @@ async def _one(lab: Lab, f: FaultSpec, t_start: float, history: Any, log: list[d
     finally:
         record["end"] = loop.time()
         history.fault(f.action, f.target, "end", error=record["error"])
-        print(f"lab: fault {f.label()} at {f.at:g} s: {record['end'] - record['start']:.2f} s"
-              + (f" ERROR {record['error']}" if record["error"] else ""), flush=True)
+        print(
+            f"lab: fault {f.label()} at {f.at:g} s: {record['end'] - record['start']:.2f} s"
+            + (f" ERROR {record['error']}" if record["error"] else ""),
+            flush=True,
+        )
 
 
 async def _ready(lab: Lab, name: str, timeout: float = 60.0) -> None:
@@ -121,7 +141,9 @@ def _control_port(lab: Lab, name: str) -> int:
     return port
 
 
-async def _impair(lab: Lab, f: FaultSpec, record: dict[str, Any], changes: dict[str, Any], healed: dict[str, Any]) -> None:
+async def _impair(
+    lab: Lab, f: FaultSpec, record: dict[str, Any], changes: dict[str, Any], healed: dict[str, Any]
+) -> None:
     names = lab.targets(f.target, f.pick)
     record["processes"] = names
     ports = [_control_port(lab, n) for n in names]
@@ -193,5 +215,11 @@ async def _clock_skew(lab: Lab, f: FaultSpec, record: dict[str, Any]) -> None:
             await _ready(lab, name)
 
 
-ACTIONS = {"kill": _kill, "pause": _pause, "link": _link, "partition": _partition,
-           "disk-full": _disk_full, "clock-skew": _clock_skew}
+ACTIONS = {
+    "kill": _kill,
+    "pause": _pause,
+    "link": _link,
+    "partition": _partition,
+    "disk-full": _disk_full,
+    "clock-skew": _clock_skew,
+}

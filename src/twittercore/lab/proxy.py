@@ -39,7 +39,13 @@ _KEYS = {"delay_ms": float, "jitter_ms": float, "loss": float, "reset": float, "
 class Proxy:
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        self.settings: dict[str, Any] = {"delay_ms": 0.0, "jitter_ms": 0.0, "loss": 0.0, "reset": 0.0, "partition": None}
+        self.settings: dict[str, Any] = {
+            "delay_ms": 0.0,
+            "jitter_ms": 0.0,
+            "loss": 0.0,
+            "reset": 0.0,
+            "partition": None,
+        }
         self.healed = asyncio.Event()
         self.healed.set()
         self.writers: set[asyncio.StreamWriter] = set()
@@ -50,9 +56,11 @@ class Proxy:
         for key, value in changes.items():
             kind = _KEYS.get(key)
             if kind is None or not isinstance(value, kind if isinstance(kind, tuple) else (int, float)):
-                raise ValueError(f"proxy: {key} = {value!r}: expected one of {', '.join(_KEYS)} with a number (partition: stall, reset or null)")
+                raise ValueError(
+                    f"proxy: {key} = {value!r}: expected one of {', '.join(_KEYS)} with a number (partition: stall, reset or null)"
+                )
             if key == "partition" and value not in (None, "stall", "reset"):
-                raise ValueError(f"proxy: partition = {value!r}: expected \"stall\", \"reset\" or null")
+                raise ValueError(f'proxy: partition = {value!r}: expected "stall", "reset" or null')
             self.settings[key] = value if key == "partition" else float(value)
         if self.settings["partition"] is None:
             self.healed.set()

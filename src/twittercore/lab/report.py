@@ -39,7 +39,9 @@ def _p(values: list[float], q: float) -> float:
     return percentile(sorted(values), q)
 
 
-def timeline(samples: list[tuple[float, float, bool, str]], t_start: float, duration: float, bucket: float) -> list[dict[str, Any]]:
+def timeline(
+    samples: list[tuple[float, float, bool, str]], t_start: float, duration: float, bucket: float
+) -> list[dict[str, Any]]:
     """Per bucket: requests due, their errors and p50/p99 in ms; answers completed per second in it.
 
     Latency and errors are by due time (what a request met when it was sent);
@@ -59,11 +61,17 @@ def timeline(samples: list[tuple[float, float, bool, str]], t_start: float, dura
     for k, row in enumerate(rows):
         lat = [x for x, _ in row]
         errors = sum(1 for _, ok in row if not ok)
-        out.append({
-            "t": round(k * bucket, 3), "requests": len(row), "answered_per_s": answered[k] / bucket,
-            "errors": errors, "error_rate": errors / len(row) if row else 0.0,
-            "p50_ms": _p(lat, 50) * 1e3, "p99_ms": _p(lat, 99) * 1e3,
-        })
+        out.append(
+            {
+                "t": round(k * bucket, 3),
+                "requests": len(row),
+                "answered_per_s": answered[k] / bucket,
+                "errors": errors,
+                "error_rate": errors / len(row) if row else 0.0,
+                "p50_ms": _p(lat, 50) * 1e3,
+                "p99_ms": _p(lat, 99) * 1e3,
+            }
+        )
     return out
 
 
@@ -75,7 +83,7 @@ def history_facts(path: Path) -> dict[str, Any]:
     for _, r in records([str(path)]):
         op = r.get("op")
         if op == "publish":
-            for _, id in (r["items"] if "items" in r else [(r["source"], r["id"])]):
+            for _, id in r["items"] if "items" in r else [(r["source"], r["id"])]:
                 acked.setdefault(id, r.get("t", 0))
         elif op == "delete":
             deleted.add(r["id"])
@@ -89,21 +97,37 @@ def history_facts(path: Path) -> dict[str, Any]:
 def lag_summary(lags: list[tuple[int, float]], lo_ns: float = -math.inf, hi_ns: float = math.inf) -> dict[str, Any]:
     start = bisect_left(lags, (lo_ns, -math.inf)) if lo_ns > -math.inf else 0
     values = [lag for t, lag in lags[start:] if t <= hi_ns]
-    return {"deliveries": len(values), "p50_ms": _p(values, 50), "p99_ms": _p(values, 99), "max_ms": max(values, default=0.0)}
+    return {
+        "deliveries": len(values),
+        "p50_ms": _p(values, 50),
+        "p99_ms": _p(values, 99),
+        "max_ms": max(values, default=0.0),
+    }
 
 
 def _window(samples: list[tuple[float, float, bool, str]], lo: float, hi: float) -> dict[str, Any]:
     inside = [(lat, ok) for t, lat, ok, _ in samples if lo <= t < hi]
     good = sum(1 for _, ok in inside if ok)
     lat = [x for x, _ in inside]
-    return {"requests": len(inside), "errors": len(inside) - good,
-            "error_rate": (len(inside) - good) / len(inside) if inside else 0.0,
-            "availability": good / len(inside) if inside else 1.0,
-            "p99_ms": _p(lat, 99) * 1e3, "max_ms": max(lat, default=0.0) * 1e3}
+    return {
+        "requests": len(inside),
+        "errors": len(inside) - good,
+        "error_rate": (len(inside) - good) / len(inside) if inside else 0.0,
+        "availability": good / len(inside) if inside else 1.0,
+        "p99_ms": _p(lat, 99) * 1e3,
+        "max_ms": max(lat, default=0.0) * 1e3,
+    }
 
 
-def fault_figures(samples: list[tuple[float, float, bool, str]], faults: list[dict[str, Any]], t_start: float,
-                  t_end: float, recover_p99_ms: float, lags: list[tuple[int, float]], clock_offset: float) -> list[dict[str, Any]]:
+def fault_figures(
+    samples: list[tuple[float, float, bool, str]],
+    faults: list[dict[str, Any]],
+    t_start: float,
+    t_end: float,
+    recover_p99_ms: float,
+    lags: list[tuple[int, float]],
+    clock_offset: float,
+) -> list[dict[str, Any]]:
     """Per fault: the figures during it, when the service was back, staleness; times relative to the load's start."""
     ordered = sorted(samples)
     times = [s[0] for s in ordered]
@@ -128,15 +152,18 @@ def fault_figures(samples: list[tuple[float, float, bool, str]], faults: list[di
             # the first bad request in the window: no T before it can start a clean window
             bad = next((i for i in range(k, j) if not ordered[i][2] or ordered[i][1] * 1e3 > recover_p99_ms), k)
             k = max(k + 1, bad + 1)
-        out.append({
-            **{key: f[key] for key in ("label", "action", "target", "processes", "pids", "error")},
-            "start_s": round(start - t_start, 3), "end_s": round(end - t_start, 3),
-            "during": _window(ordered, start, hi),
-            "staleness": lag_summary(lags, (start + clock_offset) * 1e9, (hi + clock_offset) * 1e9),
-            "recovered_at_s": None if recovered is None else round(recovered - t_start, 3),
-            "recovery_s": None if recovered is None else round(max(0.0, recovered - end), 3),
-            "outage_s": None if recovered is None else round(max(0.0, recovered - start), 3),
-        })
+        out.append(
+            {
+                **{key: f[key] for key in ("label", "action", "target", "processes", "pids", "error")},
+                "start_s": round(start - t_start, 3),
+                "end_s": round(end - t_start, 3),
+                "during": _window(ordered, start, hi),
+                "staleness": lag_summary(lags, (start + clock_offset) * 1e9, (hi + clock_offset) * 1e9),
+                "recovered_at_s": None if recovered is None else round(recovered - t_start, 3),
+                "recovery_s": None if recovered is None else round(max(0.0, recovered - end), 3),
+                "outage_s": None if recovered is None else round(max(0.0, recovered - start), 3),
+            }
+        )
     return out
 
 
@@ -169,12 +196,17 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("ramp"):
         r = result["ramp"]
-        lines += [f"Ramp: maximum sustainable rate {_fmt(r['max_sustainable_rate'], '/s', 0)}, failure point "
-                  f"{_fmt(r['failure_point'], '/s', 0) if r['failure_point'] else 'above ' + _fmt(r['steps'][-1]['rate'], '/s', 0)} (p99 > {r['p99_limit']:g} ms or errors > {100 * r['error_limit']:g}%); "
-                  f"faults run at {load['rate']:.0f}/s.", ""]
+        lines += [
+            f"Ramp: maximum sustainable rate {_fmt(r['max_sustainable_rate'], '/s', 0)}, failure point "
+            f"{_fmt(r['failure_point'], '/s', 0) if r['failure_point'] else 'above ' + _fmt(r['steps'][-1]['rate'], '/s', 0)} (p99 > {r['p99_limit']:g} ms or errors > {100 * r['error_limit']:g}%); "
+            f"faults run at {load['rate']:.0f}/s.",
+            "",
+        ]
     if result["faults"]:
-        lines += ["| fault | at | lasted | requests | availability | errors | p99 during | staleness p99 | recovery | outage |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| fault | at | lasted | requests | availability | errors | p99 during | staleness p99 | recovery | outage |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for f in result["faults"]:
             if f.get("skipped"):
                 lines.append(f"| {f['label']} | skipped: {f['skipped']} |" + " |" * 8)
@@ -187,15 +219,23 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines.append("")
     v = result["verify"]
-    lines.append("Verifier: " + ", ".join(f"{g} {'holds' if n == 0 else f'{n} violation(s)'}" for g, n in v["violations"].items()))
+    lines.append(
+        "Verifier: "
+        + ", ".join(f"{g} {'holds' if n == 0 else f'{n} violation(s)'}" for g, n in v["violations"].items())
+    )
     for g, examples in v.get("examples", {}).items():
         lines.append(f"- first {g} counterexample: {examples[0]}")
     if post["lost_examples"]:
         lines.append(f"- acknowledged but not visible after recovery: {', '.join(map(str, post['lost_examples']))}")
     s = result["staleness"]
-    lines += ["", f"Staleness (stream delivery behind acknowledgement, whole run): p50 {s['p50_ms']:.0f} ms, "
-              f"p99 {s['p99_ms']:.0f} ms, max {s['max_ms']:.0f} ms over {s['deliveries']} deliveries.",
-              "", "![timeline](timeline.png)", ""]
+    lines += [
+        "",
+        f"Staleness (stream delivery behind acknowledgement, whole run): p50 {s['p50_ms']:.0f} ms, "
+        f"p99 {s['p99_ms']:.0f} ms, max {s['max_ms']:.0f} ms over {s['deliveries']} deliveries.",
+        "",
+        "![timeline](timeline.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -211,15 +251,25 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (lat, thr, err) = plt.subplots(3, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1.2, 1]})
     # an empty bucket has no latency: a gap in the line, not a fall to zero
     for key, label, color in (("p99_ms", "p99", "tab:red"), ("p50_ms", "p50", "tab:blue")):
-        lat.plot(t, [max(r[key], 0.1) if r["requests"] else math.nan for r in rows], label=label, color=color, drawstyle="steps-post")
-    lat.axhline(result["recover_p99_ms"], color="grey", linestyle=":", linewidth=1, label=f"{result['recover_p99_ms']:g} ms")
+        lat.plot(
+            t,
+            [max(r[key], 0.1) if r["requests"] else math.nan for r in rows],
+            label=label,
+            color=color,
+            drawstyle="steps-post",
+        )
+    lat.axhline(
+        result["recover_p99_ms"], color="grey", linestyle=":", linewidth=1, label=f"{result['recover_p99_ms']:g} ms"
+    )
     lat.set_yscale("log")
     lat.set_ylabel("latency (ms, open loop)")
     thr.plot(t, [r["answered_per_s"] for r in rows], color="tab:green", drawstyle="steps-post", label="answered")
     thr.axhline(result["load"]["rate"], color="grey", linestyle=":", linewidth=1, label="offered")
     thr.set_ylabel("answered/s")
     thr.set_ylim(0, 1.15 * max([result["load"]["rate"]] + [r["answered_per_s"] for r in rows]))
-    err.bar(t, [100 * r["error_rate"] for r in rows], width=result["bucket_s"], align="edge", color="tab:red", alpha=0.6)
+    err.bar(
+        t, [100 * r["error_rate"] for r in rows], width=result["bucket_s"], align="edge", color="tab:red", alpha=0.6
+    )
     err.set_ylim(0, max([1.0] + [120 * r["error_rate"] for r in rows]))
     err.set_ylabel("errors (%)")
     err.set_xlabel("seconds since the load started")
@@ -229,8 +279,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.axvspan(f["start_s"], max(f["end_s"], f["start_s"] + 0.05), color=color, alpha=0.15)
             if f["recovered_at_s"] is not None:
                 ax.axvline(f["recovered_at_s"], color=color, linestyle="--", linewidth=0.8)
-        lat.annotate(f["label"], (f["start_s"], 1.0), xycoords=("data", "axes fraction"), fontsize=8,
-                     xytext=(2, -10 - 10 * (n % 3)), textcoords="offset points", color=color)
+        lat.annotate(
+            f["label"],
+            (f["start_s"], 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            xytext=(2, -10 - 10 * (n % 3)),
+            textcoords="offset points",
+            color=color,
+        )
     lat.legend(fontsize=8, loc="upper right")
     thr.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{result['scenario']} on {result['deployment']} (shaded: faults; dashed: recovered)")
@@ -243,9 +300,13 @@ def comparison(results: Iterable[dict[str, Any]]) -> str:
     """One Markdown page across deployments: a row per deployment, then a row per (deployment, fault)."""
     results = list(results)
     # Ratios within one run are what compares across deployments on a shared machine.
-    first = next((r["ramp"]["max_sustainable_rate"] for r in results if (r.get("ramp") or {}).get("max_sustainable_rate")), None)
-    lines = ["| deployment | status | rate | errors | p99 | max sustainable | vs first | failure point | acked | lost | verifier |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    first = next(
+        (r["ramp"]["max_sustainable_rate"] for r in results if (r.get("ramp") or {}).get("max_sustainable_rate")), None
+    )
+    lines = [
+        "| deployment | status | rate | errors | p99 | max sustainable | vs first | failure point | acked | lost | verifier |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "load" not in r:
             lines.append(f"| {r['deployment']} | {r['status']}: {r.get('reason', '')} |" + " — |" * 9)
@@ -261,7 +322,11 @@ def comparison(results: Iterable[dict[str, Any]]) -> str:
         )
     faulted = [r for r in results if r.get("faults")]
     if faulted:
-        lines += ["", "| deployment | fault | availability | p99 during | staleness p99 | recovery | outage |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| deployment | fault | availability | p99 during | staleness p99 | recovery | outage |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in faulted:
             for f in r["faults"]:
                 if f.get("skipped"):

@@ -61,7 +61,11 @@ def _watch_interrupt(lab: Lab) -> Any:
         faulthandler.dump_traceback(sys.stderr, all_threads=True)
         lab.aborting = True
         lab.down()
-        print("twittercore lab: interrupted; everything it started was stopped (by the watchdog)", file=sys.stderr, flush=True)
+        print(
+            "twittercore lab: interrupted; everything it started was stopped (by the watchdog)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(130)
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -92,11 +96,15 @@ class _LabLoad(loadtool.LoadRun):
         await super().stop_streams()
 
 
-def load_args(url: str, token: str, out: Path, ordered: bool, options: dict[str, Any]) -> tuple[argparse.Namespace, dict[str, Any]]:
+def load_args(
+    url: str, token: str, out: Path, ordered: bool, options: dict[str, Any]
+) -> tuple[argparse.Namespace, dict[str, Any]]:
     """The load tool's options from a scenario's [load] table (its defaults for the rest), and the lab's own."""
     parser = argparse.ArgumentParser()
     loadtool.add_arguments(parser)
-    args = parser.parse_args([url, "--admin-token", token, "--out", str(out), "--no-plot", *(["--ordered-ids"] if ordered else [])])
+    args = parser.parse_args(
+        [url, "--admin-token", token, "--out", str(out), "--no-plot", *(["--ordered-ids"] if ordered else [])]
+    )
     lab = dict(LAB_LOAD_KEYS)
     for key, value in options.items():
         dest = key.replace("-", "_")
@@ -106,11 +114,19 @@ def load_args(url: str, token: str, out: Path, ordered: bool, options: dict[str,
             raise LabError(f"[load] {key}: set by the lab, not the scenario")
         elif hasattr(args, dest):
             current = getattr(args, dest)
-            if current is not None and not isinstance(value, type(current)) and not (isinstance(current, float) and isinstance(value, int)):
-                raise LabError(f"[load] {key} = {value!r}: expected {type(current).__name__} (as twittercore load --{key.replace('_', '-')})")
+            if (
+                current is not None
+                and not isinstance(value, type(current))
+                and not (isinstance(current, float) and isinstance(value, int))
+            ):
+                raise LabError(
+                    f"[load] {key} = {value!r}: expected {type(current).__name__} (as twittercore load --{key.replace('_', '-')})"
+                )
             setattr(args, dest, float(value) if isinstance(current, float) else value)
         else:
-            raise LabError(f"[load] {key}: not an option of twittercore load nor of the lab ({', '.join(LAB_LOAD_KEYS)})")
+            raise LabError(
+                f"[load] {key}: not an option of twittercore load nor of the lab ({', '.join(LAB_LOAD_KEYS)})"
+            )
     if args.rate <= 0 or args.duration <= 0 or args.connections < 1:
         raise LabError("[load] rate, duration and connections must be positive")
     return args, lab
@@ -124,7 +140,7 @@ async def _visible(load: _LabLoad, facts: dict[str, Any]) -> dict[str, Any]:
     unanswered: list[Any] = []
 
     async def check(conn: Connection, id: Any) -> None:
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 status, _, _ = await load.call(conn, "GET", f"/api/v1/statuses/{quote(str(id))}", account, parse=False)
             except HTTPError:
@@ -143,12 +159,20 @@ async def _visible(load: _LabLoad, facts: dict[str, Any]) -> dict[str, Any]:
     ids = list(facts["acked"])
     if ids:
         await load.pool(ids, check, _RECOVERY_CONNECTIONS)
-    return {"acknowledged": len(ids), "deleted": len(facts["deleted"]), "lost": len(missing), "lost_examples": sorted(missing, key=str)[:10],
-            "resurrected": len(resurrected), "resurrected_examples": sorted(resurrected, key=str)[:10],
-            "unanswered": len(unanswered)}
+    return {
+        "acknowledged": len(ids),
+        "deleted": len(facts["deleted"]),
+        "lost": len(missing),
+        "lost_examples": sorted(missing, key=str)[:10],
+        "resurrected": len(resurrected),
+        "resurrected_examples": sorted(resurrected, key=str)[:10],
+        "unanswered": len(unanswered),
+    }
 
 
-async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+async def _drive(
+    lab: Lab, url: str, scenario: Scenario, args: argparse.Namespace, opts: dict[str, Any]
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     load = _LabLoad(url, args)
     samples: list[tuple[float, float, bool, str]] = []
@@ -181,8 +205,13 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
             sustainable = max((s["rate"] for s in steps if s["ok"]), default=None)
             # No failure within max_steps: the last rate is a lower bound of the failure point.
             rate = (failure or steps[-1]["rate"]) * float(opts["rate_fraction"])
-            ramp = {"steps": steps, "failure_point": failure, "max_sustainable_rate": sustainable,
-                    "p99_limit": args.p99_limit, "error_limit": args.error_limit}
+            ramp = {
+                "steps": steps,
+                "failure_point": failure,
+                "max_sustainable_rate": sustainable,
+                "p99_limit": args.p99_limit,
+                "error_limit": args.error_limit,
+            }
             await asyncio.sleep(args.cooldown)  # the failed step left a queue behind
         load.on_sample = lambda kind, ok, intended, latency: samples.append((intended, latency, ok, kind))
         t_start = loop.time() + 0.05  # where LoadRun.step starts its schedule
@@ -193,7 +222,7 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
         print(loadtool.format_step(step), flush=True)
         try:  # faults outlasting the load are finished (undone) before the recovery checks
             await asyncio.wait_for(fault_task, timeout=90)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         await asyncio.sleep(scenario.settle)
     finally:
@@ -207,12 +236,25 @@ async def _drive(lab: Lab, url: str, scenario: Scenario, args: argparse.Namespac
         load.history.close()
     facts = report.history_facts(Path(args.out) / "history.jsonl")
     posts = await _visible(load, facts)
-    return {"step": step, "rate": rate, "ramp": ramp, "samples": samples, "faults": faults, "t_start": t_start,
-            "t_end": t_end, "facts": facts, "posts": posts, "streamed": load.streamed,
-            "stream_errors": load.stream_errors[:10], "clock_offset": time.monotonic() - loop.time()}
+    return {
+        "step": step,
+        "rate": rate,
+        "ramp": ramp,
+        "samples": samples,
+        "faults": faults,
+        "t_start": t_start,
+        "t_end": t_end,
+        "facts": facts,
+        "posts": posts,
+        "streamed": load.streamed,
+        "stream_errors": load.stream_errors[:10],
+        "clock_offset": time.monotonic() - loop.time(),
+    }
 
 
-def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_deployment(
+    path: Path, scenario: Scenario, out: Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run ``scenario`` on the deployment in ``path``; writes out/<name>/report.{json,md}, timeline.png."""
     try:
         d = load_deployment(path)
@@ -225,8 +267,14 @@ def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[st
 
         down(run_dir / "deploy")  # a previous run that was itself killed
         shutil.rmtree(run_dir)
-    base: dict[str, Any] = {"scenario": scenario.name, "deployment": d.name, "description": d.description,
-                            "source": str(path), "recover_p99_ms": scenario.recover_p99_ms, "bucket_s": scenario.bucket_s}
+    base: dict[str, Any] = {
+        "scenario": scenario.name,
+        "deployment": d.name,
+        "description": d.description,
+        "source": str(path),
+        "recover_p99_ms": scenario.recover_p99_ms,
+        "bucket_s": scenario.bucket_s,
+    }
     lab = Lab(d, run_dir / "deploy")
     reason = lab.missing()
     if reason:
@@ -251,31 +299,64 @@ def run_deployment(path: Path, scenario: Scenario, out: Path, overrides: dict[st
     verdict = verify([str(run_dir / "history.jsonl")], ordered=True if d.ordered_ids else False)
     step = got["step"]
     result = {
-        **base, "status": "ok",
-        "load": {k: step[k] for k in ("rate", "duration_s", "requests", "completed", "errors", "error_rate",
-                                      "throughput", "p50_ms", "p99_ms", "p999_ms", "max_ms", "by_kind")},
+        **base,
+        "status": "ok",
+        "load": {
+            k: step[k]
+            for k in (
+                "rate",
+                "duration_s",
+                "requests",
+                "completed",
+                "errors",
+                "error_rate",
+                "throughput",
+                "p50_ms",
+                "p99_ms",
+                "p999_ms",
+                "max_ms",
+                "by_kind",
+            )
+        },
         "ramp": got["ramp"],
-        "faults": report.fault_figures(got["samples"], got["faults"], got["t_start"], got["t_end"],
-                                       scenario.recover_p99_ms, got["facts"]["lags"], got["clock_offset"]),
+        "faults": report.fault_figures(
+            got["samples"],
+            got["faults"],
+            got["t_start"],
+            got["t_end"],
+            scenario.recover_p99_ms,
+            got["facts"]["lags"],
+            got["clock_offset"],
+        ),
         "posts": got["posts"],
         "staleness": report.lag_summary(got["facts"]["lags"]),
-        "streamed_events": got["streamed"], "stream_errors": got["stream_errors"],
+        "streamed_events": got["streamed"],
+        "stream_errors": got["stream_errors"],
         "verify": verdict.to_dict(),
         "timeline": report.timeline(got["samples"], got["t_start"], got["t_end"] - got["t_start"], scenario.bucket_s),
         "processes_left": len(left),
     }
     result["verify"]["ok"] = verdict.ok
-    result["ok"] = verdict.ok and result["posts"]["lost"] == 0 and result["posts"]["resurrected"] == 0 and not left \
+    result["ok"] = (
+        verdict.ok
+        and result["posts"]["lost"] == 0
+        and result["posts"]["resurrected"] == 0
+        and not left
         and not any(f.get("error") for f in result["faults"])
+    )
     report.write(result, run_dir)
     print(f"lab: {d.name}: {'ok' if result['ok'] else 'NOT OK'}; report in {run_dir}/report.md", flush=True)
     return result
 
 
-def run_scenario(scenario: Scenario, out: Path, only: list[str] | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_scenario(
+    scenario: Scenario, out: Path, only: list[str] | None = None, overrides: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Every deployment of the scenario in turn (or those named in ``only``); comparison.md and .json in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    load_args("http://127.0.0.1:1", "-", out, True, {**scenario.load, **(overrides or {})})  # a [load] typo fails now, not after up
+    load_args(
+        "http://127.0.0.1:1", "-", out, True, {**scenario.load, **(overrides or {})}
+    )  # a [load] typo fails now, not after up
     results = []
     for path in scenario.deployments:
         if only and path.stem not in only:
@@ -285,8 +366,18 @@ def run_scenario(scenario: Scenario, out: Path, only: list[str] | None = None, o
     (out / "comparison.md").write_text(f"# {scenario.name}\n\n{scenario.description}\n\n{table}")
     import json
 
-    (out / "comparison.json").write_text(json.dumps(
-        [{k: r.get(k) for k in ("deployment", "status", "reason", "ok", "load", "ramp", "posts", "faults", "verify")} for r in results],
-        indent=2, default=str))
+    (out / "comparison.json").write_text(
+        json.dumps(
+            [
+                {
+                    k: r.get(k)
+                    for k in ("deployment", "status", "reason", "ok", "load", "ramp", "posts", "faults", "verify")
+                }
+                for r in results
+            ],
+            indent=2,
+            default=str,
+        )
+    )
     print(table, flush=True)
     return results

@@ -137,7 +137,10 @@ class Lab:
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.d.bus_ports):
                 ports = list(bus_port_range())
                 random.shuffle(ports)  # two labs in one range rarely collide
-                port = next((p for p in ports if p not in taken and p + 10000 not in taken and _free(p) and _free(p + 10000)), None)
+                port = next(
+                    (p for p in ports if p not in taken and p + 10000 not in taken and _free(p) and _free(p + 10000)),
+                    None,
+                )
                 if port is None:
                     raise LabError(f"lab: no free port pair (p, p+10000) in TWITTERCORE_LAB_BUS_PORTS for {name!r}")
             else:
@@ -165,7 +168,9 @@ class Lab:
         """Run a check; (passed, output)."""
         argv = [self.render(a, where) for a in check.argv]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=self._env({}))
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, cwd=self.dir, env=self._env({})
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, str(exc)
         output = done.stdout + done.stderr
@@ -185,7 +190,9 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         if (self.dir / STATE_FILE).exists():
-            raise LabError(f"lab: {self.dir / STATE_FILE} exists: a deployment is up there (twittercore lab down --dir {self.dir})")
+            raise LabError(
+                f"lab: {self.dir / STATE_FILE} exists: a deployment is up there (twittercore lab down --dir {self.dir})"
+            )
         try:
             self._save()
             for t in self.d.tmpfs:
@@ -226,8 +233,15 @@ class Lab:
         env.update(extra_env or {})
         log = open(self.dir / "logs" / f"{spec.name}.log", "ab")
         try:
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self._env(env), cwd=self.dir, start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(env),
+                cwd=self.dir,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise LabError(f"{where}: cannot start {argv[0]!r}: {exc.strerror}") from None
         finally:
@@ -288,16 +302,22 @@ class Lab:
             if ok:
                 return
             if time.monotonic() > deadline:
-                raise LabError(f"{where}: {'output never contained ' + repr(step.until) if step.until else 'failed'}:\n{output.strip()[-600:]}")
+                raise LabError(
+                    f"{where}: {'output never contained ' + repr(step.until) if step.until else 'failed'}:\n{output.strip()[-600:]}"
+                )
             time.sleep(0.5)
 
     def _mount(self, path: str, size: str) -> None:
         target = self.dir / path
         target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True
+        )
         if done.returncode != 0:
-            raise LabError(f"lab: mounting a {size} tmpfs on {target} failed: {done.stderr.strip()} "
-                           "(needs root; drop the [[tmpfs]] table to run without the full-disk fault)")
+            raise LabError(
+                f"lab: mounting a {size} tmpfs on {target} failed: {done.stderr.strip()} "
+                "(needs root; drop the [[tmpfs]] table to run without the full-disk fault)"
+            )
         self.mounts.append(str(target))
         self._save()
 
@@ -313,7 +333,9 @@ class Lab:
         if pick == "last":
             return names[-1:]
         if pick == "master":
-            masters = [n for n in names if self.running[n].spec.master and self.check(self.running[n].spec.master, n)[0]]
+            masters = [
+                n for n in names if self.running[n].spec.master and self.check(self.running[n].spec.master, n)[0]
+            ]
             if not masters:
                 raise LabError(f"lab: fault target {target!r}: no process passes its master check")
             return masters[:1]
@@ -325,7 +347,7 @@ class Lab:
         if r.spec.kill == "child":
             kids = children(r.pid)
             if not kids:
-                raise LabError(f"lab: {name} has no child process to kill (kill = \"child\")")
+                raise LabError(f'lab: {name} has no child process to kill (kill = "child")')
             return kids[0]
         return r.pid
 
@@ -357,8 +379,14 @@ class Lab:
 
     def _state(self) -> dict[str, Any]:
         return {
-            "deployment": self.d.name, "source": str(self.d.source), "url": self.url, "token": self.token,
-            "lab_pid": os.getpid(), "ports": self.ports, "pgids": sorted(self.pgids), "mounts": self.mounts,
+            "deployment": self.d.name,
+            "source": str(self.d.source),
+            "url": self.url,
+            "token": self.token,
+            "lab_pid": os.getpid(),
+            "ports": self.ports,
+            "pgids": sorted(self.pgids),
+            "mounts": self.mounts,
             "processes": {n: {"pid": r.pid, "start": r.start, "role": r.spec.role} for n, r in self.running.items()},
         }
 
@@ -389,7 +417,7 @@ class Lab:
             pass
         return killed
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -33,11 +33,12 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import twittercore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+import twittercore
 
 from . import streaming, twitter
 from .context import Server

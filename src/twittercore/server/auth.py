@@ -31,12 +31,41 @@ __all__ = [
 ]
 
 _GRANULAR = {
-    "read": ("accounts", "blocks", "bookmarks", "favourites", "filters", "follows", "lists", "mutes", "notifications", "search", "statuses"),
-    "write": ("accounts", "blocks", "bookmarks", "conversations", "favourites", "filters", "follows", "lists", "media", "mutes", "notifications", "reports", "statuses"),
+    "read": (
+        "accounts",
+        "blocks",
+        "bookmarks",
+        "favourites",
+        "filters",
+        "follows",
+        "lists",
+        "mutes",
+        "notifications",
+        "search",
+        "statuses",
+    ),
+    "write": (
+        "accounts",
+        "blocks",
+        "bookmarks",
+        "conversations",
+        "favourites",
+        "filters",
+        "follows",
+        "lists",
+        "media",
+        "mutes",
+        "notifications",
+        "reports",
+        "statuses",
+    ),
 }
 _FOLLOW = frozenset({"read:blocks", "write:blocks", "read:follows", "write:follows", "read:mutes", "write:mutes"})
 #: Every scope an app may ask for.
-SCOPES = frozenset({"read", "write", "follow", "push", "profile"} | {f"{top}:{part}" for top, parts in _GRANULAR.items() for part in parts})
+SCOPES = frozenset(
+    {"read", "write", "follow", "push", "profile"}
+    | {f"{top}:{part}" for top, parts in _GRANULAR.items() for part in parts}
+)
 
 
 def parse_scopes(text: Any, default: str = "read") -> frozenset[str]:
@@ -50,7 +79,10 @@ def parse_scopes(text: Any, default: str = "read") -> frozenset[str]:
     scopes = frozenset(text.replace("+", " ").split())
     unknown = scopes - SCOPES
     if unknown:
-        raise ApiError(422, f"Validation failed: Scopes {' '.join(sorted(unknown))[:80]!r} are not known (known: read, write, follow, push, profile and read:*/write:*)")
+        raise ApiError(
+            422,
+            f"Validation failed: Scopes {' '.join(sorted(unknown))[:80]!r} are not known (known: read, write, follow, push, profile and read:*/write:*)",
+        )
     return scopes
 
 

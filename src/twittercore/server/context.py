@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import twittercore
 from starlette.requests import Request
+
+import twittercore
 
 from .http import ApiError, base_url, not_found
 from .render import PageCache, Renderer
@@ -68,7 +69,11 @@ class Server:
         stamp, stats = self._instance_stats
         if time.monotonic() - stamp > 60 or not stats:
             ids = self.state.account_ids()
-            stats = {"user_count": len(ids), "status_count": sum(map(self.store.timeline_count, ids)), "domain_count": 0}
+            stats = {
+                "user_count": len(ids),
+                "status_count": sum(map(self.store.timeline_count, ids)),
+                "domain_count": 0,
+            }
             self._instance_stats = (time.monotonic(), stats)
         return stats
 

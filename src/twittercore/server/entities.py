@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .state import Account
@@ -81,17 +81,14 @@ def decode_status(payload: bytes) -> dict[str, Any]:
 
 def iso(seconds: float) -> str:
     """Mastodon's timestamp format: UTC, milliseconds, trailing Z."""
-    stamp = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    stamp = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
 def render_content(text: str) -> str:
     """Plain text to Mastodon's HTML: escaped, paragraphs on blank lines, <br /> inside."""
     paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
-    return "".join(
-        "<p>" + "<br />".join(html.escape(line) for line in p.split("\n")) + "</p>"
-        for p in paragraphs
-    )
+    return "".join("<p>" + "<br />".join(html.escape(line) for line in p.split("\n")) + "</p>" for p in paragraphs)
 
 
 def account_json(

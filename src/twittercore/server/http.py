@@ -13,9 +13,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-import twittercore
 from starlette.requests import Request
 from starlette.responses import Response
+
+import twittercore
 
 from .entities import dumps
 
@@ -110,7 +111,9 @@ def flag(params: Any, name: str, default: bool = False, status: int = 422) -> bo
         return value
     if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
         return value.lower() in _TRUE
-    raise ApiError(status, f"{'Validation failed: ' if status == 422 else ''}{name}: expected a boolean, got {str(value)[:40]!r}")
+    raise ApiError(
+        status, f"{'Validation failed: ' if status == 422 else ''}{name}: expected a boolean, got {str(value)[:40]!r}"
+    )
 
 
 def text_field(params: dict[str, Any], name: str, largest: int, default: str | None = None) -> str | None:

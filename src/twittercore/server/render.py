@@ -6,9 +6,10 @@ import itertools
 import time
 from typing import Any
 
-import twittercore
 from starlette.requests import Request
 from starlette.responses import Response
+
+import twittercore
 
 from .entities import account_json, decode_status, dumps, iso, status_json
 from .http import link_header
@@ -95,7 +96,9 @@ class PageCache:
             author = renderer.state.account(event.source)
             if author is None:
                 return None
-            body = status_json(renderer.base, event.id, event.time, decode_status(event.payload), {"username": author.username})
+            body = status_json(
+                renderer.base, event.id, event.time, decode_status(event.payload), {"username": author.username}
+            )
             body["account"] = self._MARK
             head, tail = dumps(body).split(self._SPLIT)
             parts = self._statuses[key] = (head + b'"account":', tail, event.source)
@@ -126,7 +129,9 @@ class PageCache:
         return b"".join(pieces)
 
 
-def page_of_statuses(request: Request, cache: PageCache, renderer: Renderer, events: list[twittercore.Event]) -> Response:
+def page_of_statuses(
+    request: Request, cache: PageCache, renderer: Renderer, events: list[twittercore.Event]
+) -> Response:
     body = cache.page(renderer, events)
     headers = {}
     if events:

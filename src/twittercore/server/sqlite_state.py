@@ -158,12 +158,17 @@ class SQLiteState(AccountState):
 
     def begin_account(self, username: str, email: str | None, password_hash: str | None) -> Account:
         def work(db: sqlite3.Connection) -> Account:
-            row = db.execute("SELECT id, username, created_at, ready FROM accounts WHERE username = ?", (username,)).fetchone()
+            row = db.execute(
+                "SELECT id, username, created_at, ready FROM accounts WHERE username = ?", (username,)
+            ).fetchone()
             if row is not None and row[3]:
                 raise StateError("Validation failed: Username has already been taken")
-            if email is not None and db.execute(
-                "SELECT 1 FROM accounts WHERE email = ? COLLATE NOCASE AND ready = 1", (email,)
-            ).fetchone():
+            if (
+                email is not None
+                and db.execute(
+                    "SELECT 1 FROM accounts WHERE email = ? COLLATE NOCASE AND ready = 1", (email,)
+                ).fetchone()
+            ):
                 raise StateError("Validation failed: Email has already been taken")
             if row is not None:
                 # A registration that died half way: resume it with this request's details.
@@ -221,7 +226,9 @@ class SQLiteState(AccountState):
 
     # ---------------------------------------------------------- apps, tokens
 
-    def create_client(self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None) -> tuple[Client, str]:
+    def create_client(
+        self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None
+    ) -> tuple[Client, str]:
         client_id, secret, now = new_secret(), new_secret(), time.time()
 
         def work(db: sqlite3.Connection) -> int:

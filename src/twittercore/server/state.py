@@ -145,7 +145,9 @@ class AccountState(abc.ABC):
     # ---------------------------------------------------------- apps, tokens
 
     @abc.abstractmethod
-    def create_client(self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None) -> tuple[Client, str]:
+    def create_client(
+        self, name: str, redirect_uris: tuple[str, ...], scopes: frozenset[str], website: str | None
+    ) -> tuple[Client, str]:
         """Register an app; returns it and its clear client secret."""
 
     @abc.abstractmethod

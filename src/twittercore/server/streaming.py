@@ -19,11 +19,12 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-import twittercore
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import twittercore
 
 from .auth import viewer
 from .context import Server, server_of
@@ -227,7 +228,7 @@ def ws_frame(item: twittercore.Change, renderer: Renderer, server: Server) -> st
     status = server.cache.status(renderer, item)
     if status is None:
         return None
-    return '{"stream":["user"],"event":"update","payload":%s}' % json.dumps(status.decode())
+    return f'{{"stream":["user"],"event":"update","payload":{json.dumps(status.decode())}}}'
 
 
 async def stream_websocket(websocket: WebSocket) -> None:
@@ -262,10 +263,19 @@ async def stream_websocket(websocket: WebSocket) -> None:
             except ValueError:
                 message = None
             if not isinstance(message, dict) or message.get("type") not in ("subscribe", "unsubscribe"):
-                await websocket.send_text(json.dumps({"error": "Unknown message: expected {\"type\": \"subscribe\"|\"unsubscribe\", \"stream\": \"user\"}", "status": 400}))
+                await websocket.send_text(
+                    json.dumps(
+                        {
+                            "error": 'Unknown message: expected {"type": "subscribe"|"unsubscribe", "stream": "user"}',
+                            "status": 400,
+                        }
+                    )
+                )
                 continue
             if message.get("stream") != "user":
-                await websocket.send_text(json.dumps({"error": "Unknown stream type (this server streams user only)", "status": 400}))
+                await websocket.send_text(
+                    json.dumps({"error": "Unknown stream type (this server streams user only)", "status": 400})
+                )
                 continue
             return message
 

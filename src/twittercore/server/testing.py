@@ -1,7 +1,7 @@
 """Run the server in a background thread on a free loopback port (tests and the load tool's self-test).
 
-    with running_server(":memory:", admin_token="secret") as url:
-        httpx.get(url + "/api/v1/instance")
+with running_server(":memory:", admin_token="secret") as url:
+    httpx.get(url + "/api/v1/instance")
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ Errors are Twitter's ``{"errors": [{"code": n, "message": text}]}``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-import twittercore
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+import twittercore
 
 from .auth import viewer
 from .context import Server, server_of
@@ -49,7 +50,7 @@ class TwitterError(ApiError):
 
 
 def _date(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%a %b %d %H:%M:%S +0000 %Y")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%a %b %d %H:%M:%S +0000 %Y")
 
 
 def _user(server: Server, account: Account) -> dict[str, Any]:
@@ -151,7 +152,13 @@ def _event(server: Server, id: int | None) -> twittercore.Event:
 
 def _route_id(request: Request) -> int | None:
     text = request.path_params.get("id") or request.query_params.get("id")
-    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 20 and int(text) <= twittercore.MAX_NODE):
+    if not (
+        isinstance(text, str)
+        and text.isascii()
+        and text.isdigit()
+        and len(text) <= 20
+        and int(text) <= twittercore.MAX_NODE
+    ):
         return None
     return int(text)
 
@@ -243,7 +250,12 @@ def _ids(request: Request, followers: bool) -> Response:
     cursor_text = q.get("cursor") or "-1"
     if cursor_text == "-1":
         after = None
-    elif cursor_text.isascii() and cursor_text.isdigit() and len(cursor_text) <= 20 and int(cursor_text) <= twittercore.MAX_NODE:
+    elif (
+        cursor_text.isascii()
+        and cursor_text.isdigit()
+        and len(cursor_text) <= 20
+        and int(cursor_text) <= twittercore.MAX_NODE
+    ):
         after = int(cursor_text)
     else:
         raise TwitterError(400, 44, f"cursor parameter is invalid: {cursor_text[:20]!r}")

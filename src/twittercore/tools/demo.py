@@ -22,11 +22,11 @@ import threading
 import time
 from typing import Any
 
-from . import report as rp
-from ..errors import ConfigurationError
 from ..checking.recorder import Recorder
 from ..checking.verify import verify
 from ..checking.workload import Workload, replay
+from ..errors import ConfigurationError
+from . import report as rp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

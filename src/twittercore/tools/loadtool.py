@@ -44,17 +44,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from ..checking.history import HistoryWriter
+from ..checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
 from ..errors import InvalidArgumentError
+from .loadtool_http import Connection, HTTPError, split_url
+from .percentiles import percentile  # nearest rank, the definition every report shares
 
 _loads: Callable[[bytes], Any]
 try:  # parsing every page is most of the generator's own CPU: use orjson when present
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - the stdlib does the same, slower
     _loads = json.loads
-from ..checking.history import HistoryWriter
-from ..checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
-from .loadtool_http import Connection, HTTPError, split_url
-from .percentiles import percentile  # nearest rank, the definition every report shares
 
 __all__ = ["add_arguments", "run", "LoadRun", "percentile"]
 
@@ -117,8 +117,14 @@ class LoadRun:
         return Connection(self.host, self.port, timeout=self.args.timeout)
 
     async def call(
-        self, conn: Connection, method: str, path: str, account: Account | None = None,
-        form: dict[str, str] | None = None, headers: dict[str, str] | None = None, parse: bool = True,
+        self,
+        conn: Connection,
+        method: str,
+        path: str,
+        account: Account | None = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        parse: bool = True,
     ) -> tuple[int, Any, dict[str, str]]:
         h = dict(headers or {})
         if account is not None:
@@ -169,7 +175,10 @@ class LoadRun:
 
             async def register(conn: Connection, n: int) -> None:
                 status, data, _ = await self.call(
-                    conn, "POST", "/api/v1/accounts", form={"username": f"load{tag}_{n}"},
+                    conn,
+                    "POST",
+                    "/api/v1/accounts",
+                    form={"username": f"load{tag}_{n}"},
                     headers={"Authorization": f"Bearer {args.admin_token}"},
                 )
                 if status != 200:
@@ -193,8 +202,14 @@ class LoadRun:
         await self.pool(assigned, identify, 8)
         if workload is None:
             workload = Workload(
-                users=users, seed=args.seed, mean_followees=args.followees, max_followees=max(1, users - 1),
-                posts=args.posts, reads=10**9, page_limit=args.limit, timeline_limit=min(args.limit, 20),
+                users=users,
+                seed=args.seed,
+                mean_followees=args.followees,
+                max_followees=max(1, users - 1),
+                posts=args.posts,
+                reads=10**9,
+                page_limit=args.limit,
+                timeline_limit=min(args.limit, 20),
                 payload_bytes=args.payload,
             )
         self.workload = workload
@@ -254,7 +269,11 @@ class LoadRun:
         text = payload.decode("latin-1")[:500]
         t0 = self.history.now()
         status, data, _ = await self.call(
-            conn, "POST", "/api/v1/statuses", author, form={"status": text},
+            conn,
+            "POST",
+            "/api/v1/statuses",
+            author,
+            form={"status": text},
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
         if status != 200:
@@ -263,7 +282,9 @@ class LoadRun:
         self.published[number] = (author, str(data["id"]))
         return "publish", True
 
-    async def read_page(self, conn: Connection, sink: Account, limit: int, kind: str, path: str, **bounds: Any) -> tuple[bool, Any, dict[str, str]]:
+    async def read_page(
+        self, conn: Connection, sink: Account, limit: int, kind: str, path: str, **bounds: Any
+    ) -> tuple[bool, Any, dict[str, str]]:
         t0 = self.history.now()
         status, data, headers = await self.call(conn, "GET", path, sink, parse=self.recording)
         if not self.recording:  # measuring only: the status is all we need
@@ -324,7 +345,7 @@ class LoadRun:
         parts = urlsplit(url)
         path = parts.path + ("?" + parts.query if parts.query else "")
         if parts.path.startswith(self.base) and self.base:
-            path = path[len(self.base):]
+            path = path[len(self.base) :]
         query = parse_qs(parts.query)
         # Mastodon's max_id is exclusive: recorded as before_id, so opaque ids need no
         # arithmetic and the verifier can join this page to the first (G4: no skip, no repeat).
@@ -433,13 +454,22 @@ class LoadRun:
 
 
 def _kind(op: Any) -> str:
-    return {Home: "home", Timeline: "timeline", Publish: "publish", Follow: "follow", Unfollow: "unfollow", Delete: "delete"}[type(op)]
+    return {
+        Home: "home",
+        Timeline: "timeline",
+        Publish: "publish",
+        Follow: "follow",
+        Unfollow: "unfollow",
+        Delete: "delete",
+    }[type(op)]
 
 
 # ---------------------------------------------------------------- report
 
 
-def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float, half: dict[str, Any] | None = None) -> None:
+def plot(
+    steps: list[dict[str, Any]], path: str, title: str, p99_limit: float, half: dict[str, Any] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -450,7 +480,14 @@ def plot(steps: list[dict[str, Any]], path: str, title: str, p99_limit: float, h
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
         line = left.plot(rates, [max(s[key], 1e-3) for s in steps], marker="o", label=label)[0]
         if half is not None:  # the confirmation step at half the failure point: a star, not on the line
-            left.plot([half["rate"]], [max(half[key], 1e-3)], marker="*", markersize=12, color=line.get_color(), linestyle="none")
+            left.plot(
+                [half["rate"]],
+                [max(half[key], 1e-3)],
+                marker="*",
+                markersize=12,
+                color=line.get_color(),
+                linestyle="none",
+            )
     if half is not None:
         left.plot([], [], marker="*", color="grey", linestyle="none", label="at half the failure point")
     left.axhline(p99_limit, color="red", linestyle="--", linewidth=1, label=f"p99 limit {p99_limit:g} ms")
@@ -491,8 +528,11 @@ def format_step(s: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
     who = parser.add_argument_group("accounts")
-    who.add_argument("--admin-token", default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
-                     help="register --users fresh accounts with this admin token (POST /api/v1/accounts)")
+    who.add_argument(
+        "--admin-token",
+        default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
+        help="register --users fresh accounts with this admin token (POST /api/v1/accounts)",
+    )
     who.add_argument("--tokens", help="use existing accounts instead: a file of bearer tokens, one a line")
     shape = parser.add_argument_group("workload")
     shape.add_argument("--users", type=int, default=50)
@@ -500,8 +540,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--posts", type=int, default=200, help="posts made during setup")
     shape.add_argument("--payload", type=int, default=140, help="characters per post")
     shape.add_argument("--limit", type=int, default=20, help="page size of home reads (at most 40)")
-    shape.add_argument("--mix", choices=("workload", "home"), default="workload",
-                       help="workload: Twitter's mix of reads, posts, follows, deletes; home: home reads only")
+    shape.add_argument(
+        "--mix",
+        choices=("workload", "home"),
+        default="workload",
+        help="workload: Twitter's mix of reads, posts, follows, deletes; home: home reads only",
+    )
     shape.add_argument("--seed", type=int, default=1)
     drive = parser.add_argument_group("load")
     drive.add_argument("--rate", type=float, default=200.0, help="requests/s (the first step when ramping)")
@@ -516,14 +560,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drive.add_argument("--max-steps", type=int, default=8)
     drive.add_argument("--p99-limit", type=float, default=100.0, help="ms: a step with a higher p99 fails")
     drive.add_argument("--error-limit", type=float, default=0.01, help="a step with more errors than this share fails")
-    parser.add_argument("--ordered-ids", action="store_true",
-                        help="the server's ids are integers in commit order (twittercore's are): lets the "
-                        "verifier check one global order and pages read with max_id")
+    parser.add_argument(
+        "--ordered-ids",
+        action="store_true",
+        help="the server's ids are integers in commit order (twittercore's are): lets the "
+        "verifier check one global order and pages read with max_id",
+    )
     parser.add_argument("--out", default="load-report", help="directory for history.jsonl, report.json, latency.png")
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--no-record", action="store_true",
-                        help="measure only: no history, no verification (the generator then parses no pages, "
-                        "leaving more CPU to the server when both share a machine)")
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="measure only: no history, no verification (the generator then parses no pages, "
+        "leaving more CPU to the server when both share a machine)",
+    )
 
 
 async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -580,17 +630,31 @@ async def drive(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "max_sustainable_rate": sustainable,
         "streamed_events": load.streamed,
         "stream_errors": load.stream_errors[:10],
-        "verify": {"recorded": load.recording, "ok": report.ok, "counts": report.counts, "violations": report.violations, "stats": report.stats},
+        "verify": {
+            "recorded": load.recording,
+            "ok": report.ok,
+            "counts": report.counts,
+            "violations": report.violations,
+            "stats": report.stats,
+        },
     }
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     if not args.no_plot and steps:
-        plot(steps, os.path.join(args.out, "latency.png"),
-             f"twittercore load {url} ({args.mix}, {args.connections} clients)", args.p99_limit, half)
+        plot(
+            steps,
+            os.path.join(args.out, "latency.png"),
+            f"twittercore load {url} ({args.mix}, {args.connections} clients)",
+            args.p99_limit,
+            half,
+        )
     print(report.format() if load.recording else "load: --no-record: nothing verified")
     if failure is not None:
-        print(f"load: failure point {failure:.0f} requests/s; maximum sustainable rate "
-              f"{sustainable:.0f} requests/s" if sustainable else f"load: failure point {failure:.0f} requests/s")
+        print(
+            f"load: failure point {failure:.0f} requests/s; maximum sustainable rate {sustainable:.0f} requests/s"
+            if sustainable
+            else f"load: failure point {failure:.0f} requests/s"
+        )
     elif args.ramp:
         print(f"load: no failure up to {steps[-1]['rate']:.0f} requests/s")
     print(f"load: {load.streamed} streamed events; report in {args.out}/", flush=True)

@@ -182,7 +182,7 @@ class Connection:
             # asyncio.timeout, not wait_for: wait_for makes a task per request.
             async with asyncio.timeout(self.timeout):
                 return await self._request(method, path, headers, body)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, HTTPError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, HTTPError) as exc:
             self.close()
             raise HTTPError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
 
@@ -230,7 +230,7 @@ class Connection:
             await self._in.readexactly(2)
             yield chunk
 
-    async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator["ServerSentEvent"]:
+    async def events(self, path: str, headers: dict[str, str]) -> AsyncIterator[ServerSentEvent]:
         """Open a server-sent-event stream; yield each dispatched :class:`ServerSentEvent`.
 
         Parsed by :class:`EventStreamParser` (the WHATWG rules; comments,
@@ -243,7 +243,7 @@ class Connection:
             await asyncio.wait_for(self._connect(), self.timeout)
             self._out.write(self._head("GET", path, {**headers, "Accept": "text/event-stream"}, None))
             status, response_headers = await asyncio.wait_for(self._read_head(), self.timeout)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             self.close()
             raise HTTPError(f"GET {path}: {type(exc).__name__}: {exc}") from None
         if status != 200:

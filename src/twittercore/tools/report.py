@@ -137,7 +137,7 @@ def plot_degrees(path: str | os.PathLike[str], followers: Sequence[int], followe
     left.set(title="Followers by rank", xlabel="rank", ylabel="followers")
     positive = [d for d in followees if d > 0]
     if positive:
-        bins = [10 ** (k / 10) for k in range(0, int(10 * math.log10(max(positive))) + 2)]
+        bins = [10 ** (k / 10) for k in range(int(10 * math.log10(max(positive))) + 2)]
         right.hist(positive, bins=bins)
     right.set_xscale("log")
     right.set(title="Followees per user (log-normal)", xlabel="followees", ylabel="users")

@@ -301,16 +301,28 @@ class Handle:
                 f"{where}: all LMDB reader slots are taken by live readers "
                 "(open the store with a larger max_readers, or use fewer threads/processes reading at once)"
             )
-        if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-                            lmdb.BadValsizeError, lmdb.VersionMismatchError)) or not isinstance(exc, lmdb.Error):
+        if isinstance(
+            exc,
+            (
+                lmdb.CorruptedError,
+                lmdb.PageNotFoundError,
+                lmdb.InvalidError,
+                lmdb.BadValsizeError,
+                lmdb.VersionMismatchError,
+            ),
+        ) or not isinstance(exc, lmdb.Error):
             return DamagedStoreError(
                 f"{where}: the store is damaged ({type(exc).__name__}: {exc}) "
                 "(restore it from a backup; twittercore.open() refuses a damaged file at open where it can tell)"
             )
         if isinstance(exc, lmdb.IncompatibleError):
-            return FormatError(f"{where}: a table has other flags than a twittercore store's ({exc}) (this is not a twittercore store)")
+            return FormatError(
+                f"{where}: a table has other flags than a twittercore store's ({exc}) (this is not a twittercore store)"
+            )
         if isinstance(exc, lmdb.PanicError):
-            return StoreError(f"{where}: LMDB hit a fatal error and refuses further use ({exc}) (close the store and open it again)")
+            return StoreError(
+                f"{where}: LMDB hit a fatal error and refuses further use ({exc}) (close the store and open it again)"
+            )
         if isinstance(exc, lmdb.MapFullError):
             return DiskFullError(f"{where}: the map is full ({exc}) (open the store with a larger map_size)")
         text = str(exc)
@@ -318,7 +330,9 @@ class Handle:
         if full or "Input/output error" in text:
             free = _free(self.path)
             if full or free.startswith("0 bytes") or _nearly_full(self.path):
-                return DiskFullError(f"{where}: the disk is full ({text}; {free}) (free space and retry: nothing was written)")
+                return DiskFullError(
+                    f"{where}: the disk is full ({text}; {free}) (free space and retry: nothing was written)"
+                )
         return StoreError(f"{where}: LMDB failed: {text} (check the disk and the directory's permissions)")
 
 
@@ -366,20 +380,30 @@ def _read_meta(fd: int, where: str) -> _Meta:
     """The committed meta record of an LMDB data file, read with pread (never through a map)."""
     first = os.pread(fd, _META_SIZE, 0)
     if len(first) < _META_SIZE:
-        raise DamagedStoreError(f"{where}: the data file is {len(first)} bytes, too short to be an LMDB file (restore it from a backup)")
+        raise DamagedStoreError(
+            f"{where}: the data file is {len(first)} bytes, too short to be an LMDB file (restore it from a backup)"
+        )
     magic, version = struct.unpack_from("=II", first, 16)
     if magic != _MAGIC:
-        raise FormatError(f"{where}: the data file is not an LMDB environment (magic {magic:#x}) (is this the right directory?)")
+        raise FormatError(
+            f"{where}: the data file is not an LMDB environment (magic {magic:#x}) (is this the right directory?)"
+        )
     if version != _DATA_VERSION:
-        raise FormatError(f"{where}: the data file is LMDB format {version}, this LMDB reads {_DATA_VERSION} (use the LMDB version that made it)")
+        raise FormatError(
+            f"{where}: the data file is LMDB format {version}, this LMDB reads {_DATA_VERSION} (use the LMDB version that made it)"
+        )
     psize = _DB.unpack_from(first, 16 + _META.size)[0]
     if psize < 512 or psize & (psize - 1) or psize > 1 << 16:
-        raise DamagedStoreError(f"{where}: the data file's page size {psize} is invalid (the header is damaged; restore from a backup)")
+        raise DamagedStoreError(
+            f"{where}: the data file's page size {psize} is invalid (the header is damaged; restore from a backup)"
+        )
     metas = []
     for page in (0, 1):
         raw = os.pread(fd, _META_SIZE, page * psize)
         if len(raw) < _META_SIZE:
-            raise DamagedStoreError(f"{where}: the data file is shorter than its two meta pages (restore it from a backup)")
+            raise DamagedStoreError(
+                f"{where}: the data file is shorter than its two meta pages (restore it from a backup)"
+            )
         if struct.unpack_from("=I", raw, 16)[0] != _MAGIC:
             raise DamagedStoreError(f"{where}: meta page {page} is damaged (restore it from a backup)")
         last_pg, txnid = _TAIL.unpack_from(raw, 16 + _META.size + 2 * _DB.size)
@@ -424,11 +448,11 @@ def _missing_pages_are_free(fd: int, meta: _Meta, have: int, where: str) -> bool
                 over = struct.unpack_from("=Q", raw, start)[0]
                 head = page(over)
                 count = struct.unpack_from("=I", head, 12)[0]
-                data = page(over, count)[_PAGE_HEADER.size:_PAGE_HEADER.size + dsize]
+                data = page(over, count)[_PAGE_HEADER.size : _PAGE_HEADER.size + dsize]
             else:
-                data = raw[start:start + dsize]
+                data = raw[start : start + dsize]
             ids = struct.unpack_from(f"={len(data) // 8}Q", data)
-            missing.difference_update(ids[1:ids[0] + 1] if ids else ())
+            missing.difference_update(ids[1 : ids[0] + 1] if ids else ())
 
     try:
         if meta.free_root != _P_INVALID:
@@ -466,7 +490,8 @@ def _check_data_file(path: str, where: str) -> _Meta | None:
             size = os.fstat(fd).st_size
             if size == 0:
                 hint = (
-                    "restore it from a backup" if marked
+                    "restore it from a backup"
+                    if marked
                     else "if a creation was interrupted, delete the directory and open again"
                 )
                 raise DamagedStoreError(f"{where}: the data file {DATA_FILE} is empty (0 bytes) ({hint})")
@@ -532,9 +557,13 @@ def _prepare_lock_file(path: str, max_readers: int) -> None:
             os.close(fd)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFullError(f"{path}: cannot allocate {LOCK_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
+            raise DiskFullError(
+                f"{path}: cannot allocate {LOCK_FILE}: {exc.strerror} ({_free(path)}; free space and retry)"
+            ) from None
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise StoreError(f"{path}: cannot prepare {LOCK_FILE}: {exc.strerror} (check the directory's permissions)") from None
+            raise StoreError(
+                f"{path}: cannot prepare {LOCK_FILE}: {exc.strerror} (check the directory's permissions)"
+            ) from None
     finally:
         try:
             os.unlink(temp)
@@ -604,12 +633,16 @@ def _check_format(handle: Handle) -> None:
         return
     shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
     if b"meta" not in names:
-        raise FormatError(f"{where}: not a twittercore store (its tables are {shown}) (open a directory twittercore created, or an empty one)")
+        raise FormatError(
+            f"{where}: not a twittercore store (its tables are {shown}) (open a directory twittercore created, or an empty one)"
+        )
     with env.begin() as txn:
         try:
             meta = env.open_db(b"meta", txn=txn, create=False)
         except lmdb.IncompatibleError:
-            raise FormatError(f"{where}: not a twittercore store ('meta' is not a table here) (open a directory twittercore created)") from None
+            raise FormatError(
+                f"{where}: not a twittercore store ('meta' is not a table here) (open a directory twittercore created)"
+            ) from None
         found = txn.get(FORMAT_KEY, db=meta)
     if found is None and _is_release_0_1(env, names):
         with env.begin(write=True) as txn:  # 0.1.0 wrote this layout without a marker: adopt it
@@ -622,12 +655,18 @@ def _check_format(handle: Handle) -> None:
         )
     name, _, version = bytes(found).partition(b"/")
     if name != FORMAT_NAME or not version.isdigit():
-        raise FormatError(f"{where}: not a twittercore store: its format marker is {bytes(found)[:60]!r} (open a directory twittercore created)")
+        raise FormatError(
+            f"{where}: not a twittercore store: its format marker is {bytes(found)[:60]!r} (open a directory twittercore created)"
+        )
     if int(version) != FORMAT_VERSION:
         newer = int(version) > FORMAT_VERSION
         raise FormatError(
             f"{where}: the store has format version {int(version)}, this twittercore reads version {FORMAT_VERSION} "
-            + ("(upgrade twittercore to open it)" if newer else "(open it with the twittercore release that made it and export its history)")
+            + (
+                "(upgrade twittercore to open it)"
+                if newer
+                else "(open it with the twittercore release that made it and export its history)"
+            )
         )
     if not marked:
         try:  # a backup or a store created by a crashed open: the marker belongs beside it
@@ -656,7 +695,9 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
         try:
             os.makedirs(path, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise StoreError(f"open({path!r}): the path is not a directory (a store is a directory; pick another path)") from None
+            raise StoreError(
+                f"open({path!r}): the path is not a directory (a store is a directory; pick another path)"
+            ) from None
         except OSError as exc:
             raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         meta = _check_data_file(path, path)
@@ -696,8 +737,12 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
                 raise handle.translate(exc, f"open({path!r})") from None
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise DiskFullError(f"open({path!r}): {exc.strerror} ({_free(path)}; free space and retry)") from None
-                raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
+                    raise DiskFullError(
+                        f"open({path!r}): {exc.strerror} ({_free(path)}; free space and retry)"
+                    ) from None
+                raise StoreError(
+                    f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)"
+                ) from None
         if writemap and meta is None:
             handle.reserve(handle.env.info()["map_size"], "creating the store")
         for attempt in range(_RESIZE_RETRIES):
@@ -713,8 +758,12 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
                 raise handle.translate(exc, f"open({path!r})") from None
             except OSError as exc:  # writing the marker file
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise DiskFullError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)") from None
-                raise StoreError(f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)") from None
+                    raise DiskFullError(
+                        f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)"
+                    ) from None
+                raise StoreError(
+                    f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)"
+                ) from None
     except BaseException:
         handle.close()
         raise
@@ -727,7 +776,9 @@ _RESIZE_RETRIES = 20  # each retry follows another process's growth: a handful i
 def check_strategy(value: Any, where: str) -> tuple[int, int, str]:
     """Decode the recorded fan-out settings ``(window, threshold, mode)``; refuse what this version does not know."""
     if value is None or len(value) < 16:
-        raise DamagedStoreError(f"{where}: the recorded fan-out settings are damaged ({len(value or b'')} bytes) (restore from a backup)")
+        raise DamagedStoreError(
+            f"{where}: the recorded fan-out settings are damaged ({len(value or b'')} bytes) (restore from a backup)"
+        )
     window, threshold = struct.unpack_from("=QQ", value)
     raw = bytes(value[16:])
     mode = raw.decode("ascii", "replace")
@@ -761,5 +812,7 @@ def backup(handle: Handle, path: Any, compact: bool) -> None:
         raise handle.translate(exc, where) from exc
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFullError(f"{where}: the disk is full ({_free(target)}) (free space; the copy is incomplete, delete it)") from None
+            raise DiskFullError(
+                f"{where}: the disk is full ({_free(target)}) (free space; the copy is incomplete, delete it)"
+            ) from None
         raise StoreError(f"{where}: {exc.strerror or exc}") from None

@@ -201,7 +201,7 @@ class LMDBStore(Store):
                     txn.abort()
             except lmdb.MapResizedError:
                 pass  # another process grew the map: adopt its size, then retry
-            except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
+            except Exception:
                 # Raises a twittercore.Error, or returns after clearing dead readers' slots.
                 retry = self._handle.failed("read", retry)
                 continue
@@ -226,7 +226,7 @@ class LMDBStore(Store):
                     grow = self._env.info()["map_size"] * 2
                 except lmdb.MapResizedError:
                     grow = 0
-                except Exception:  # noqa: BLE001 - translated or re-raised, never swallowed
+                except Exception:
                     self._handle.failed("write")
                 finally:
                     self._leave()

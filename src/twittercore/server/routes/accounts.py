@@ -8,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import twittercore
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+import twittercore
 
 from ..auth import bearer, hash_password, optional_viewer, viewer
 from ..context import server_of
@@ -51,7 +52,9 @@ async def create_account(request: Request) -> Response:
     server = server_of(request)
     token = bearer(request)
     if not server.admin_token:
-        raise ApiError(403, "This action is not allowed: registrations are closed (start the server with an admin token)")
+        raise ApiError(
+            403, "This action is not allowed: registrations are closed (start the server with an admin token)"
+        )
     if not token:
         raise ApiError(401, "The access token is invalid")
     if not hmac.compare_digest(token.encode(), server.admin_token.encode()):
@@ -66,17 +69,33 @@ async def create_account(request: Request) -> Response:
         raise ApiError(422, "Validation failed: Password is too short (minimum is 8 characters)")
     hashed = None if password is None else await run_in_threadpool(hash_password, password)
     try:
-        account, access_token = await run_in_threadpool(register, server.state, server.store, username, email, hashed, crash=crash_point)
+        account, access_token = await run_in_threadpool(
+            register, server.state, server.store, username, email, hashed, crash=crash_point
+        )
     except StateError as exc:
         raise ApiError(422, str(exc)) from None
-    return json_response({"access_token": access_token, "token_type": "Bearer", "scope": "read write follow", "created_at": int(account.created_at)})
+    return json_response(
+        {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "scope": "read write follow",
+            "created_at": int(account.created_at),
+        }
+    )
 
 
 async def verify_credentials(request: Request) -> Response:
     server = server_of(request)
     me = viewer(request, "read:accounts")
     body = dict(server.renderer(request).account(me))
-    body["source"] = {"privacy": "public", "sensitive": False, "language": None, "note": "", "fields": [], "follow_requests_count": 0}
+    body["source"] = {
+        "privacy": "public",
+        "sensitive": False,
+        "language": None,
+        "note": "",
+        "fields": [],
+        "follow_requests_count": 0,
+    }
     return json_response(body)
 
 
@@ -164,7 +183,11 @@ async def relationships(request: Request) -> Response:
         id = parse_id(text, "id[]")
         if id is None or server.state.account(id) is None:
             continue  # as Mastodon: unknown accounts are left out
-        out.append(relationship_json(id, id != me.id and store.is_following(me.id, id), id != me.id and store.is_following(id, me.id)))
+        out.append(
+            relationship_json(
+                id, id != me.id and store.is_following(me.id, id), id != me.id and store.is_following(id, me.id)
+            )
+        )
     return json_response(out)
 
 
@@ -197,7 +220,9 @@ async def _set_follow(request: Request, on: bool) -> Response:
     change = server.store.follow if on else server.store.unfollow
     await run_in_threadpool(change, me.id, target.id)
     store = server.store
-    return json_response(relationship_json(target.id, store.is_following(me.id, target.id), store.is_following(target.id, me.id)))
+    return json_response(
+        relationship_json(target.id, store.is_following(me.id, target.id), store.is_following(target.id, me.id))
+    )
 
 
 async def followers(request: Request) -> Response:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import twittercore
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+import twittercore
 
 from ..auth import SCOPES
 from ..context import server_of

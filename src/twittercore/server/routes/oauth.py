@@ -39,7 +39,9 @@ from ..state import Client, CodeGrant
 __all__ = ["ROUTES", "OOB"]
 
 OOB = "urn:ietf:wg:oauth:2.0:oob"
-_PAGE = Template(importlib.resources.files("twittercore.server").joinpath("templates/authorize.html").read_text("utf-8"))
+_PAGE = Template(
+    importlib.resources.files("twittercore.server").joinpath("templates/authorize.html").read_text("utf-8")
+)
 # The page must not be framed (clickjacking) nor leak the code by referrer.
 _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -74,8 +76,14 @@ def _redirect_uris(value: Any) -> tuple[str, ...]:
         raise ApiError(422, "Validation failed: Redirect URI can't be blank")
     for uri in uris:
         parts = urlsplit(uri)
-        if len(uri) > 2000 or (uri != OOB and (not parts.scheme or parts.fragment or (parts.scheme in ("http", "https") and not parts.netloc))):
-            raise ApiError(422, f"Validation failed: Redirect URI {uri[:60]!r} must be an absolute URI without a fragment, or {OOB}")
+        if len(uri) > 2000 or (
+            uri != OOB
+            and (not parts.scheme or parts.fragment or (parts.scheme in ("http", "https") and not parts.netloc))
+        ):
+            raise ApiError(
+                422,
+                f"Validation failed: Redirect URI {uri[:60]!r} must be an absolute URI without a fragment, or {OOB}",
+            )
     return tuple(dict.fromkeys(uris))
 
 
@@ -119,7 +127,15 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 def _login_form(server: Server, client: Client, params: dict[str, Any], scopes: frozenset[str], error: str = "") -> str:
     hidden = "".join(
         f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(params[k]))}">'
-        for k in ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
+        for k in (
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "code_challenge",
+            "code_challenge_method",
+        )
         if isinstance(params.get(k), str)
     )
     warning = f'<p class="error">{html.escape(error)}</p>' if error else ""
@@ -160,7 +176,11 @@ async def authorize_page(request: Request) -> Response:
     try:
         client, _, scopes = _check_authorize(server, params)
     except ApiError as exc:
-        return _page("Authorization failed", f'<p class="error">{html.escape(exc.message)}</p>', exc.status if exc.status < 500 else 400)
+        return _page(
+            "Authorization failed",
+            f'<p class="error">{html.escape(exc.message)}</p>',
+            exc.status if exc.status < 500 else 400,
+        )
     return _page("Authorize", _login_form(server, client, params, scopes))
 
 
@@ -176,13 +196,19 @@ async def authorize_submit(request: Request) -> Response:
     try:
         client, redirect, scopes = _check_authorize(server, params)
     except ApiError as exc:
-        return _page("Authorization failed", f'<p class="error">{html.escape(exc.message)}</p>', exc.status if exc.status < 500 else 400)
+        return _page(
+            "Authorization failed",
+            f'<p class="error">{html.escape(exc.message)}</p>',
+            exc.status if exc.status < 500 else 400,
+        )
     state = params.get("state") if isinstance(params.get("state"), str) else None
     extra = {"state": state} if state else {}
     if params.get("decision") == "deny":
         if redirect == OOB:
             return _page("Authorization denied", "<p>You denied the request. You can close this page.</p>")
-        return _redirect(redirect, {"error": "access_denied", "error_description": "The resource owner denied the request", **extra})
+        return _redirect(
+            redirect, {"error": "access_denied", "error_description": "The resource owner denied the request", **extra}
+        )
     name, password = params.get("username"), params.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         return _page("Authorize", _login_form(server, client, params, scopes, "Enter your username and password."), 401)
@@ -194,7 +220,10 @@ async def authorize_submit(request: Request) -> Response:
     grant = CodeGrant(client.client_id, found[0].id, scopes, redirect, challenge, "S256" if challenge else None)
     code = await run_in_threadpool(server.state.issue_code, grant)
     if redirect == OOB:
-        return _page("Authorization code", f"<p>Copy this code and paste it into the application:</p><p><code>{html.escape(code)}</code></p>")
+        return _page(
+            "Authorization code",
+            f"<p>Copy this code and paste it into the application:</p><p><code>{html.escape(code)}</code></p>",
+        )
     return _redirect(redirect, {"code": code, **extra})
 
 
@@ -209,12 +238,20 @@ def _client_auth(request: Request, server: Server, params: dict[str, Any]) -> Cl
         try:
             client_id, _, secret = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            raise OAuthError(401, "invalid_client", "Client authentication failed: malformed Basic credentials") from None
+            raise OAuthError(
+                401, "invalid_client", "Client authentication failed: malformed Basic credentials"
+            ) from None
     if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id or not secret:
-        raise OAuthError(401, "invalid_client", "Client authentication failed: client_id and client_secret are required")
+        raise OAuthError(
+            401, "invalid_client", "Client authentication failed: client_id and client_secret are required"
+        )
     client = server.state.client(client_id, secret)
     if client is None:
-        raise OAuthError(401, "invalid_client", "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.")
+        raise OAuthError(
+            401,
+            "invalid_client",
+            "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.",
+        )
     return client
 
 
@@ -247,7 +284,11 @@ async def token(request: Request) -> Response:
             code = params.get("code")
             grant = await run_in_threadpool(server.state.redeem_code, code) if isinstance(code, str) and code else None
             if grant is None or grant.client_id != client.client_id:
-                raise OAuthError(400, "invalid_grant", "The provided authorization grant is invalid, expired, revoked, or was issued to another client.")
+                raise OAuthError(
+                    400,
+                    "invalid_grant",
+                    "The provided authorization grant is invalid, expired, revoked, or was issued to another client.",
+                )
             if (params.get("redirect_uri") or grant.redirect_uri) != grant.redirect_uri:
                 raise OAuthError(400, "invalid_grant", "redirect_uri: not the one the code was issued for")
             if not _pkce_ok(grant, params.get("code_verifier")):
@@ -261,12 +302,18 @@ async def token(request: Request) -> Response:
             found = await run_in_threadpool(server.state.login, name)
             ok = await run_in_threadpool(check_password, None if found is None else found[1], password)
             if not ok or found is None:
-                raise OAuthError(400, "invalid_grant", "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.")
+                raise OAuthError(
+                    400,
+                    "invalid_grant",
+                    "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
+                )
             account = found[0].id
         elif grant_type == "client_credentials":
             scopes, account = _scopes_for(params, client), None
         else:
-            raise OAuthError(400, "unsupported_grant_type", "grant_type: expected authorization_code, password or client_credentials")
+            raise OAuthError(
+                400, "unsupported_grant_type", "grant_type: expected authorization_code, password or client_credentials"
+            )
     except OAuthError:
         raise
     except ApiError as exc:

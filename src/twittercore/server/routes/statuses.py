@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import twittercore
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+import twittercore
 
 from ..auth import viewer
 from ..context import server_of
@@ -58,7 +59,10 @@ async def post_status(request: Request) -> Response:
             raise ApiError(422, f"Validation failed: {name}: {why}")
     visibility = text_field(params, "visibility", 20, "public")
     if visibility not in VISIBILITIES:
-        raise ApiError(422, f"Validation failed: visibility {str(visibility)[:20]!r} is not supported here (use public or unlisted)")
+        raise ApiError(
+            422,
+            f"Validation failed: visibility {str(visibility)[:20]!r} is not supported here (use public or unlisted)",
+        )
     spoiler = text_field(params, "spoiler_text", MAX_CHARS, "")
     language = text_field(params, "language", 16)
     sensitive = flag(params, "sensitive")
