@@ -155,7 +155,7 @@ def control(port: int, changes: dict[str, Any], timeout: float = 3.0) -> dict[st
             if not chunk:
                 break
             data += chunk
-    reply = json.loads(data or b"{}")
+    reply: dict[str, Any] = json.loads(data or b"{}")
     if "error" in reply:
         raise ValueError(reply["error"])
     return reply

@@ -36,7 +36,7 @@ RECOVERY_WINDOW_S = 1.0
 
 
 def _p(values: list[float], q: float) -> float:
-    return percentile(sorted(values), q)
+    return float(percentile(sorted(values), q))
 
 
 def timeline(

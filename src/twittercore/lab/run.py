@@ -87,7 +87,8 @@ class _LabLoad(loadtool.LoadRun):
             await super().stream(f"{name}.{attempt}" if attempt else name, account)
             # A cancel can be lost in asyncio.wait_for on 3.11 (it raced a connect that completed):
             # the flag, not the cancel alone, is what ends the loop.
-            if self.stopping or asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if self.stopping or (task is not None and task.cancelling()):
                 return
             await asyncio.sleep(self.reconnect_delay)
 

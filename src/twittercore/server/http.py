@@ -270,7 +270,7 @@ def cors_origin(scope: dict[str, Any]) -> bytes | None:
         return None
     for key, value in scope["headers"]:
         if key == b"origin":
-            return value
+            return bytes(value)
     return None
 
 
