@@ -55,6 +55,7 @@ __all__ = [
     "Unfollow",
     "Delete",
     "Operation",
+    "kind",
     "replay",
     "ReplayResult",
 ]
@@ -115,6 +116,15 @@ _KIND = {
     Unfollow: "unfollow",
     Delete: "delete",
 }
+
+
+def kind(op: Operation) -> str:
+    """The name an operation has in workload files and reports (``"home"``, ``"publish"``, ...).
+
+    >>> kind(Delete(3))
+    'delete'
+    """
+    return _KIND[type(op)]
 
 
 def _op_to_json(op: Operation) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from ..checking.history import HistoryWriter
 from ..checking.workload import Delete, Follow, Home, Publish, Timeline, Unfollow, Workload
+from ..checking.workload import kind as op_kind
 from ..errors import InvalidArgumentError
 from .loadtool_http import Connection, HTTPError, split_url
 from .percentiles import percentile  # nearest rank, the definition every report shares
@@ -415,7 +416,7 @@ class LoadRun:
                     try:
                         kind, ok = await self.execute(conn, op, number)
                     except HTTPError:
-                        kind, ok = _kind(op), False
+                        kind, ok = op_kind(op), False
                     latencies[kind].append(loop.time() - intended)
                     if self.on_sample is not None:
                         self.on_sample(kind, ok, intended, latencies[kind][-1])
@@ -451,17 +452,6 @@ class LoadRun:
         }
         result["ok"] = result["p99_ms"] <= self.args.p99_limit and result["error_rate"] <= self.args.error_limit
         return result
-
-
-def _kind(op: Any) -> str:
-    return {
-        Home: "home",
-        Timeline: "timeline",
-        Publish: "publish",
-        Follow: "follow",
-        Unfollow: "unfollow",
-        Delete: "delete",
-    }[type(op)]
 
 
 # ---------------------------------------------------------------- report
