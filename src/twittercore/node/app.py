@@ -34,6 +34,7 @@ import os
 import re
 from typing import Any
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +44,7 @@ from starlette.routing import Route
 from ..errors import Error, InvalidArgumentError, NotFoundError, StoreError
 from ..server.app import create_app as create_server_app
 from ..server.http import ApiError, form, json_response, read_body
-from .chain import Link, key_of, split_key
+from .chain import Link, key_of, split_key, split_status_id
 from .core import Node
 from .mastodon import NodeAccounts, NodeView
 
@@ -88,6 +89,7 @@ def _opt_int(params: Any, name: str) -> int | None:
 _MINIMAL = {"/api/v1/users", "/api/v1/follow", "/api/v1/unfollow", "/api/v1/publish"}
 _MINIMAL_TIMELINE = re.compile(r"^/api/v1/users/[^/]+/timeline$")
 _ACCOUNT_STATUSES = re.compile(r"^/api/v1/accounts/(\d{1,20})/statuses$")
+_STATUS = re.compile(r"^/api/v1/statuses/(\d{1,20})$")
 
 
 def create_app(node: Node) -> Any:
@@ -118,6 +120,22 @@ def create_app(node: Node) -> Any:
             return []  # the server app answers 401
         return node.store.sources_of(grant.account)
 
+    async def forwarded(id: int, scope: dict[str, Any], receive: Any, send: Any) -> bool:
+        """A status this node does not hold but whose id names another home: ask that node (a status is
+        public, so no token of ours is needed there)."""
+        hlc, home = split_status_id(id)
+        if home == node.index or home not in node.peers or node.store.event_at(hlc, home) is not None:
+            return False
+        assert node.client is not None
+        try:
+            reply = await node.client.get(f"{node.peers[home]}/api/v1/statuses/{id}", headers={"authorization": ""})
+        except httpx.HTTPError as exc:
+            response = json_response({"error": f"Service unavailable: node {home}: {type(exc).__name__}"}, 503)
+        else:
+            response = Response(reply.content, reply.status_code, media_type="application/json")
+        await response(scope, receive, send)
+        return True
+
     async def lifespan(receive: Any, send: Any) -> None:
         await receive()  # lifespan.startup
         try:
@@ -145,6 +163,9 @@ def create_app(node: Node) -> Any:
             await own(scope, receive, send)
             return
         if kind == "http" and scope["method"] == "GET" and server.store is not None:
+            match = _STATUS.match(path)
+            if match and await forwarded(int(match.group(1)), scope, receive, send):
+                return
             sources = fresh_sources(scope)
             if sources:
                 try:
