@@ -64,11 +64,13 @@ def latency(c: NodeCluster, accounts: list[tuple[str, dict[str, str]]], events: 
                     page = [(s["id"], s["content"][3:-4]) for s in r.json()] if r.status_code == 200 else []
                 else:
                     params = {"user": sink_id, "limit": 200}
-                    r = http.get(c.urls[0] + "/node/v1/home", params=params, headers={"authorization": f"Bearer {TOKEN}"})
+                    r = http.get(
+                        c.urls[0] + "/node/v1/home", params=params, headers={"authorization": f"Bearer {TOKEN}"}
+                    )
                     # The minimal API pages by its own keys; read the newest page each time.
                     page = [(None, json.loads(e["content"])["t"]) for e in r.json()]
                 now = time.perf_counter()
-                for id, text in page:
+                for _id, text in page:
                     seen[kind].setdefault(text, now)
                 if page and page[0][0] is not None:
                     since = page[0][0]

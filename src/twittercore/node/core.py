@@ -314,7 +314,7 @@ class Node:
             futures.append(fut)
         try:
             await asyncio.wait_for(asyncio.gather(*futures), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StoreError(f"node: origins {origins} did not answer a fresh read within {timeout} s") from None
 
     async def _syncer(self, origin: int) -> None:

@@ -157,7 +157,10 @@ class NodeStore:
         return [r[0] for r in self.db.execute("SELECT source FROM follows WHERE sink = ? ORDER BY source", (sink,))]
 
     def is_following(self, sink: int, source: int) -> bool:
-        return self.db.execute("SELECT 1 FROM follows WHERE sink = ? AND source = ?", (sink, source)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM follows WHERE sink = ? AND source = ?", (sink, source)).fetchone()
+            is not None
+        )
 
     def sinks_of(self, source: int, limit: int | None, after: int | None) -> list[int]:
         """This node's users following ``source`` (other nodes' followers are not known here)."""
