@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis redis lab lab-smoke lab-smoke-cluster clean
+.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes clean
 
 all: build
 
@@ -73,6 +73,11 @@ bench-quick: build redis
 bench-redis: build redis
 	$(BIN)/python benchmarks/bench_redis.py --out reports/bench-redis
 
+# Decentralised nodes over the Mastodon API (docs/nodes.md): publish-to-visible on a follower's node,
+# deliveries/s and bytes per publish for 3 and 5 nodes (about 40 s; each run bounded by its flags).
+bench-nodes: build
+	timeout -s INT 300 $(BIN)/python benchmarks/bench_nodes_mastodon.py
+
 # The failure-point lab (docs/lab.md): every deployment in lab/deployments under the same load and
 # faults, side by side in lab-report/comparison.md.  Deployments whose backend is not built yet are
 # skipped rows.  Bounded: each run's ramp, load and faults are fixed in lab/scenarios/matrix.toml, and
@@ -88,6 +93,10 @@ lab-smoke: build
 # smoke on lmdb-1, lmdb-haproxy and redis-cluster (needs redis-server and haproxy): about a minute.
 lab-smoke-cluster: build redis
 	timeout -s INT 300 $(BIN)/python -m twittercore lab run smoke-cluster --out lab-report/smoke-cluster
+
+# smoke on nodes-3 (3 decentralised nodes, node3 killed under load): about 10 s.
+lab-smoke-nodes: build
+	timeout -s INT 120 $(BIN)/python -m twittercore lab run smoke-nodes --out lab-report/smoke-nodes
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/twittercore/*.so src/twittercore/_merge.c $(SO)

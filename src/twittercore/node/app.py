@@ -1,42 +1,52 @@
-"""The node's HTTP API: a minimal client API and the node-to-node protocol (Starlette).
+"""The node's HTTP API: the Mastodon-compatible client API, a minimal admin client API and the
+node-to-node protocol.
 
-Client (every write needs ``Authorization: Bearer <admin token>``; there are
-no per-user tokens in this first version):
+Mastodon (per-account tokens, as ``twittercore serve``; node/mastodon.py):
+every ``/api/v1/...`` path the server app serves (accounts with the admin
+token, statuses, home and account timelines, follows, streaming), with home and
+account-timeline reads made fresh first (``Node.fresh``).
 
-    GET  /api/v1/instance                    health and membership
+The minimal API (every write needs ``Authorization: Bearer <admin token>``):
+
     POST /api/v1/users {name}                a user whose home is this node
     POST /api/v1/follow {sink, source}       sink must live here; source anywhere
     POST /api/v1/unfollow {sink, source}
     POST /api/v1/publish {source, text}      committed here before the reply
-    GET  /api/v1/timelines/home?user=&max_id=&since_id=&limit=
+    GET  /node/v1/home?user=&max_id=&since_id=&limit=
     GET  /api/v1/users/{id}/timeline?max_id=&since_id=&limit=
 
-Timeline ids are merge keys ``hlc << 48 | source`` as decimal strings, newest
-first; a page shows only events at or below the node's watermark for it.
+Its timeline ids are merge keys ``hlc << 48 | source`` as decimal strings, newest
+first; a page shows only events at or below the node's watermark for it (no
+fresh wait).  Use one of the two client APIs per node: both allocate user ids.
 
 Peers (same bearer token): ``/node/v1/push`` (links plus the origin's
 promise; an empty push is the heartbeat), ``/node/v1/heartbeat`` (the same),
 ``/node/v1/chain`` (a range of one chain), ``/node/v1/frontiers``,
-``/node/v1/subscribe``, ``/node/v1/stats``, ``/node/v1/admin/isolate``.
+``/node/v1/subscribe``, ``/node/v1/promise`` (a promise for a fresh read),
+``/node/v1/stats``, ``/node/v1/admin/isolate``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hmac
-from collections.abc import AsyncIterator
+import os
+import re
 from typing import Any
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import Error, InvalidArgumentError, NotFoundError
+from ..errors import Error, InvalidArgumentError, NotFoundError, StoreError
+from ..server.app import create_app as create_server_app
 from ..server.http import ApiError, form, json_response, read_body
-from .chain import Link, key_of, split_key
+from .chain import Link, key_of, split_key, split_status_id
 from .core import Node
+from .mastodon import NodeAccounts, NodeView
 
 __all__ = ["create_app"]
 
@@ -76,7 +86,100 @@ def _opt_int(params: Any, name: str) -> int | None:
     return None if value in (None, "") else _int(value, name)
 
 
-def create_app(node: Node) -> Starlette:
+_MINIMAL = {"/api/v1/users", "/api/v1/follow", "/api/v1/unfollow", "/api/v1/publish"}
+_MINIMAL_TIMELINE = re.compile(r"^/api/v1/users/[^/]+/timeline$")
+_ACCOUNT_STATUSES = re.compile(r"^/api/v1/accounts/(\d{1,20})/statuses$")
+_STATUS = re.compile(r"^/api/v1/statuses/(\d{1,20})$")
+
+
+def create_app(node: Node) -> Any:
+    """The node's ASGI app: the node routes and the Mastodon server app over :class:`NodeView`."""
+    view = NodeView(node)
+    masto = create_server_app(
+        lambda: view,
+        lambda: NodeAccounts(
+            os.path.join(node.data, "accounts.sqlite3"), node.index, set(node.peers), node.store.max_user_number()
+        ),
+        admin_token=node.token,
+    )
+    server = masto.state.server
+    own = _node_app(node)
+
+    def fresh_sources(scope: dict[str, Any]) -> list[int]:
+        path = scope["path"]
+        match = _ACCOUNT_STATUSES.match(path)
+        if match:
+            return [int(match.group(1))]
+        if path != "/api/v1/timelines/home":
+            return []
+        auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if not auth.lower().startswith("bearer "):
+            return []
+        grant = server.state.grant(auth[7:].strip())
+        if grant is None or grant.account is None:
+            return []  # the server app answers 401
+        return node.store.sources_of(grant.account)
+
+    async def forwarded(id: int, scope: dict[str, Any], receive: Any, send: Any) -> bool:
+        """A status this node does not hold but whose id names another home: ask that node (a status is
+        public, so no token of ours is needed there)."""
+        hlc, home = split_status_id(id)
+        if home == node.index or home not in node.peers or node.store.event_at(hlc, home) is not None:
+            return False
+        assert node.client is not None
+        try:
+            reply = await node.client.get(f"{node.peers[home]}/api/v1/statuses/{id}", headers={"authorization": ""})
+        except httpx.HTTPError as exc:
+            response = json_response({"error": f"Service unavailable: node {home}: {type(exc).__name__}"}, 503)
+        else:
+            response = Response(reply.content, reply.status_code, media_type="application/json")
+        await response(scope, receive, send)
+        return True
+
+    async def lifespan(receive: Any, send: Any) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await node.start()
+            view.attach(asyncio.get_running_loop())
+            server.open()
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            server.close()
+        finally:
+            await node.stop()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await lifespan(receive, send)
+            return
+        path = scope["path"]
+        if path.startswith("/node/") or path in _MINIMAL or _MINIMAL_TIMELINE.match(path):
+            await own(scope, receive, send)
+            return
+        if kind == "http" and scope["method"] == "GET" and server.store is not None:
+            match = _STATUS.match(path)
+            if match and await forwarded(int(match.group(1)), scope, receive, send):
+                return
+            sources = fresh_sources(scope)
+            if sources:
+                try:
+                    await node.fresh(sources)
+                except StoreError as exc:
+                    await json_response({"error": f"Service unavailable: {exc}"}, 503)(scope, receive, send)
+                    return
+        await masto(scope, receive, send)
+
+    app.view = view  # type: ignore[attr-defined]
+    return app
+
+
+def _node_app(node: Node) -> Starlette:
     def check_token(request: Request) -> None:
         if node.token is None:
             return
@@ -112,21 +215,6 @@ def create_app(node: Node) -> Starlette:
                 }
                 for source, seq, hlc, payload, late in rows
             ]
-        )
-
-    async def instance(request: Request) -> Response:
-        return json_response(
-            {
-                "uri": request.url.netloc,
-                "title": f"twittercore {node.name}",
-                "version": "twittercore-node",
-                "node": {
-                    "name": node.name,
-                    "index": node.index,
-                    "consistency": node.consistency,
-                    "peers": {str(n): url for n, url in node.peers.items()},
-                },
-            }
         )
 
     async def create_user(request: Request) -> Response:
@@ -201,6 +289,14 @@ def create_app(node: Node) -> Starlette:
         )
         return json_response({"ok": True})
 
+    async def promise(request: Request) -> Response:
+        peer(request)
+        body = await peer_body(request)
+        sources = body.get("sources")
+        if not isinstance(sources, list) or len(sources) > 100_000:
+            raise ApiError(422, "sources: expected a list")
+        return json_response(node.promise_of([_int(s, "sources") for s in sources]))
+
     async def stats(request: Request) -> Response:
         return json_response(node.stats())
 
@@ -211,29 +307,21 @@ def create_app(node: Node) -> Starlette:
         return json_response({"isolated": node.isolated})
 
     routes = [
-        Route("/api/v1/instance", instance),
         Route("/api/v1/users", create_user, methods=["POST"]),
         Route("/api/v1/follow", follow, methods=["POST"]),
         Route("/api/v1/unfollow", follow, methods=["POST"]),
         Route("/api/v1/publish", publish, methods=["POST"]),
-        Route("/api/v1/timelines/home", home),
+        Route("/node/v1/home", home),
         Route("/api/v1/users/{id}/timeline", timeline),
         Route("/node/v1/push", push, methods=["POST"]),
         Route("/node/v1/heartbeat", push, methods=["POST"]),
         Route("/node/v1/chain", chain),
         Route("/node/v1/frontiers", frontiers, methods=["POST"]),
         Route("/node/v1/subscribe", subscribe, methods=["POST"]),
+        Route("/node/v1/promise", promise, methods=["POST"]),
         Route("/node/v1/stats", stats),
         Route("/node/v1/admin/isolate", isolate, methods=["POST"]),
     ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await node.start()
-        try:
-            yield
-        finally:
-            await node.stop()
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -243,4 +331,4 @@ def create_app(node: Node) -> Starlette:
         status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InvalidArgumentError) else 500
         return json_response({"error": str(exc)}, status)
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error, Error: library_error})
+    return Starlette(routes=routes, exception_handlers={ApiError: api_error, Error: library_error})

@@ -32,6 +32,11 @@ __all__ = [
     "home_index",
     "user_id",
     "clock_skew_ms",
+    "status_id",
+    "split_status_id",
+    "TOMBSTONE",
+    "tombstone",
+    "tombstone_target",
 ]
 
 #: prev_hash of every chain's first link.
@@ -104,6 +109,41 @@ def key_of(hlc: int, source: int) -> int:
 
 def split_key(key: int) -> tuple[int, int]:
     return key >> _SOURCE_BITS, key & _SOURCE_MASK
+
+
+def status_id(hlc: int, source: int) -> int:
+    """The merge key in 64 bits, for the Mastodon API (whose ids the server keeps as uint64).
+
+    A node's clock is strictly increasing over all its users (``Clock.next``), so
+    ``(hlc, home node)`` already names one event, and orders exactly as
+    ``(hlc, source)`` does: a source's high bits are its node.  ``hlc`` (ms << 8)
+    stays below 2**49 until 2039, so the id stays below 2**57.
+    """
+    return (hlc << 8) | home_index(source)
+
+
+def split_status_id(id: int) -> tuple[int, int]:
+    """``(hlc, node index)`` of a :func:`status_id`."""
+    return id >> 8, id & 0xFF
+
+
+#: A link whose payload starts with this deletes an earlier link of its own chain (its seq follows).
+#: Client payloads may not start with NUL, so no post can pass for a tombstone.
+TOMBSTONE = b"\x00twittercore:delete:"
+
+
+def tombstone(seq: int) -> bytes:
+    return TOMBSTONE + str(seq).encode()
+
+
+def tombstone_target(payload: bytes) -> int:
+    """The seq a tombstone deletes, 0 for an ordinary payload."""
+    if not payload.startswith(TOMBSTONE):
+        return 0
+    try:
+        return int(payload[len(TOMBSTONE) :])
+    except ValueError:
+        return 0
 
 
 def home_index(user: int) -> int:

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import orjson
 
-from ..errors import InvalidArgumentError, NotFoundError
-from .chain import HLC_SHIFT, Clock, Link, home_index
+from ..errors import InvalidArgumentError, NotFoundError, StoreError
+from .chain import HLC_SHIFT, Clock, Link, home_index, tombstone
 from .store import CEILING_MS, NodeStore
 
 __all__ = ["Node"]
@@ -30,6 +30,8 @@ PUSH_BATCH = 500
 PULL_BATCH = 1000
 #: A peer that does not take our pushes loses its queue past this; anti-entropy re-sends it.
 QUEUE_CAP = 20_000
+#: How long a fresh read waits for the promises of the origins it covers before it fails (strict mode).
+FRESH_TIMEOUT_S = 2.0
 
 
 class Node:
@@ -48,7 +50,7 @@ class Node:
             raise InvalidArgumentError(f"node: --consistency {consistency!r}: expected strict or bounded")
         if not 1 <= index <= len(peers):
             raise InvalidArgumentError(f"node: index {index} is not a position in --peers ({len(peers)} peers)")
-        self.name, self.index, self.token = name, index, token
+        self.data, self.name, self.index, self.token = data, name, index, token
         self.consistency, self.staleness_s = consistency, staleness_ms / 1000
         self.peers = {i + 1: url.rstrip("/") for i, url in enumerate(peers) if i + 1 != index}
         self.store = NodeStore(data, index, durable=durable)
@@ -79,6 +81,11 @@ class Node:
         }
         self.tasks: list[asyncio.Task] = []
         self.client: httpx.AsyncClient | None = None
+        # Fresh reads: per origin, the readers waiting for a promise asked after they arrived (see fresh()).
+        self.sync_waiters: dict[int, list[asyncio.Future]] = {n: [] for n in self.peers}
+        self.sync_wake: dict[int, asyncio.Event] = {}
+        #: Called (on the loop) after anything a view could show changed: a publish, applied links, a promise.
+        self.on_change: Any = None
 
     # -- lifecycle
 
@@ -88,7 +95,9 @@ class Node:
         self.repair_now = asyncio.Event()
         for n in self.peers:
             self.wake[n] = asyncio.Event()
+            self.sync_wake[n] = asyncio.Event()
             self.tasks.append(asyncio.create_task(self._sender(n)))
+            self.tasks.append(asyncio.create_task(self._syncer(n)))
         self.tasks.append(asyncio.create_task(self._repairer()))
 
     async def stop(self) -> None:
@@ -97,6 +106,10 @@ class Node:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for waiters in self.sync_waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(StoreError(f"node: {self.name} is stopping"))
         if self.client is not None:
             await self.client.aclose()
         self.store.close()
@@ -124,8 +137,43 @@ class Node:
         if home_index(uid) != self.index and home_index(uid) not in self.peers:
             raise InvalidArgumentError(f"node: user {uid} belongs to no node of this membership")
 
-    def publish(self, source: int, payload: bytes) -> Link:
+    def publish(self, source: int, payload: bytes, key: bytes | None = None) -> Link:
+        """Append to a local user's chain, committed before it returns.  With ``key``, a retry returns
+        the first publish's link (NotFoundError if that was deleted since)."""
         self._local_user(source)
+        if payload[:1] == b"\x00":
+            raise InvalidArgumentError("node: a payload may not start with NUL (reserved for tombstones)")
+        if key is not None:
+            seq = self.store.keyed(source, key)
+            if seq is not None:
+                found = self.store.link_at(source, seq)
+                assert found is not None, (source, seq)
+                if found[3]:
+                    raise NotFoundError(f"node: the event published with this key ({source}/{seq}) was deleted")
+                return self.store.chain(source, seq - 1, 1)[0]
+        with self.store.batch():
+            link = self._append(source, payload)
+            if key is not None:
+                self.store.record_key(source, key, link.seq)
+        self._changed()
+        return link
+
+    def delete(self, source: int, seq: int) -> Link:
+        """Delete a local user's event: a tombstone link in its own chain, so every copy learns it in order."""
+        self._local_user(source)
+        found = self.store.link_at(source, seq)
+        if found is None or found[3]:
+            raise NotFoundError(f"node: no event {source}/{seq}")
+        with self.store.batch():
+            link = self._append(source, tombstone(seq))
+        self._changed()
+        return link
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _append(self, source: int, payload: bytes) -> Link:
         link = self.store.append_local(source, payload, self.clock.next())
         for node, sources in self.subs.items():
             if source in sources and node in self.queues:
@@ -168,6 +216,11 @@ class Node:
     def view(self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int):
         return self.store.view(sources, self.horizon(sources), below, above, limit)
 
+    def view_page(
+        self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int, oldest: bool
+    ):
+        return self.store.view(sources, self.horizon(sources), below, above, limit, oldest)
+
     def watermark(self) -> int:
         return self.horizon(sorted(self.store.followed_sources()))
 
@@ -194,6 +247,7 @@ class Node:
             self.repair_now.set()
         for source in by_source:
             self._check_pending(source)
+        self._changed()
 
     def _drain(self, source: int, waiting: dict[int, Link]) -> bool:
         for seq in sorted(waiting):
@@ -230,6 +284,82 @@ class Node:
                 self.pending[source] = (seq, clock)
                 if self.repair_now is not None:
                     self.repair_now.set()
+        self._changed()
+
+    # -- fresh reads (strict): a view that holds everything acknowledged before the read began
+
+    async def fresh(self, sources: list[int], timeout: float = FRESH_TIMEOUT_S) -> None:
+        """Return once every link of these sources acknowledged (anywhere) before this call is applied here
+        and below their horizon.
+
+        The watermark alone makes views prefixes of one order (G3's "no late insert") but lags a publish on
+        another node by up to a heartbeat, so a read right after that publish was acknowledged would miss it.
+        A fresh read asks each origin involved for a promise taken *after* the read arrived (its clock and
+        the heads of the chains we need, read in one step there), pulls what it lacks, and raises
+        ``src_clock`` to that promise: the view's horizon is then past every link the origin had committed.
+        Concurrent readers share one round per origin.  Fails (StoreError) when an origin does not answer
+        within ``timeout``: strict mode is unavailable rather than stale.
+        """
+        origins = sorted({home_index(s) for s in sources} - {self.index})
+        if not origins or self.consistency != "strict":
+            return
+        if self.isolated:
+            raise StoreError(f"node: {self.name} is isolated")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for origin in origins:
+            fut = loop.create_future()
+            self.sync_waiters[origin].append(fut)
+            self.sync_wake[origin].set()
+            futures.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        except TimeoutError:
+            raise StoreError(f"node: origins {origins} did not answer a fresh read within {timeout} s") from None
+
+    async def _syncer(self, origin: int) -> None:
+        wake = self.sync_wake[origin]
+        while True:
+            await wake.wait()
+            wake.clear()
+            # Only the readers already waiting: the round's request goes out after each of them arrived.
+            waiters, self.sync_waiters[origin] = self.sync_waiters[origin], []
+            waiters = [f for f in waiters if not f.done()]
+            if not waiters:
+                continue
+            try:
+                await self._sync_round(origin)
+            except Exception as exc:  # every waiter learns, and the next round tries again
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(StoreError(f"node: a fresh read of node {origin} failed: {exc!r:.200}"))
+                continue
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _sync_round(self, origin: int) -> None:
+        needed = sorted(s for s in self.store.followed_sources() if home_index(s) == origin)
+        if not needed:
+            return
+        reply = await self._post(origin, "/node/v1/promise", {"sources": needed})
+        clock = int(reply["clock"])
+        heads = {int(k): int(v) for k, v in reply["heads"].items()}
+        self.heard[origin] = time.monotonic()
+        self.clock.observe(clock)
+        for source in needed:
+            if self.store.heads.get(source, (0,))[0] < heads.get(source, 0):
+                await self._pull(origin, source)
+            if self.store.heads.get(source, (0,))[0] >= heads.get(source, 0):
+                self.src_clock[source] = max(self.src_clock.get(source, 0), clock)
+            else:
+                raise StoreError(f"node: source {source} still behind its home's head after a pull")
+        self._changed()
+
+    def promise_of(self, sources: list[int]) -> dict[str, Any]:
+        """A promise over our own chains ``sources``: clock and heads read in one step (see fresh())."""
+        heads = {str(s): self.store.heads.get(s, (0,))[0] for s in sources if home_index(s) == self.index}
+        return {"origin": self.index, "clock": self.promise(), "heads": heads}
 
     def ask_promises(self, besides: int) -> None:
         """New links arrived: the views showing them wait for every other origin's next promise, so ask for it

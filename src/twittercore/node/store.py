@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from ..errors import InvalidArgumentError, StoreError
-from .chain import GENESIS, HLC_SHIFT, NODE_SHIFT, Link, link_hash, user_id
+from .chain import GENESIS, HLC_SHIFT, NODE_SHIFT, Link, link_hash, tombstone_target, user_id
 
 __all__ = ["NodeStore", "Head"]
 
@@ -30,7 +30,13 @@ CREATE TABLE IF NOT EXISTS follows (sink INTEGER NOT NULL, source INTEGER NOT NU
     PRIMARY KEY (sink, source)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscribers (source INTEGER NOT NULL, node INTEGER NOT NULL,
     PRIMARY KEY (source, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pubkeys (source INTEGER NOT NULL, key BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (source, key)) WITHOUT ROWID;
 """
+
+# Columns added since the first version; added to an older file on open.
+#   tomb: for a tombstone link, the seq it deletes (0 otherwise); deleted: 1 once a tombstone named it.
+_UPGRADES = [("tomb", "INTEGER NOT NULL DEFAULT 0"), ("deleted", "INTEGER NOT NULL DEFAULT 0")]
 
 #: How far ahead of the clock the persisted ceiling runs (ms): a restart jumps the clock at most this far
 #: (all nodes follow it, their clocks freeze until the wall catches up); a write every ~CEILING_MS/2.
@@ -48,6 +54,10 @@ class NodeStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.executescript(_SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(events)")}
+            for name, decl in _UPGRADES:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE events ADD COLUMN {name} {decl}")
         except sqlite3.Error as exc:
             raise StoreError(f"node: cannot open the store in {data}: {exc}") from exc
         stored = self._meta("index")
@@ -113,10 +123,23 @@ class NodeStore:
             self.db.execute("BEGIN IMMEDIATE")
             if self.db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise InvalidArgumentError(f"node: user {name!r} exists")
-            n = (self.db.execute("SELECT count(*) FROM users").fetchone()[0]) + 1
-            uid = user_id(self.index, n)
+            uid = user_id(self.index, self.max_user_number() + 1)
             self.db.execute("INSERT INTO users VALUES (?, ?)", (uid, name))
         return uid
+
+    def max_user_number(self) -> int:
+        """The highest local number of a user of this node (the next one is one more)."""
+        row = self.db.execute("SELECT max(id) FROM users").fetchone()
+        return 0 if row[0] is None else row[0] - (self.index << NODE_SHIFT)
+
+    def ensure_user(self, uid: int, name: str) -> None:
+        """A user whose id another allocator chose (the Mastodon API's account state)."""
+        try:
+            self.db.execute("INSERT OR IGNORE INTO users VALUES (?, ?)", (uid, name))
+        except sqlite3.IntegrityError as exc:
+            raise InvalidArgumentError(f"node: user {uid}: the name {name!r} is taken") from exc
+        if self.user(uid) != name:
+            raise InvalidArgumentError(f"node: user {uid} exists under another name ({self.user(uid)!r})")
 
     def user(self, uid: int) -> str | None:
         row = self.db.execute("SELECT name FROM users WHERE id = ?", (uid,)).fetchone()
@@ -132,6 +155,23 @@ class NodeStore:
 
     def sources_of(self, sink: int) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT source FROM follows WHERE sink = ? ORDER BY source", (sink,))]
+
+    def is_following(self, sink: int, source: int) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM follows WHERE sink = ? AND source = ?", (sink, source)).fetchone()
+            is not None
+        )
+
+    def sinks_of(self, source: int, limit: int | None, after: int | None) -> list[int]:
+        """This node's users following ``source`` (other nodes' followers are not known here)."""
+        rows = self.db.execute(
+            "SELECT sink FROM follows WHERE source = ? AND sink > ? ORDER BY sink LIMIT ?",
+            (source, -1 if after is None else after, -1 if limit is None else limit),
+        )
+        return [r[0] for r in rows]
+
+    def sink_count(self, source: int) -> int:
+        return self.db.execute("SELECT count(*) FROM follows WHERE source = ?", (source,)).fetchone()[0]
 
     def followed_sources(self) -> set[int]:
         """Every source some local user follows: the chains this node must hold."""
@@ -174,11 +214,59 @@ class NodeStore:
         return "applied"
 
     def _insert(self, link: Link, late: bool) -> None:
+        target = tombstone_target(link.payload)
         self.db.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (link.source, link.seq, link.hlc, link.prev_hash, link.hash, link.payload, int(late)),
+            "INSERT INTO events (source, seq, hlc, prev, hash, payload, late, tomb) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (link.source, link.seq, link.hlc, link.prev_hash, link.hash, link.payload, int(late), target),
         )
+        if target:
+            self.db.execute("UPDATE events SET deleted = 1 WHERE source = ? AND seq = ?", (link.source, target))
         self.heads[link.source] = (link.seq, link.hlc, link.hash)
+
+    # -- publish keys (a retried publish returns the first one's link)
+
+    def keyed(self, source: int, key: bytes) -> int | None:
+        row = self.db.execute("SELECT seq FROM pubkeys WHERE source = ? AND key = ?", (source, key)).fetchone()
+        return None if row is None else row[0]
+
+    def record_key(self, source: int, key: bytes, seq: int) -> None:
+        self.db.execute("INSERT INTO pubkeys VALUES (?, ?, ?)", (source, key, seq))
+
+    # -- single events, for the Mastodon API
+
+    def event_at(self, hlc: int, node: int) -> tuple[int, int, int, bytes] | None:
+        """(source, seq, hlc, payload) of the live (not deleted, not a tombstone) event at ``hlc`` from ``node``."""
+        return self.db.execute(
+            "SELECT source, seq, hlc, payload FROM events WHERE hlc = ? AND source >= ? AND source < ? "
+            "AND tomb = 0 AND deleted = 0",
+            (hlc, node << NODE_SHIFT, (node + 1) << NODE_SHIFT),
+        ).fetchone()
+
+    def link_at(self, source: int, seq: int) -> tuple[int, int, bytes, int] | None:
+        """(hlc, seq, payload, deleted) of one link of a chain."""
+        return self.db.execute(
+            "SELECT hlc, seq, payload, deleted FROM events WHERE source = ? AND seq = ?", (source, seq)
+        ).fetchone()
+
+    def live_count(self, source: int) -> int:
+        return self.db.execute(
+            "SELECT count(*) FROM events WHERE source = ? AND tomb = 0 AND deleted = 0", (source,)
+        ).fetchone()[0]
+
+    def changes(
+        self, sources: list[int], horizon: int, above: tuple[int, int], limit: int
+    ) -> list[tuple[int, int, int, bytes, int, int]]:
+        """Oldest first: (source, seq, hlc, payload, tomb, deleted) of every link with key > above, hlc <= horizon."""
+        if not sources:
+            return []
+        marks = ",".join("?" * len(sources))
+        return list(
+            self.db.execute(
+                f"SELECT source, seq, hlc, payload, tomb, deleted FROM events WHERE source IN ({marks}) "
+                "AND hlc <= ? AND (hlc, source) > (?, ?) ORDER BY hlc, source LIMIT ?",
+                [*sources, horizon, *above, limit],
+            )
+        )
 
     def chain(self, source: int, after: int, limit: int) -> list[Link]:
         rows = self.db.execute(
@@ -198,14 +286,18 @@ class NodeStore:
         below: tuple[int, int] | None,
         above: tuple[int, int] | None,
         limit: int,
+        oldest: bool = False,
     ) -> list[tuple[int, int, int, bytes, int]]:
-        """Newest first: (source, seq, hlc, payload, late) of the sources' events with hlc <= horizon,
-        key < below and key > above."""
+        """Newest first: (source, seq, hlc, payload, late) of the sources' live events with hlc <= horizon,
+        key < below and key > above; the newest ``limit`` of them, or with ``oldest`` the oldest."""
         sources = list(sources)
         if not sources:
             return []
         marks = ",".join("?" * len(sources))
-        sql = f"SELECT source, seq, hlc, payload, late FROM events WHERE source IN ({marks}) AND hlc <= ?"
+        sql = (
+            f"SELECT source, seq, hlc, payload, late FROM events WHERE source IN ({marks}) AND hlc <= ? "
+            "AND tomb = 0 AND deleted = 0"
+        )
         params: list[int] = [*sources, horizon]
         if below is not None:
             sql += " AND (hlc, source) < (?, ?)"
@@ -213,6 +305,9 @@ class NodeStore:
         if above is not None:
             sql += " AND (hlc, source) > (?, ?)"
             params += above
-        sql += " ORDER BY hlc DESC, source DESC LIMIT ?"
+        sql += f" ORDER BY hlc {'ASC' if oldest else 'DESC'}, source {'ASC' if oldest else 'DESC'} LIMIT ?"
         params.append(limit)
-        return list(self.db.execute(sql, params))
+        rows = list(self.db.execute(sql, params))
+        if oldest:
+            rows.reverse()
+        return rows

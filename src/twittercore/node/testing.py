@@ -168,7 +168,7 @@ class NodeCluster:
         return self._call("POST", i, "/api/v1/publish", json={"source": source, "text": text})
 
     def home(self, i: int, user: int, limit: int = 200, **params: Any) -> list[dict[str, Any]]:
-        return self._call("GET", i, "/api/v1/timelines/home", params={"user": user, "limit": limit, **params})
+        return self._call("GET", i, "/node/v1/home", params={"user": user, "limit": limit, **params})
 
     def home_all(self, i: int, user: int) -> list[dict[str, Any]]:
         """Every page, newest first, paging down by max_id."""

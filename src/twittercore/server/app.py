@@ -132,7 +132,7 @@ class App(Starlette):
 
 
 def create_app(
-    store_target: str,
+    store_target: str | Callable[[], twittercore.Store],
     state_path: str | Callable[[], AccountState] = ":memory:",
     *,
     admin_token: str | None = None,
@@ -142,7 +142,8 @@ def create_app(
     """Build the app.  The store and the account state open when the app starts.
 
     ``store_target`` is anything ``twittercore.open`` takes (``":memory:"``, a
-    directory, a ``scheme://`` URL a backend serves); ``state_path`` is where
+    directory, a ``scheme://`` URL a backend serves), or a callable returning an
+    open :class:`twittercore.Store` (``store_options`` then do not apply); ``state_path`` is where
     accounts and tokens live (see :func:`open_state`), or a callable returning
     any :class:`~twittercore.server.state.AccountState`.
     """

@@ -22,7 +22,7 @@ class Server:
 
     def __init__(
         self,
-        store_target: str,
+        store_target: str | Callable[[], twittercore.Store],
         open_state: Callable[[], AccountState],
         admin_token: str | None,
         store_options: dict[str, Any],
@@ -43,7 +43,9 @@ class Server:
     def open(self) -> None:
         from .streaming import Hub
 
-        self.store = twittercore.open(self.store_target, **self.store_options)
+        # A callable hands over a store object built elsewhere (a decentralised node's view: node/mastodon.py).
+        target = self.store_target
+        self.store = target() if callable(target) else twittercore.open(target, **self.store_options)
         self.state = self.open_state()
         self.hub = Hub(self)
 

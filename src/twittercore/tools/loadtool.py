@@ -84,18 +84,47 @@ class _NoHistory:
 
 
 class Account:
-    __slots__ = ("id", "token", "auth")
+    __slots__ = ("id", "token", "auth", "home")
 
-    def __init__(self, id: str, token: str) -> None:
-        self.id, self.token = id, token
+    def __init__(self, id: str, token: str, home: int = 0) -> None:
+        self.id, self.token, self.home = id, token, home
         self.auth = {"Authorization": f"Bearer {token}"}
+
+
+class Connections:
+    """One keep-alive connection per server URL, opened on first use: with several URLs (the nodes of a
+    decentralised deployment) each account's requests go to the server that is its home."""
+
+    def __init__(self, targets: list[tuple[str, int, str]], timeout: float) -> None:
+        self.targets, self.timeout = targets, timeout
+        self._conns: dict[int, Connection] = {}
+
+    def to(self, home: int) -> Connection:
+        conn = self._conns.get(home)
+        if conn is None:
+            host, port, _ = self.targets[home]
+            conn = self._conns[home] = Connection(host, port, timeout=self.timeout)
+        return conn
+
+    @property
+    def received(self) -> int:
+        return sum(c.received for c in self._conns.values())
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
 
 
 class LoadRun:
     """One run: setup, streams, load steps and the history they write."""
 
     def __init__(self, url: str, args: argparse.Namespace) -> None:
-        self.host, self.port, self.base = split_url(url)
+        # Several comma-separated URLs: accounts are registered round-robin over them, and every
+        # request of an account goes to the URL that registered it.
+        self.targets = [split_url(u.strip()) for u in url.split(",") if u.strip()]
+        if not self.targets:
+            raise InvalidArgumentError(f"load: {url!r}: no URL")
+        self.host, self.port, self.base = self.targets[0]
         self.args = args
         self.ordered = args.ordered_ids
         self.recording = not args.no_record
@@ -114,29 +143,31 @@ class LoadRun:
         """An id as recorded: opaque string, or int with --ordered-ids."""
         return int(id) if self.ordered else id
 
-    def connection(self) -> Connection:
-        return Connection(self.host, self.port, timeout=self.args.timeout)
+    def connection(self) -> Connections:
+        return Connections(self.targets, self.args.timeout)
 
     async def call(
         self,
-        conn: Connection,
+        conn: Connections,
         method: str,
         path: str,
         account: Account | None = None,
         form: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         parse: bool = True,
+        home: int = 0,
     ) -> tuple[int, Any, dict[str, str]]:
         h = dict(headers or {})
         if account is not None:
             h.update(account.auth)
+            home = account.home
         body = None
         if form is not None:
             body = urlencode(form).encode()
             h["Content-Type"] = "application/x-www-form-urlencoded"
         elif method == "POST":
             body = b""
-        r = await conn.request(method, self.base + path, h, body)
+        r = await conn.to(home).request(method, self.targets[home][2] + path, h, body)
         data = None
         if parse and r.body and r.headers.get("content-type", "").startswith("application/json"):
             data = _loads(r.body)
@@ -163,40 +194,48 @@ class LoadRun:
     async def setup(self, workload: Workload | None) -> None:
         args = self.args
         users = args.users
-        assigned: list[tuple[int, str]] = []
+        assigned: list[tuple[int, str, int | None]] = []  # (user number, token, home URL or None: unknown)
         if args.tokens:
             with open(args.tokens) as f:
                 tokens = [line.strip() for line in f if line.strip() and not line.startswith("#")]
             if len(tokens) < 2:
                 raise InvalidArgumentError(f"--tokens {args.tokens}: needs at least 2 tokens, one a line")
             users = len(tokens)
-            assigned = list(enumerate(tokens, 1))
+            assigned = [(n, token, None) for n, token in enumerate(tokens, 1)]
         elif args.admin_token:
             tag = secrets.token_hex(3)
 
-            async def register(conn: Connection, n: int) -> None:
+            async def register(conn: Connections, n: int) -> None:
+                home = (n - 1) % len(self.targets)
                 status, data, _ = await self.call(
                     conn,
                     "POST",
                     "/api/v1/accounts",
                     form={"username": f"load{tag}_{n}"},
                     headers={"Authorization": f"Bearer {args.admin_token}"},
+                    home=home,
                 )
                 if status != 200:
                     raise InvalidArgumentError(f"load: registering an account failed: {status} {data}")
-                assigned.append((n, data["access_token"]))
+                assigned.append((n, data["access_token"], home))
 
             await self.pool(list(range(1, users + 1)), register, 8)
         else:
             raise InvalidArgumentError("load: pass --admin-token (to register accounts) or --tokens FILE")
 
-        async def identify(conn: Connection, item: tuple[int, str]) -> None:
-            n, token = item
+        async def identify(conn: Connections, item: tuple[int, str, int | None]) -> None:
+            n, token, known = item
             t0 = self.history.now()
-            status, data, _ = await self.call(conn, "GET", "/api/v1/accounts/verify_credentials", Account("", token))
+            # A token from a file may belong to any of the URLs: its home is the one that accepts it.
+            for home in range(len(self.targets)) if known is None else [known]:
+                status, data, _ = await self.call(
+                    conn, "GET", "/api/v1/accounts/verify_credentials", Account("", token, home)
+                )
+                if status == 200:
+                    break
             if status != 200:
                 raise InvalidArgumentError(f"load: a token was refused by verify_credentials ({status})")
-            account = self.accounts[n] = Account(str(data["id"]), token)
+            account = self.accounts[n] = Account(str(data["id"]), token, home)
             # Mastodon's home timeline includes one's own posts: record that edge.
             self.history.follow(account.id, account.id, t0=t0)
 
@@ -216,7 +255,7 @@ class LoadRun:
         self.workload = workload
         edges = list(workload.graph())
 
-        async def follow(conn: Connection, pair: tuple[int, int]) -> None:
+        async def follow(conn: Connections, pair: tuple[int, int]) -> None:
             sink, source = self.accounts[pair[0]], self.accounts[pair[1]]
             t0 = self.history.now()
             status, _, _ = await self.call(conn, "POST", f"/api/v1/accounts/{quote(source.id)}/follow", sink)
@@ -226,7 +265,7 @@ class LoadRun:
         await self.pool(edges, follow, 16)
         posts = list(enumerate(workload.posts()))
 
-        async def post(conn: Connection, item: tuple[int, tuple[int, bytes]]) -> None:
+        async def post(conn: Connections, item: tuple[int, tuple[int, bytes]]) -> None:
             await self.publish(conn, item[0], *item[1])
 
         await self.pool(posts, post, 16)
@@ -235,8 +274,9 @@ class LoadRun:
     # ----------------------------------------------------------- streams
 
     async def stream(self, name: str, account: Account) -> None:
-        conn = self.connection()
-        path = self.base + "/api/v1/streaming/user"
+        conns = self.connection()
+        conn = conns.to(account.home)
+        path = self.targets[account.home][2] + "/api/v1/streaming/user"
         try:
             async for event, data, _ in conn.events(path, account.auth):
                 if event == "update":
@@ -250,7 +290,7 @@ class LoadRun:
         except HTTPError as exc:
             self.stream_errors.append(f"{name}: {exc}")
         finally:
-            conn.close()
+            conns.close()
 
     def start_streams(self, count: int) -> None:
         chosen = sorted(self.accounts)[:count]
@@ -265,7 +305,7 @@ class LoadRun:
 
     # -------------------------------------------------------- operations
 
-    async def publish(self, conn: Connection, number: int, source: int, payload: bytes) -> tuple[str, bool]:
+    async def publish(self, conn: Connections, number: int, source: int, payload: bytes) -> tuple[str, bool]:
         author = self.accounts[source]
         text = payload.decode("latin-1")[:500]
         t0 = self.history.now()
@@ -284,7 +324,7 @@ class LoadRun:
         return "publish", True
 
     async def read_page(
-        self, conn: Connection, sink: Account, limit: int, kind: str, path: str, **bounds: Any
+        self, conn: Connections, sink: Account, limit: int, kind: str, path: str, **bounds: Any
     ) -> tuple[bool, Any, dict[str, str]]:
         t0 = self.history.now()
         status, data, headers = await self.call(conn, "GET", path, sink, parse=self.recording)
@@ -296,7 +336,7 @@ class LoadRun:
         self.history.observe(sink.id, ids, kind=kind, limit=limit, t0=t0, **bounds)
         return True, data, headers
 
-    async def execute(self, conn: Connection, op: Any, number: int | None) -> tuple[str, bool]:
+    async def execute(self, conn: Connections, op: Any, number: int | None) -> tuple[str, bool]:
         """Send one workload operation; returns (kind, succeeded)."""
         limit = min(self.args.limit, 40)
         if isinstance(op, Home):
@@ -335,7 +375,7 @@ class LoadRun:
             return "delete", status in (200, 404)
         raise InvalidArgumentError(f"load: unknown operation {op!r}")
 
-    async def next_page(self, conn: Connection, sink: Account, limit: int, headers: dict[str, str]) -> bool:
+    async def next_page(self, conn: Connections, sink: Account, limit: int, headers: dict[str, str]) -> bool:
         """Follow the Link header's rel="next", as a client scrolling down does."""
         url = None
         for part in headers.get("link", "").split(","):
@@ -345,8 +385,9 @@ class LoadRun:
             return True  # no older page
         parts = urlsplit(url)
         path = parts.path + ("?" + parts.query if parts.query else "")
-        if parts.path.startswith(self.base) and self.base:
-            path = path[len(self.base) :]
+        base = self.targets[sink.home][2]
+        if parts.path.startswith(base) and base:
+            path = path[len(base) :]
         query = parse_qs(parts.query)
         # Mastodon's max_id is exclusive: recorded as before_id, so opaque ids need no
         # arithmetic and the verifier can join this page to the first (G4: no skip, no repeat).
@@ -516,7 +557,12 @@ def format_step(s: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "url",
+        help="the server's base URL, e.g. http://127.0.0.1:8000; several, comma-separated, for servers that each "
+        "host their own accounts (decentralised nodes): accounts are registered round-robin and each one's "
+        "requests go to its own server",
+    )
     who = parser.add_argument_group("accounts")
     who.add_argument(
         "--admin-token",
@@ -662,7 +708,8 @@ def _run_loop(coro: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        split_url(args.url)
+        for url in args.url.split(","):
+            split_url(url.strip())
         if not 0 < args.rate or not 0 < args.duration or args.connections < 1:
             raise InvalidArgumentError("load: --rate, --duration and --connections must be positive")
         summary = _run_loop(drive(args.url, args))
