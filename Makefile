@@ -43,6 +43,7 @@ lint: build
 	$(BIN)/python -m mypy.stubtest twittercore._merge twittercore._codec --allowlist stubtest-allowlist.txt
 
 test: build redis
+	$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider
 	$(BIN)/python -m twittercore demo --users 500 --posts 5000 --reads 2000 --out $(VENV)/demo-ci
 	$(MAKE) --no-print-directory bench-quick

@@ -288,6 +288,8 @@ def test_bad_requests_are_refused_with_their_reasons(cluster):
     assert status("POST", 1, "/api/v1/publish", json={"source": "x", "text": "x"}) == 422
     assert status("POST", 1, "/api/v1/publish", json={"source": local, "text": 5}) == 422
     assert status("POST", 1, "/api/v1/users", json={"name": "bad-local"}) == 422  # taken
+    assert status("POST", 1, "/api/v1/users", json={"name": 7}) == 422
+    assert status("POST", 1, "/api/v1/users", json={}) == 422
     assert status("GET", 1, "/node/v1/home", params={"user": local, "max_id": "-1"}) == 422
     with httpx.Client() as anonymous:
         r = anonymous.post(c.urls[0] + "/api/v1/publish", json={"source": local, "text": "x"})

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from ..checking.verify import verify
 from ..errors import InvalidArgumentError
 from ..tools import loadtool
-from ..tools.loadtool_http import Connection, HTTPError
+from ..tools.loadtool_http import HTTPError
 from . import report
 from .config import LabError, Scenario, load_deployment
 from .faults import run_faults
@@ -140,7 +140,7 @@ async def _visible(load: _LabLoad, facts: dict[str, Any]) -> dict[str, Any]:
     resurrected: list[Any] = []
     unanswered: list[Any] = []
 
-    async def check(conn: Connection, id: Any) -> None:
+    async def check(conn: loadtool.Connections, id: Any) -> None:
         for _attempt in range(3):
             try:
                 status, _, _ = await load.call(conn, "GET", f"/api/v1/statuses/{quote(str(id))}", account, parse=False)

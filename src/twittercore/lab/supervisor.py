@@ -277,7 +277,7 @@ class Lab:
         try:
             if url:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
-                    return 200 <= response.status < 300
+                    return bool(200 <= response.status < 300)
             if port:
                 with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                     return True
@@ -333,9 +333,11 @@ class Lab:
         if pick == "last":
             return names[-1:]
         if pick == "master":
-            masters = [
-                n for n in names if self.running[n].spec.master and self.check(self.running[n].spec.master, n)[0]
-            ]
+            masters = []
+            for n in names:
+                master = self.running[n].spec.master
+                if master is not None and self.check(master, n)[0]:
+                    masters.append(n)
             if not masters:
                 raise LabError(f"lab: fault target {target!r}: no process passes its master check")
             return masters[:1]
@@ -458,7 +460,7 @@ def down(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """``lab down`` from any shell: stop what ``lab-state.json`` in ``run_dir`` lists. None if nothing is up there."""
     path = Path(run_dir) / STATE_FILE
     try:
-        state = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError as exc:

@@ -220,8 +220,11 @@ def _node_app(node: Node) -> Starlette:
     async def create_user(request: Request) -> Response:
         check_token(request)
         body = await form(request)
-        uid = node.store.create_user(body.get("name"))
-        return json_response({"id": str(uid), "name": body["name"], "node": node.name})
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise ApiError(422, "name: expected a string")
+        uid = node.store.create_user(name)
+        return json_response({"id": str(uid), "name": name, "node": node.name})
 
     async def follow(request: Request) -> Response:
         check_token(request)

@@ -16,7 +16,9 @@ import hashlib
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InvalidArgumentError
 
@@ -78,7 +80,7 @@ class Link:
     def key(self) -> int:
         return key_of(self.hlc, self.source)
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "seq": self.seq,
@@ -89,7 +91,7 @@ class Link:
         }
 
     @classmethod
-    def from_wire(cls, obj: dict) -> Link:
+    def from_wire(cls, obj: dict[str, Any]) -> Link:
         try:
             return cls(
                 int(obj["source"]),
@@ -174,7 +176,7 @@ class Clock:
     (its next events sort after what it has heard).
     """
 
-    def __init__(self, last: int = 0, skew_ms: int | None = None, wall=time.time) -> None:
+    def __init__(self, last: int = 0, skew_ms: int | None = None, wall: Callable[[], float] = time.time) -> None:
         self.last = last
         self.skew_ms = clock_skew_ms() if skew_ms is None else skew_ms
         self._wall = wall

@@ -79,10 +79,10 @@ class Node:
             "forks": 0,
             "send_errors": 0,
         }
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[Any]] = []
         self.client: httpx.AsyncClient | None = None
         # Fresh reads: per origin, the readers waiting for a promise asked after they arrived (see fresh()).
-        self.sync_waiters: dict[int, list[asyncio.Future]] = {n: [] for n in self.peers}
+        self.sync_waiters: dict[int, list[asyncio.Future[Any]]] = {n: [] for n in self.peers}
         self.sync_wake: dict[int, asyncio.Event] = {}
         #: Called (on the loop) after anything a view could show changed: a publish, applied links, a promise.
         self.on_change: Any = None
@@ -213,12 +213,14 @@ class Node:
                 self.shown[s] = bound
         return bound
 
-    def view(self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int):
+    def view(
+        self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int
+    ) -> list[tuple[int, int, int, bytes, int]]:
         return self.store.view(sources, self.horizon(sources), below, above, limit)
 
     def view_page(
         self, sources: list[int], below: tuple[int, int] | None, above: tuple[int, int] | None, limit: int, oldest: bool
-    ):
+    ) -> list[tuple[int, int, int, bytes, int]]:
         return self.store.view(sources, self.horizon(sources), below, above, limit, oldest)
 
     def watermark(self) -> int:

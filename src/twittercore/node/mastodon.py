@@ -196,15 +196,15 @@ class NodeView(Store):
 
     # -- reads
 
-    def _page(self, sources: list[int], limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
+    def _view_page(self, sources: list[int], limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
         rows = self.node.view_page(sources, _at_or_below(hi), _above(lo) if lo else None, limit, oldest)
         return [_event(source, hlc, payload) for source, _seq, hlc, payload, _late in rows]
 
     def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
-        return self._run(self._page, [source], limit, lo, hi, oldest)
+        return self._run(self._view_page, [source], limit, lo, hi, oldest)
 
     def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
-        return self._run(lambda: self._page(self.node.store.sources_of(sink), limit, lo, hi, oldest))
+        return self._run(lambda: self._view_page(self.node.store.sources_of(sink), limit, lo, hi, oldest))
 
     def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]:
         return self._run(self._changes_on_loop, sink, after, limit)

@@ -171,7 +171,7 @@ class NodeStore:
         return [r[0] for r in rows]
 
     def sink_count(self, source: int) -> int:
-        return self.db.execute("SELECT count(*) FROM follows WHERE source = ?", (source,)).fetchone()[0]
+        return int(self.db.execute("SELECT count(*) FROM follows WHERE source = ?", (source,)).fetchone()[0])
 
     def followed_sources(self) -> set[int]:
         """Every source some local user follows: the chains this node must hold."""
@@ -236,22 +236,26 @@ class NodeStore:
 
     def event_at(self, hlc: int, node: int) -> tuple[int, int, int, bytes] | None:
         """(source, seq, hlc, payload) of the live (not deleted, not a tombstone) event at ``hlc`` from ``node``."""
-        return self.db.execute(
+        row: tuple[int, int, int, bytes] | None = self.db.execute(
             "SELECT source, seq, hlc, payload FROM events WHERE hlc = ? AND source >= ? AND source < ? "
             "AND tomb = 0 AND deleted = 0",
             (hlc, node << NODE_SHIFT, (node + 1) << NODE_SHIFT),
         ).fetchone()
+        return row
 
     def link_at(self, source: int, seq: int) -> tuple[int, int, bytes, int] | None:
         """(hlc, seq, payload, deleted) of one link of a chain."""
-        return self.db.execute(
+        row: tuple[int, int, bytes, int] | None = self.db.execute(
             "SELECT hlc, seq, payload, deleted FROM events WHERE source = ? AND seq = ?", (source, seq)
         ).fetchone()
+        return row
 
     def live_count(self, source: int) -> int:
-        return self.db.execute(
-            "SELECT count(*) FROM events WHERE source = ? AND tomb = 0 AND deleted = 0", (source,)
-        ).fetchone()[0]
+        return int(
+            self.db.execute(
+                "SELECT count(*) FROM events WHERE source = ? AND tomb = 0 AND deleted = 0", (source,)
+            ).fetchone()[0]
+        )
 
     def changes(
         self, sources: list[int], horizon: int, above: tuple[int, int], limit: int
@@ -277,7 +281,7 @@ class NodeStore:
         return [Link(*r) for r in rows]
 
     def count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        return int(self.db.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def view(
         self,

@@ -52,7 +52,7 @@ class NodeCluster:
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
         self.consistency, self.staleness_ms = consistency, staleness_ms
         self.env = env or {}
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.http = httpx.Client(timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
 
     def __enter__(self) -> NodeCluster:
@@ -165,10 +165,14 @@ class NodeCluster:
         self._call("POST", i, "/api/v1/unfollow", json={"sink": sink, "source": source})
 
     def publish(self, i: int, source: int, text: str) -> dict[str, Any]:
-        return self._call("POST", i, "/api/v1/publish", json={"source": source, "text": text})
+        event: dict[str, Any] = self._call("POST", i, "/api/v1/publish", json={"source": source, "text": text})
+        return event
 
     def home(self, i: int, user: int, limit: int = 200, **params: Any) -> list[dict[str, Any]]:
-        return self._call("GET", i, "/node/v1/home", params={"user": user, "limit": limit, **params})
+        page: list[dict[str, Any]] = self._call(
+            "GET", i, "/node/v1/home", params={"user": user, "limit": limit, **params}
+        )
+        return page
 
     def home_all(self, i: int, user: int) -> list[dict[str, Any]]:
         """Every page, newest first, paging down by max_id."""
@@ -182,7 +186,8 @@ class NodeCluster:
             params = {"max_id": page[-1]["id"]}
 
     def stats(self, i: int) -> dict[str, Any]:
-        return self._call("GET", i, "/node/v1/stats")
+        stats: dict[str, Any] = self._call("GET", i, "/node/v1/stats")
+        return stats
 
     def isolate(self, i: int, on: bool = True) -> None:
         self._call("POST", i, "/node/v1/admin/isolate", json={"isolated": on})

@@ -57,7 +57,7 @@ ROUTES = [*MASTODON_ROUTES, *streaming.ROUTES, *twitter.ROUTES]
 
 
 def _twitter(request: Request) -> bool:
-    return request.scope["path"].startswith("/1.1/")
+    return bool(request.scope["path"].startswith("/1.1/"))
 
 
 async def api_error(request: Request, exc: Exception) -> Response:

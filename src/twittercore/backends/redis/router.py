@@ -82,7 +82,10 @@ class Router:
             if shared is None:
                 try:
                     if self.cluster_mode:
-                        client: Any = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
+                        client: Any = RedisCluster(
+                            startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+                            **kwargs,
+                        )
                     else:
                         ((host, port),) = nodes
                         client = redis.Redis(host=host, port=port, db=db, **kwargs)
@@ -138,7 +141,7 @@ class Router:
                 node = ask if ask is not None else self._node(calls[index][0])
                 groups.setdefault(id(node), (node, []))[1].append((index, ask))
             retry: list[tuple[int, Any]] = []
-            sent = []
+            sent: list[tuple[Any, Any, list[tuple[int, Any]], Exception | None]] = []
             for node, members in groups.values():
                 pool = node.connection_pool
                 try:
@@ -210,7 +213,7 @@ class Router:
     def _ask_node(self, reply: AskError) -> Any:
         node = self.client.nodes_manager.get_node(reply.host, reply.port)
         if node is None:
-            node = ClusterNode(reply.host, reply.port)
+            node = ClusterNode(reply.host, reply.port)  # type: ignore[no-untyped-call]
             self.client.nodes_manager.nodes_cache[node.name] = node
         return node.redis_connection or self.client.get_redis_connection(node)
 

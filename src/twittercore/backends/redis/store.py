@@ -136,7 +136,7 @@ class RedisStore(Store):
 
     def _bucket(self, node: int) -> int:
         # Fibonacci hashing: consecutive node ids spread over the buckets.
-        return (((node * 0x9E3779B97F4A7C15) & _MASK) >> 32) % self._nb
+        return int((((node * 0x9E3779B97F4A7C15) & _MASK) >> 32) % self._nb)
 
     def _key(self, b: int, kind: str) -> str:
         return f"{self._tags[b]}:{kind}"
