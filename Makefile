@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes clean
+.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes bench-group-commit redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes clean
 
 all: build
 
@@ -73,6 +73,10 @@ bench-quick: build redis
 # operation, the ordering step alone per master (about a minute; skipped without redis-server).
 bench-redis: build redis
 	$(BIN)/python benchmarks/bench_redis.py --out reports/bench-redis
+
+# Durable publishes with group commit on and off (threads and 2 processes; ~1 min).
+bench-group-commit: build
+	$(BIN)/python benchmarks/bench_group_commit.py --out reports/group-commit
 
 # Decentralised nodes over the Mastodon API (docs/nodes.md): publish-to-visible on a follower's node,
 # deliveries/s and bytes per publish for 3 and 5 nodes (about 40 s; each run bounded by its flags).

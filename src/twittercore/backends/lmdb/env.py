@@ -76,7 +76,7 @@ READMAP_INITIAL = 1 << 34  # a read-only map costs address space only
 MIN_MAP, MAX_MAP = 1 << 20, 1 << 46
 MAX_READERS = 1 << 16
 #: The options ``open()`` accepts for an LMDB store.
-OPTIONS = _options.COMMON | {"map_size", "max_readers", "writemap", "event_cache"}
+OPTIONS = _options.COMMON | {"map_size", "max_readers", "writemap", "event_cache", "group_commit"}
 
 # ---------------------------------------------------------------- LMDB file layout
 # LMDB 0.9 on a 64-bit host (the only layout py-lmdb builds): every page starts

@@ -35,6 +35,7 @@ from . import env as _env
 from .check import check_layout
 from .chunks import Chunks
 from .fanout import READ, Config, Fanout, Progress, celebrity_threshold_default
+from .group import GroupCommit
 from .keys import BE, FOLLOW, MAX, U64, UNFOLLOW, Keyring, be
 from .live import Live
 from .read import Reader
@@ -56,7 +57,9 @@ class LMDBStore(Store):
     (initial LMDB map in bytes; it grows by itself), ``max_readers``,
     ``key_retention`` (seconds a publish's idempotency key is honoured),
     ``progress`` (``progress(done, total)`` hears how far a rebuild of the
-    fan-out windows is, when the other options change the strategy).
+    fan-out windows is, when the other options change the strategy),
+    ``group_commit`` (default True: concurrent durable publishes of this
+    process share one transaction and one fsync; see ``group.py``).
     """
 
     def __init__(
@@ -75,11 +78,13 @@ class LMDBStore(Store):
         event_cache: int = 65_536,
         key_retention: float = _idempotency.DEFAULT_RETENTION,
         progress: Progress | None = None,
+        group_commit: bool = True,
     ) -> None:
         fanout, window, celebrity_threshold = _options.strategy(
             {"fanout": fanout, "window": window, "celebrity_threshold": celebrity_threshold, "progress": progress}
         )
         _options.flag("durable", durable)
+        _options.flag("group_commit", group_commit)
         _options.clock(clock)
         retention = _options.seconds("key_retention", key_retention)
         merge = _kernel.select(kernel)
@@ -123,6 +128,8 @@ class LMDBStore(Store):
         self._feed = Live(
             tables, self._logs, self._reader, codec, merge, self._read, self._handle, lambda: self._closed
         )
+        # Without an fsync per commit there is nothing to share: a plain commit is cheaper.
+        self._group = GroupCommit(self._write, self._notify) if durable and group_commit else None
         try:
             self._configure(fanout, window, celebrity_threshold, progress)
         except BaseException:
@@ -364,11 +371,19 @@ class LMDBStore(Store):
     def _publish_many(self, items: list[tuple[int, bytes]], keys: list[bytes | None] | None) -> Sequence[Event]:
         # A batch without keys answers with a lazy EventBatch: a million Event tuples cost more than the commit.
         now = self._clock()
+        group = self._group
         if keys is None:
-            first = self._write(lambda txn: self._append(txn, items, now))
+            append = lambda txn: self._append(txn, items, now)  # noqa: E731
+            if group is not None:
+                return EventBatch(group.run(append), items, now)
+            first = self._write(append)
             self._notify()
             return EventBatch(first, items, now)
-        events = self._write(lambda txn: self._publish_keyed(txn, items, keys, now))
+        keyed = lambda txn: self._publish_keyed(txn, items, keys, now)  # noqa: E731
+        if group is not None:
+            events: list[Event] = group.run(keyed)
+            return events
+        events = self._write(keyed)
         self._notify()
         return events
 
