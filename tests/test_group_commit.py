@@ -37,15 +37,8 @@ def fake_writer(gate: threading.Event | None = None):
     return write, log, commits
 
 
-def test_callers_queued_behind_a_commit_share_the_next_one():
-    gate = threading.Event()
-    write, log, commits = fake_writer(gate)
-    group = GroupCommit(write, lambda: None)
-    answers: dict[int, int] = {}
-
-    def call(n: int) -> None:
-        answers[n] = group.run(lambda txn: txn.put(n))
-
+def queue_behind_a_slow_commit(group: GroupCommit, gate: threading.Event, call) -> None:
+    """Caller 0 leads a commit held at ``gate``; callers 1-8 queue behind it; then all finish."""
     first = threading.Thread(target=call, args=(0,))
     first.start()
     while group.calls == 0:  # the first caller leads and is inside its slow commit
@@ -58,6 +51,18 @@ def test_callers_queued_behind_a_commit_share_the_next_one():
     gate.set()
     for t in [first, *others]:
         t.join(10)
+
+
+def test_callers_queued_behind_a_commit_share_the_next_one():
+    gate = threading.Event()
+    write, log, commits = fake_writer(gate)
+    group = GroupCommit(write, lambda: None)
+    answers: dict[int, int] = {}
+
+    def call(n: int) -> None:
+        answers[n] = group.run(lambda txn: txn.put(n))
+
+    queue_behind_a_slow_commit(group, gate, call)
     assert commits[0] == [0]
     assert len(commits) == 2 and sorted(commits[1]) == list(range(1, 9))
     # Each caller got its own answer: its position in commit order.
@@ -86,18 +91,7 @@ def test_one_failing_call_fails_alone_and_the_rest_commit():
         except twittercore.Error as exc:
             outcome[n] = exc
 
-    first = threading.Thread(target=call, args=(0,))
-    first.start()
-    while group.calls == 0:
-        pass
-    others = [threading.Thread(target=call, args=(n,)) for n in range(1, 9)]
-    for t in others:
-        t.start()
-    while len(group._pending) < 8:
-        pass
-    gate.set()
-    for t in [first, *others]:
-        t.join(10)
+    queue_behind_a_slow_commit(group, gate, call)
     assert isinstance(outcome[5], twittercore.NotFoundError)
     assert {n: outcome[n] for n in outcome if n != 5} == {n: n for n in range(9) if n != 5}
     assert sorted(log) == [0, 1, 2, 3, 4, 6, 7, 8]  # 5 wrote nothing, the others exactly once
