@@ -7,6 +7,7 @@ example server in a thread of this process.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,11 @@ def test_load_records_and_verifies(tmp_path, capsys):
     assert step["requests"] == 240 and step["errors"] == 0
     assert {"home", "publish"} <= set(step["by_kind"])
     assert 0 < step["p50_ms"] <= step["p99_ms"] <= step["p999_ms"]
+    # One worker (this process) answered every request of the step, as its header says.
+    ((worker, rate),) = step["by_worker"].items()
+    assert worker == f"{url.split('//')[1]}/{os.getpid()}" and step["worker_spread"] == 1.0
+    # HTTP requests: an op that reads a second page makes two.
+    assert step["completed"] - 1 <= rate * step["duration_s"] <= 2 * step["completed"]
     assert report["streamed_events"] > 0  # posts reached the user streams
     history = (out / "history.jsonl").read_text().splitlines()
     kinds = {json.loads(line).get("kind") for line in history[1:]}

@@ -42,7 +42,7 @@ import twittercore
 
 from . import streaming, twitter
 from .context import Server
-from .http import ApiError, cors_origin, cors_preflight, cors_send, json_response
+from .http import WORKER_HEADER, ApiError, cors_origin, cors_preflight, cors_send, json_response, worker_send
 from .routes import ROUTES as MASTODON_ROUTES
 from .routes.oauth import OAuthError, oauth_body
 from .routes.statuses import home_timeline
@@ -107,8 +107,14 @@ class App(Starlette):
     fifth of the request.  Errors are rendered exactly as on the slow path.
     """
 
+    _pid: bytes = b""
+    _pid_of: int = -1
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            pid = os.getpid()
+            if pid != self._pid_of:  # workers are forked or spawned after the app is built
+                self._pid, self._pid_of = str(pid).encode(), pid
             if cors_origin(scope) is not None:
                 preflight = cors_preflight(scope)
                 if preflight is not None:
@@ -126,8 +132,11 @@ class App(Starlette):
                     response = await store_error(request, exc)
                 except Exception as exc:
                     response = await server_error(request, exc)
+                # The hot path names its worker without a send wrapper (a coroutine per message).
+                response.raw_headers.append((WORKER_HEADER, self._pid))
                 await response(scope, receive, send)
                 return
+            send = worker_send(send, self._pid)
         await super().__call__(scope, receive, send)
 
 

@@ -291,6 +291,23 @@ def cors_preflight(scope: dict[str, Any]) -> Response | None:
     return Response(b"", 200, allow)
 
 
+#: Response header naming the worker process that answered (its PID), so a
+#: load tool or an operator behind a balancer can see how load is spread.
+WORKER_HEADER = b"x-twittercore-worker"
+
+
+def worker_send(send: Any, pid: bytes) -> Any:
+    """Wrap ``send`` so the response start names this worker (``WORKER_HEADER``)."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", []), (WORKER_HEADER, pid)]
+        await send(message)
+
+    return wrapped
+
+
 def cors_send(send: Any) -> Any:
     """Wrap ``send`` so the response start carries Mastodon's CORS headers."""
 

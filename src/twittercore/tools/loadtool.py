@@ -136,6 +136,8 @@ class LoadRun:
         self.stream_errors: list[str] = []
         # Called as on_sample(kind, ok, intended, latency) for every request of a step (the lab's timeline).
         self.on_sample: Any = None
+        # Answers per serving worker (the server's x-twittercore-worker header): how evenly load spreads.
+        self.served_by: Counter[str] = Counter()
 
     # ----------------------------------------------------------- helpers
 
@@ -168,6 +170,9 @@ class LoadRun:
         elif method == "POST":
             body = b""
         r = await conn.to(home).request(method, self.targets[home][2] + path, h, body)
+        worker = r.headers.get("x-twittercore-worker")
+        if worker is not None:
+            self.served_by[f"{self.targets[home][0]}:{self.targets[home][1]}/{worker}"] += 1
         data = None
         if parse and r.body and r.headers.get("content-type", "").startswith("application/json"):
             data = _loads(r.body)
@@ -429,6 +434,7 @@ class LoadRun:
         errors: Counter[str] = Counter()
         start = loop.time() + 0.05
         connections = self.args.connections
+        served_before = Counter(self.served_by)
 
         async def dispatch() -> None:
             sent = 0
@@ -491,6 +497,13 @@ class LoadRun:
             **_summary(all_latencies),
             "by_kind": {k: {**_summary(v), "errors": errors[k]} for k, v in sorted(latencies.items())},
         }
+        served = {w: n - served_before[w] for w, n in sorted(self.served_by.items())}
+        if served:
+            # HTTP requests/s each worker answered in this step (an op that reads a second page
+            # makes two; workers seen earlier count, as 0, if idle now), and the busiest over the idlest (None when one answered nothing)
+            result["by_worker"] = {w: round(n / elapsed, 1) for w, n in served.items()}
+            low = min(served.values())
+            result["worker_spread"] = round(max(served.values()) / low, 3) if low else None
         result["ok"] = result["p99_ms"] <= self.args.p99_limit and result["error_rate"] <= self.args.error_limit
         return result
 
@@ -550,7 +563,16 @@ def format_step(s: dict[str, Any]) -> str:
         f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  p99.9 {s['p999_ms']:7.1f} ms  "
         f"errors {100 * s['error_rate']:5.2f}%  ({s['completed']}/{s['requests']}, "
         f"{s.get('bytes_per_response', 0) / 1024:.1f} KiB each)"
-    )
+    ) + _format_workers(s)
+
+
+def _format_workers(s: dict[str, Any]) -> str:
+    by_worker = s.get("by_worker")
+    if not by_worker or len(by_worker) < 2:
+        return ""
+    spread = s.get("worker_spread")
+    each = "  ".join(f"{w.rsplit('/', 1)[-1]}: {r:.0f}/s" for w, r in by_worker.items())
+    return f"\n      per worker {each}  (busiest/idlest {spread if spread is not None else 'inf'})"
 
 
 # ------------------------------------------------------------------- CLI

@@ -110,6 +110,7 @@ class Fanout:
         self.celebs: Table = env.open_db(b"celebs", txn=txn)
         self._windows = Chunks(self.windows, codec)
         self._celeb_cache: tuple[Any, dict[int, tuple[int, int]]] = (None, {})
+        self._config_seen: tuple[bytes, Config] = (b"", READ)
         #: ids pushed into windows by this process (for benchmarks)
         self.delivered = 0
 
@@ -117,7 +118,14 @@ class Fanout:
 
     def config(self, txn: Txn) -> Config:
         value = txn.get(_CONFIG_KEY, db=self._tables.meta)
-        return READ if value is None else Config.decode(value, self._path)
+        if value is None:
+            return READ
+        # Every read asks; the record changes only with a strategy switch.
+        raw, config = self._config_seen
+        if value != raw:
+            config = Config.decode(value, self._path)
+            self._config_seen = (bytes(value), config)
+        return config
 
     def configure(self, txn: Txn, wanted: Config, progress: Progress | None = None) -> bool:
         """Switch the store to ``wanted``, rebuilding windows and celebrities; True if it changed.

@@ -20,8 +20,12 @@ from .env import Handle
 from .keys import BE, BE2, FOLLOW, U64, be
 from .read import Reader
 from .tables import Codec, Tables, Txn, dups
+from .wakeup import Doorbell
 
 __all__ = ["Live"]
+
+#: Longest doorbell sleep of the watcher: how soon it notices that no one waits any more.
+WATCH_TIMEOUT = 0.05
 
 
 class Live:
@@ -42,7 +46,9 @@ class Live:
         read: Callable[[Callable[[Txn], Any]], Any],
         handle: Handle,
         closed: Callable[[], bool],
+        bell: Doorbell | None = None,
     ) -> None:
+        self._bell = bell
         self._tables = tables
         self._logs = logs
         self._reader = reader
@@ -129,11 +135,12 @@ class Live:
         """Block until the store passes ``after`` or ``timeout`` seconds pass.
 
         Commits of this process wake waiters at once (``wake``).  Another
-        process's commits are seen by one watcher thread per store, which polls
-        LMDB's last transaction id every 0.2 ms while anyone waits (a few
-        percent of a core) and exits when no one does.  The position is
-        re-checked after the waiter is registered, so a wake cannot fall
-        between check and wait.
+        process's commits are seen by one watcher thread per store, which
+        sleeps on the store's doorbell (:mod:`.wakeup`: a futex every writer
+        rings after a commit) while anyone waits, and exits when no one does.
+        Without a doorbell (not Linux) it polls LMDB's last transaction id
+        every 0.2 ms instead.  The position is re-checked after the waiter is
+        registered, so a wake cannot fall between check and wait.
         """
         deadline = None if timeout is None else _time.monotonic() + timeout
         seq = self._tables.seq
@@ -156,23 +163,47 @@ class Live:
 
     def _watch(self) -> None:
         """Wake this process's waiters when any process commits (see ``wait``)."""
-        seen = None
-        while True:
-            with self._changed:
-                if not self.waiters or self._closed():
-                    self._watcher = None
+        bell = self._bell
+        if bell is not None:
+            bell.waiting(True)
+        try:
+            seen = None
+            while True:
+                with self._changed:
+                    if not self.waiters or self._closed():
+                        self._watcher = None
+                        return
+                # The doorbell's value is read before the check: a commit after
+                # the check rings it away from this value, so the sleep ends.
+                rung = bell.value() if bell is not None else 0
+                try:
+                    txnid = self._handle.env.info()["last_txnid"]
+                except Exception:  # the store closed under us
+                    with self._changed:
+                        self._watcher = None
                     return
-            try:
-                txnid = self._handle.env.info()["last_txnid"]
-            except Exception:  # the store closed under us
-                with self._changed:
-                    self._watcher = None
-                return
-            if seen is not None and txnid != seen:
-                with self._changed:
-                    self._changed.notify_all()
-            seen = txnid
-            _time.sleep(0.0002)
+                if seen is not None and txnid != seen:
+                    with self._changed:
+                        self._changed.notify_all()
+                seen = txnid
+                if bell is not None:
+                    bell.sleep(rung, WATCH_TIMEOUT)  # bounded, to notice waiters leaving
+                else:
+                    _time.sleep(0.0002)
+        finally:
+            if bell is not None:
+                bell.waiting(False)
+
+    def stop(self) -> bool:
+        """At close (after ``closed()`` turned True): end the watcher; True once it is gone."""
+        watcher = self._watcher
+        self.wake()
+        if watcher is None:
+            return True
+        if self._bell is not None:
+            self._bell.ring()
+        watcher.join(WATCH_TIMEOUT * 4)
+        return not watcher.is_alive()
 
 
 def _followed_at(history: Any, sink_key: bytes, source_key: bytes, position: int) -> bool:

@@ -40,6 +40,7 @@ from .keys import BE, FOLLOW, MAX, U64, UNFOLLOW, Keyring, be
 from .live import Live
 from .read import Reader
 from .tables import Table, Tables, Txn, codec_for, dups
+from .wakeup import open_doorbell
 
 __all__ = ["LMDBStore"]
 
@@ -121,12 +122,16 @@ class LMDBStore(Store):
         self._handle.attach(self)
         self._write_lock = threading.Lock()
         # In-process readers, counted so the map can be resized safely.
-        self._gate = threading.Condition(threading.Lock())
+        # _enter/_leave take the bare lock (a C context manager; Condition's own
+        # __enter__ is a Python call, twice per read); waits go through the Condition.
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(self._gate_lock)
         self._readers = 0
         self._resizing = False
         self._draining = False  # someone waits for the readers to leave
+        self._bell = open_doorbell(self.path)
         self._feed = Live(
-            tables, self._logs, self._reader, codec, merge, self._read, self._handle, lambda: self._closed
+            tables, self._logs, self._reader, codec, merge, self._read, self._handle, lambda: self._closed, self._bell
         )
         # Without an fsync per commit there is nothing to share: a plain commit is cheaper.
         self._group = GroupCommit(self._write, self._notify) if durable and group_commit else None
@@ -146,12 +151,14 @@ class LMDBStore(Store):
             super()._live()
 
     def _close(self) -> None:
-        self._feed.wake()
+        stopped = self._feed.stop()
         with self._write_lock, self._gate:
             self._draining = True
             while self._readers:
                 self._gate.wait()
             self._handle.close()
+        if self._bell is not None and stopped:
+            self._bell.close()  # (a watcher that never ended may still touch the map: then keep it)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fanout={self.fanout!r}, durable={self.durable}"
@@ -241,13 +248,13 @@ class LMDBStore(Store):
 
     def _enter(self) -> None:
         """Count a transaction of this process in (after any resize in progress)."""
-        with self._gate:
+        with self._gate_lock:
             while self._resizing:
                 self._gate.wait()
             self._readers += 1
 
     def _leave(self) -> None:
-        with self._gate:
+        with self._gate_lock:
             self._readers -= 1
             if self._draining:
                 self._gate.notify_all()
@@ -267,6 +274,8 @@ class LMDBStore(Store):
                 self._gate.notify_all()
 
     def _notify(self) -> None:
+        if self._bell is not None:
+            self._bell.ring()  # other processes' waiters
         feed = self._feed
         if feed.waiters:  # a Condition round trip costs more than a small commit
             feed.wake()
