@@ -26,14 +26,18 @@ $(SO): $(STAMP) $(wildcard src/twittercore/*.pyx) setup.py
 
 build: $(SO)
 
-# redis-server for the Redis baseline and backend: installed from the system
-# package manager where we may (root with apt); otherwise those parts skip.
+# redis-server for the Redis baseline and backend, and haproxy for the tests and
+# lab rows that put serve processes behind a real load balancer: installed from
+# the system package manager where we may (root with apt); otherwise those
+# parts skip.
+SYSTEM_TOOLS = redis-server haproxy
 redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-	      || echo "redis: could not install redis-server; Redis parts will skip"; \
-	  else echo "redis: redis-server not found; Redis parts will skip"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "redis: could not install$$missing; the parts that need them will skip"; \
+	  else echo "redis: not found:$$missing; the parts that need them will skip"; fi; fi
 
 # Lint, format, types (strict for src/) and the compiled modules' stubs.
 lint: build

@@ -26,14 +26,17 @@ local function prefix(keys) return string.sub(keys[1], 1, -2) end
 -- restarts, or the replica that replaces it, starts from its own clock, which
 -- is past every close it missed as long as server clocks agree to within the
 -- failover time (docs/redis.md).
-local function close(p, floor)
-  local c = tonumber(redis.call('GET', p .. 'c') or '0')
-  local n = math.max(c, now_us(), floor)
-  if n ~= c then
-    redis.set_repl(redis.REPL_NONE)
-    redis.call('SET', p .. 'c', fmt(n))
-    redis.set_repl(redis.REPL_ALL)
+local function close(p, floor, now)
+  local n = math.max(now or now_us(), floor)
+  redis.set_repl(redis.REPL_NONE)
+  -- One command where the clock is behind (nearly always): set it and read
+  -- what it was; put back a clock that was ahead (atomic: nobody sees it).
+  local c = tonumber(redis.call('SET', p .. 'c', fmt(n), 'GET') or '0')
+  if c > n then
+    redis.call('SET', p .. 'c', fmt(c))
+    n = c
   end
+  redis.set_repl(redis.REPL_ALL)
   return n
 end
 
@@ -132,6 +135,95 @@ local function range(keys, args)
   return out
 end
 
+-- A home read's ordering step for one master in one call: it closes every
+-- bucket it is given and merges their sources' ids, returning only the
+-- newest (or oldest) `limit` of this master.  A home read spans about as
+-- many buckets as the sink follows sources; a tc_range each cost 15 us of
+-- Lua entry alone, and returning every source's `limit` ids cost the client
+-- more than the read.  KEYS[1] is the first bucket's clock key, which routes
+-- the call; the other buckets' keys are in other slots and not declared, so
+-- a bucket whose slot is moving makes the whole call fail ("non local key")
+-- and the client falls back to one tc_range per bucket.  The call writes
+-- only closes, which are safe to half apply.
+-- ARGV: limit, oldest (0/1), then per bucket: prefix, bucket, lo, hi (clocks,
+-- (lo, hi]), n, n sources.  Returns {least closed clock, its bucket, the ids
+-- (clock * 1024 + bucket) packed as ascending little-endian uint64s}.
+local function ranges(keys, args)
+  local now = now_us()
+  local limit, oldest = tonumber(args[1]), args[2] == '1'
+  -- Ids compare as (clock, bucket); the heap keeps the next id to take on top.
+  local function first(x, y)
+    if x[1] ~= y[1] then return (x[1] < y[1]) == oldest end
+    return (x[2] < y[2]) == oldest
+  end
+  -- Sources are read lazily: a few ids each first (about what each would give
+  -- if all were equally busy), more only for a source the merge drains.
+  local function read(key, lo, hi, n)
+    if oldest then return redis.call('ZRANGEBYSCORE', key, lo, hi, 'LIMIT', 0, n) end
+    return redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'LIMIT', 0, n)
+  end
+  local sources, i = 0, 3
+  while i <= #args do
+    sources = sources + tonumber(args[i + 4])
+    i = i + 5 + tonumber(args[i + 4])
+  end
+  local batch = math.min(limit, math.ceil(limit / math.max(sources, 1)) + 1)
+  local heap, minc, minb = {}, nil, nil
+  i = 3
+  while i <= #args do
+    local p, b, lo, hi, n = args[i], tonumber(args[i + 1]), '(' .. args[i + 2], args[i + 3], tonumber(args[i + 4])
+    local c = close(p, 0, now)
+    if minc == nil or c < minc or (c == minc and b < minb) then minc, minb = c, b end
+    for j = i + 5, i + 4 + n do
+      local key = p .. 'g:' .. args[j]
+      local ids = read(key, lo, hi, batch)
+      -- {clock, bucket, ids, position, key, lo, hi, maybe more}
+      if #ids > 0 then heap[#heap + 1] = {tonumber(ids[1]), b, ids, 1, key, lo, hi, #ids == batch} end
+    end
+    i = i + 5 + n
+  end
+  local size = #heap
+  local function down(k)
+    while true do
+      local l, best = 2 * k, k
+      if l <= size and first(heap[l], heap[best]) then best = l end
+      if l + 1 <= size and first(heap[l + 1], heap[best]) then best = l + 1 end
+      if best == k then return end
+      heap[k], heap[best] = heap[best], heap[k]
+      k = best
+    end
+  end
+  for k = math.floor(size / 2), 1, -1 do down(k) end
+  local taken = {}
+  while size > 0 and #taken < limit do
+    local top = heap[1]
+    local c = top[1]
+    local hi32 = math.floor(c / 4194304)
+    taken[#taken + 1] = struct.pack('<I4I4', (c - hi32 * 4194304) * 1024 + top[2], hi32)
+    top[4] = top[4] + 1
+    if top[4] > #top[3] and top[8] and #taken < limit then
+      -- Drained but not exhausted: the rest of what may still be taken, past c.
+      local want = limit - #taken
+      if oldest then top[3] = read(top[5], '(' .. fmt(c), top[7], want)
+      else top[3] = read(top[5], top[6], '(' .. fmt(c), want) end
+      top[4], top[8] = 1, #top[3] == want
+    end
+    if top[4] <= #top[3] then
+      top[1] = tonumber(top[3][top[4]])
+    else
+      heap[1] = heap[size]
+      heap[size] = nil
+      size = size - 1
+    end
+    if size > 0 then down(1) end
+  end
+  if not oldest then
+    local n = #taken
+    for k = 1, math.floor(n / 2) do taken[k], taken[n + 1 - k] = taken[n + 1 - k], taken[k] end
+  end
+  return {fmt(minc or 0), minb or 0, table.concat(taken)}
+end
+
 -- ARGV: after (exclusive clock), limit, sources...  For tails: closes the
 -- bucket, then per source the oldest `limit` events and deletion notices
 -- after `after`.  Returns {clock, ids1, vals1, dels1, ...}.
@@ -213,6 +305,7 @@ redis.register_function('tc_publish', publish)
 redis.register_function('tc_close', close_bucket)
 redis.register_function('tc_range', range)
 redis.register_function('tc_since', since)
+redis.register_function{function_name = 'tc_ranges', callback = ranges, flags = {'allow-cross-slot-keys'}}
 redis.register_function('tc_delete', delete)
 redis.register_function('tc_edge', edge)
 redis.register_function('tc_mirror', mirror)

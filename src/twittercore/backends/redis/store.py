@@ -19,9 +19,11 @@ costs, and what a failover can lose.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time as _time
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -41,6 +43,16 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 #: page ascending over the whole uint64 range, which float scores cannot).
 _PAD = "%020d"
 _OPTIONS = _options.COMMON | {"buckets", "namespace", "timeout", "wait_replicas"}
+
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _swapped(run: bytes) -> bytes:
+    """Little-endian uint64s (as ``tc_ranges`` packs them) in this machine's order."""
+    ids = array("Q", run)
+    ids.byteswap()
+    return ids.tobytes()
 
 
 def _pad(node: int) -> bytes:
@@ -75,6 +87,7 @@ class RedisStore(Store):
         timeout = _options.seconds("timeout", options.get("timeout", 5.0))
         self._ns = ns
         self._tags = [f"{{{ns}.{b}}}" for b in range(self._nb)]
+        self._prefixes = [f"{tag}:" for tag in self._tags]
         self._r = Router(target, timeout)
         self._floor = 0  # the newest position this process has seen: its writes go after it
         self._heard = 0  # the newest position announced on the wake channel
@@ -379,6 +392,51 @@ class RedisStore(Store):
             "tc_range", b, max(lo_c, -1), max(hi_c, -1), limit, int(oldest), int(values), *sources, keys=keys
         )
 
+    def _runs(
+        self, by_bucket: dict[int, list[int]], limit: int, lo: int, hi: int, oldest: bool
+    ) -> tuple[int, list[tuple[bytes, dict[int, list[int]]]]]:
+        """Close each bucket and read its sources' newest (or oldest) ``limit``
+        ids in ``(lo, hi]``.  Returns the cut (the least position closed) and
+        runs: ``(ascending packed uint64 ids, the sources they come from)``, a
+        run a master's merge of its sources, truncated to ``limit``.  Runtime
+        complexity: one round trip, one call per master (``tc_ranges``), or one
+        per bucket of a master whose slots are moving."""
+        buckets = list(by_bucket)
+        groups = self._r.groups([self._tags[b] for b in buckets])
+        calls = []
+        for group in groups:
+            args: list[Any] = [limit, int(oldest)]
+            for g in group:
+                b = buckets[g]
+                lo_c, hi_c = self._clock_bounds(b, lo, hi)
+                args += (self._prefixes[b], b, max(lo_c, -1), max(hi_c, -1), len(by_bucket[b]), *by_bucket[b])
+            calls.append(self._fcall("tc_ranges", buckets[group[0]], *args))
+        cut: int | None = None
+        runs: list[tuple[bytes, dict[int, list[int]]]] = []
+        fallback: list[int] = []
+        for group, answer in zip(groups, self._r.run(calls, safe=True)):
+            if isinstance(answer, Exception):
+                fallback += (buckets[g] for g in group)  # a slot is moving: declared keys only
+                continue
+            least = int(answer[0]) << 10 | int(answer[1])
+            cut = least if cut is None else min(cut, least)
+            runs.append(
+                (answer[2] if _LITTLE else _swapped(answer[2]), {buckets[g]: by_bucket[buckets[g]] for g in group})
+            )
+        if fallback:
+            self._r.forget()
+            answers = self._call(
+                [self._range(b, by_bucket[b], limit, lo, hi, oldest, False) for b in fallback], safe=True
+            )
+            for b, answer in zip(fallback, answers):
+                least = int(answer[0]) << 10 | b
+                cut = least if cut is None else min(cut, least)
+                for n, source in enumerate(by_bucket[b]):
+                    ids = [int(c) << 10 | b for c in answer[1 + 2 * n]]
+                    runs.append((array("Q", ids if oldest else ids[::-1]).tobytes(), {b: [source]}))
+        assert cut is not None
+        return cut, runs
+
     def _timeline(self, source: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
         b = self._bucket(source)
         (answer,) = self._call([self._range(b, [source], limit, lo, hi, oldest, True)], safe=True)
@@ -405,25 +463,21 @@ class RedisStore(Store):
         for p in padded:
             source = int(p)
             by_bucket.setdefault(self._bucket(source), []).append(source)
-        buckets = list(by_bucket)
-        answers = self._call([self._range(b, by_bucket[b], limit, lo, hi, oldest, False) for b in buckets], safe=True)
-        cut = min(int(a[0]) << 10 | b for b, a in zip(buckets, answers))
-        runs: list[list[int]] = []
-        short: list[tuple[int, int]] = []  # (bucket, source) whose newest were past the cut
-        for b, answer in zip(buckets, answers):
-            for n, source in enumerate(by_bucket[b]):
-                ids = [int(c) << 10 | b for c in answer[1 + 2 * n]]
-                kept = [i for i in ids if i <= cut]
-                if not oldest and len(ids) == limit and len(kept) < len(ids):
-                    short.append((b, source))
-                    continue
-                runs.append(kept if oldest else kept[::-1])
+        cut, runs = self._runs(by_bucket, limit, lo, hi, oldest)
+        packed: list[bytes] = []
+        short: dict[int, list[int]] = {}  # sources whose newest `limit` reached past the cut
+        for run, sources in runs:
+            ids = memoryview(run).cast("Q")
+            kept = bisect_right(ids, cut)
+            if not oldest and len(ids) == limit and kept < len(ids):
+                # Older ids at or below the cut may have been left out: read them again.
+                for b, members in sources.items():
+                    short.setdefault(b, []).extend(members)
+            elif kept:
+                packed.append(run[: kept * 8])
         if short:
-            again = self._call(
-                [self._range(b, [s], limit, lo, min(hi, cut), False, False) for b, s in short], safe=True
-            )
-            runs += [[int(c) << 10 | b for c in a[1]][::-1] for (b, _), a in zip(short, again)]
-        packed = [array("Q", run).tobytes() for run in runs if run]
+            _, again = self._runs(short, limit, lo, min(hi, cut), False)
+            packed += (run for run, _ in again if run)
         upper = min(hi, cut)
         if lo >= upper or not packed:
             return [], True
