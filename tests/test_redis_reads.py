@@ -127,3 +127,30 @@ def test_a_bucket_clock_ahead_is_cut_and_its_older_ids_read_again(cluster):
         assert pages(store, sink, 2) == before[:0:-1]
         assert pages(store, sink, 10) == sorted(before + quiet_ids, reverse=True)
         assert pages(store, sink, 10, min_id=0) == sorted(before + quiet_ids, reverse=True)
+
+
+def _drain(store, sink, limit):
+    out, cursor = [], 0
+    for _ in range(1_000):
+        items, after = store.changes(sink, cursor, limit)
+        out += [(type(i).__name__, i.id) for i in items]
+        if not items:  # nothing up to the cut, which moves on with the clocks
+            return out
+        cursor = after
+    raise AssertionError("changes() never caught up")
+
+
+def test_tails_read_per_master_refused_or_split_agree(cluster, graph):
+    sinks, _ = graph
+    with twittercore.open(cluster.url, namespace="reads", buckets=BUCKETS) as store:
+        first = store.home(sinks[0], limit=1)[0]
+        store.delete(first.id)  # a deletion notice among the events
+        want = {(sink, limit): _drain(store, sink, limit) for sink in sinks for limit in (7, 500)}
+        assert any(kind == "Deletion" for items in want.values() for kind, _ in items)
+        for grouping in (
+            [lambda tags: [list(range(len(tags)))] if tags else []],
+            [lambda tags: [[i] for i in range(len(tags))]],
+        ):
+            store._r.groups = grouping[0]
+            for (sink, limit), items in want.items():
+                assert _drain(store, sink, limit) == items

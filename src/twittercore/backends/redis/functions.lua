@@ -227,16 +227,34 @@ end
 -- ARGV: after (exclusive clock), limit, sources...  For tails: closes the
 -- bucket, then per source the oldest `limit` events and deletion notices
 -- after `after`.  Returns {clock, ids1, vals1, dels1, ...}.
-local function since(keys, args)
-  local p = prefix(keys)
-  local c = close(p, 0)
-  local lo, limit = '(' .. args[1], tonumber(args[2])
+local function since_in(p, after, limit, sources, first, last, now)
+  local c = close(p, 0, now)
+  local lo = '(' .. after
   local out = {fmt(c)}
-  for i = 3, #args do
-    local ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. args[i], lo, '+inf', 'LIMIT', 0, limit)
+  for i = first, last do
+    local ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. sources[i], lo, '+inf', 'LIMIT', 0, limit)
     out[#out + 1] = ids
     if #ids > 0 then out[#out + 1] = redis.call('HMGET', p .. 'e', unpack(ids)) else out[#out + 1] = {} end
-    out[#out + 1] = redis.call('ZRANGEBYSCORE', p .. 'd:' .. args[i], lo, '+inf', 'LIMIT', 0, limit)
+    out[#out + 1] = redis.call('ZRANGEBYSCORE', p .. 'd:' .. sources[i], lo, '+inf', 'LIMIT', 0, limit)
+  end
+  return out
+end
+
+local function since(keys, args)
+  return since_in(prefix(keys), args[1], tonumber(args[2]), args, 3, #args)
+end
+
+-- tc_since over several buckets of this master in one call, as tc_ranges is
+-- for tc_range (same routing, same refusal while a slot moves).  ARGV: limit,
+-- then per bucket: prefix, after (exclusive clock), n, n sources.  Returns
+-- one tc_since answer per bucket.
+local function sinces(keys, args)
+  local now = now_us()
+  local limit, out, i = tonumber(args[1]), {}, 2
+  while i <= #args do
+    local n = tonumber(args[i + 2])
+    out[#out + 1] = since_in(args[i], args[i + 1], limit, args, i + 3, i + 2 + n, now)
+    i = i + 3 + n
   end
   return out
 end
@@ -305,6 +323,7 @@ redis.register_function('tc_publish', publish)
 redis.register_function('tc_close', close_bucket)
 redis.register_function('tc_range', range)
 redis.register_function('tc_since', since)
+redis.register_function{function_name = 'tc_sinces', callback = sinces, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'tc_ranges', callback = ranges, flags = {'allow-cross-slot-keys'}}
 redis.register_function('tc_delete', delete)
 redis.register_function('tc_edge', edge)

@@ -519,11 +519,7 @@ class RedisStore(Store):
         for source in sorted(relevant):
             by_bucket.setdefault(self._bucket(source), []).append(source)
         buckets = list(by_bucket)
-        calls = []
-        for b in buckets:
-            keys = ("e", *(k for s in by_bucket[b] for k in (f"g:{s}", f"d:{s}")))
-            calls.append(self._fcall("tc_since", b, max((after - b) // 1024, -1), limit, *by_bucket[b], keys=keys))
-        replies = self._call(calls, safe=True) if calls else []
+        replies = self._sinces(buckets, by_bucket, after, limit)
         found: list[tuple[int, Change]] = []
         for b, reply in zip(buckets, replies):
             cut = min(cut, int(reply[0]) << 10 | b)
@@ -548,6 +544,38 @@ class RedisStore(Store):
             found = found[:limit]
             return [item for _, item in found], found[-1][0]
         return [item for _, item in found], cut
+
+    def _sinces(self, buckets: list[int], by_bucket: dict[int, list[int]], after: int, limit: int) -> list[Any]:
+        """One ``tc_since`` answer per bucket: one ``tc_sinces`` call per master,
+        or one ``tc_since`` per bucket of a master that refuses it (slots moving)."""
+        groups = self._r.groups([self._tags[b] for b in buckets])
+        calls = []
+        for group in groups:
+            args: list[Any] = [limit]
+            for g in group:
+                b = buckets[g]
+                args += (self._prefixes[b], max((after - b) // 1024, -1), len(by_bucket[b]), *by_bucket[b])
+            calls.append(self._fcall("tc_sinces", buckets[group[0]], *args))
+        replies: list[Any] = [None] * len(buckets)
+        fallback: list[int] = []
+        for group, answer in zip(groups, self._r.run(calls, safe=True) if calls else []):
+            if isinstance(answer, Exception):
+                fallback += group
+                continue
+            for g, reply in zip(group, answer):
+                replies[g] = reply
+        if fallback:
+            self._r.forget()
+            singles = []
+            for g in fallback:
+                b = buckets[g]
+                keys = ("e", *(k for s in by_bucket[b] for k in (f"g:{s}", f"d:{s}")))
+                singles.append(
+                    self._fcall("tc_since", b, max((after - b) // 1024, -1), limit, *by_bucket[b], keys=keys)
+                )
+            for g, reply in zip(fallback, self._call(singles, safe=True)):
+                replies[g] = reply
+        return replies
 
     def _wait(self, after: int, timeout: float | None) -> bool:
         """Wake on the pub/sub channel; poll every 0.2 s too, so a lost
