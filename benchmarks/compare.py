@@ -49,6 +49,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sweep_users": [1_000, 3_000, 10_000],
         "timeout": 1_800.0,
     },
+    # A second shape, after one built independently of the project (issue 13):
+    # milder skew (followee counts median ~80, p90 ~190; authors Zipf 0.7),
+    # every post one publish (no bulk load), and cold reads: 2,000 distinct
+    # sinks, each read once.  Compare the event-cache-off rows on it.
+    "cold": {
+        "spec": WorkloadSpec(degree_sigma=0.67, author_exponent=0.7, distinct_reads=True),
+        "samples": Samples(timed_posts=200_000),
+        "sweep_users": [1_000, 3_000, 10_000],
+        "timeout": 3_600.0,
+    },
     "large": {
         "spec": WorkloadSpec(),
         "samples": Samples(),
@@ -65,9 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny workload, finishes in <= 60 s (CI)")
     parser.add_argument(
         "--scale",
-        choices=["default", "large"],
+        choices=["default", "cold", "large"],
         default="default",
-        help="large: sweep users 10k -> 1M for the throughput plot",
+        help="large: sweep users 10k -> 1M for the throughput plot; cold: the second workload "
+        "(milder skew, built one publish per post, each sink read once; see benchmarks/README.md)",
     )
     parser.add_argument("--out", default=os.path.join("reports", "bench"), help="output directory")
     parser.add_argument("--only", help="comma-separated implementation names (default: all)")

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,18 @@ def test_bench_redis_counts_commands_round_trips_and_projects(tmp_path: Path) ->
     assert zs["home"]["messages_per_op"] == 2
     reads = [row["reads_per_s"] for row in report["projection"]]
     assert [row["masters"] for row in report["projection"]] == [3, 10, 100] and reads == sorted(reads)
+
+
+def test_cold_workload_reads_each_sink_once_and_never_before_timing() -> None:
+    from harness.workload_file import Samples, WorkloadSpec, build
+
+    spec = WorkloadSpec(users=400, posts=2_000, mean_followees=20, degree_sigma=0.67, distinct_reads=True)
+    fixture = build(spec, Samples(reads=200, check_sinks=10, timed_posts=2_000))
+    reads = fixture.read_sinks
+    assert len(reads) == 200 and len(set(reads)) == 200
+    assert not set(reads) & (set(fixture.warm_sinks) | set(fixture.check_sinks))
+    assert fixture.bulk_posts == 0  # every post one publish
+    # The shape arguments reach the generator: a milder spread of followee counts.
+    wide = build(WorkloadSpec(users=400, posts=10, mean_followees=20, degree_sigma=1.5), Samples(reads=10))
+    degrees = lambda f: sorted(Counter(f.graph_sinks).values())  # noqa: E731
+    assert degrees(wide)[-1] > degrees(fixture)[-1]

@@ -154,3 +154,19 @@ def test_tails_read_per_master_refused_or_split_agree(cluster, graph):
             store._r.groups = grouping[0]
             for (sink, limit), items in want.items():
                 assert _drain(store, sink, limit) == items
+
+
+@pytest.mark.parametrize("grouping", ["per master", "one call for every bucket", "one call per bucket"])
+def test_last_id_and_the_wait_backstop_see_the_newest_change(cluster, grouping):
+    with twittercore.open(cluster.url, namespace=f"newest{len(grouping)}", buckets=BUCKETS) as store:
+        if grouping == "one call for every bucket":
+            store._r.groups = lambda tags: [list(range(len(tags)))] if tags else []
+        elif grouping == "one call per bucket":
+            store._r.groups = lambda tags: [[i] for i in range(len(tags))]
+        assert store.last_id() == 0 and store._newest_mutation() == 0
+        ids = [store.publish(source, b"x").id for source in (3, 9, 14, 3)]
+        assert store._newest_mutation() == max(ids)
+        assert store.last_id() >= max(ids)
+        mark = store.last_id()
+        assert store.publish(5, b"later").id > mark  # last_id() closed every bucket at or above it
+        assert store.wait(max(ids), timeout=0.5)

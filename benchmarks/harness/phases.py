@@ -29,7 +29,6 @@ from .target import Target
 from .workload_file import Fixture
 
 PAGE = 50  # a read is the newest 50 of a home timeline, with payloads
-_WARMUP = 50
 _BULK = 50_000  # posts per bulk_posts call while loading untimed
 _perf = time.perf_counter_ns
 
@@ -201,7 +200,7 @@ def run(
     gc.freeze()
 
     # ---- home page 1 and page 2
-    for sink in fx.read_sinks[:_WARMUP]:
+    for sink in fx.warm_sinks:
         target.home(sink, PAGE)
     page1_ns, last_ids = [], {}
     for sink in progress.loop("home page 1", fx.read_sinks):

@@ -18,13 +18,15 @@ import random
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from twittercore.checking.workload import Workload
 
 #: The ``k`` values of the "home latency vs followed sources" plot.
 PROBE_KS = (10, 50, 100, 500, 1000, 5000)
+#: Home reads made before the timed ones.
+WARMUP = 50
 #: Follower counts the "fan-out cost" plot aims for (the nearest source is used).
 FANOUT_TARGETS = (1, 10, 100, 1000, 10_000, 100_000)
 
@@ -39,17 +41,25 @@ class WorkloadSpec:
     max_followees: int = 5_000
     payload_bytes: int = 140
     seed: int = 1
+    #: The shape (see :class:`~twittercore.checking.workload.Workload`): the
+    #: sigma of the log-normal followee counts and the Zipf exponents of whom
+    #: to follow and who posts.
+    degree_sigma: float = 1.0
+    popularity_exponent: float = 0.7
+    author_exponent: float = 0.8
+    #: Cold reads: every timed home read is of a different sink, none of them
+    #: read before (not by the warm-up, not by the cross-check).
+    distinct_reads: bool = False
 
     def scaled(self, users: int) -> WorkloadSpec:
         """The same shape with ``users`` users and the same posts per user."""
         per_user = self.posts / self.users
-        return WorkloadSpec(
+        return replace(
+            self,
             users=users,
             posts=max(1, round(per_user * users)),
             mean_followees=min(self.mean_followees, max(1, users // 4)),
             max_followees=min(self.max_followees, users - 1),
-            payload_bytes=self.payload_bytes,
-            seed=self.seed,
         )
 
 
@@ -82,6 +92,7 @@ class Fixture:
     payload_ends: array
     bulk_posts: int  # posts [0, bulk_posts) load untimed in batches; the rest one by one, timed
     read_sinks: list[int]
+    warm_sinks: list[int]  # read before timing (the connections, the code paths)
     check_sinks: list[int]
     timeline_sources: list[int]
     probes: dict[int, int]  # k -> probe sink id that follows exactly k sources
@@ -128,6 +139,9 @@ def build(spec: WorkloadSpec, samples: Samples) -> Fixture:
         max_followees=spec.max_followees,
         posts=spec.posts,
         payload_bytes=spec.payload_bytes,
+        degree_sigma=spec.degree_sigma,
+        popularity_exponent=spec.popularity_exponent,
+        author_exponent=spec.author_exponent,
     )
     graph_sinks, graph_sources = array("Q"), array("Q")
     for sink, source in workload.graph():
@@ -161,8 +175,14 @@ def build(spec: WorkloadSpec, samples: Samples) -> Fixture:
             followers[source] = followers.get(source, 0) + 1
         probes[k] = sink
 
-    read_sinks = [rng.choice(sinks) for _ in range(samples.reads)] if sinks else []
     check_sinks = sorted(set(rng.sample(sinks, min(samples.check_sinks, len(sinks))))) + list(probes.values())
+    warm_sinks: list[int] = []
+    if spec.distinct_reads:
+        unread = sorted(set(sinks) - set(check_sinks))
+        drawn = rng.sample(unread, min(samples.reads + WARMUP, len(unread)))
+        warm_sinks, read_sinks = drawn[:WARMUP], drawn[WARMUP:]
+    else:
+        read_sinks = [rng.choice(sinks) for _ in range(samples.reads)] if sinks else []
     timeline_sources = [rng.choice(posting) for _ in range(samples.timelines)] if posting else []
 
     # Churn: pairs that are not edges, for a sample of sinks whose followees we collect.
@@ -202,6 +222,7 @@ def build(spec: WorkloadSpec, samples: Samples) -> Fixture:
         payload_ends=payload_ends,
         bulk_posts=len(post_sources) - timed,
         read_sinks=read_sinks,
+        warm_sinks=warm_sinks or read_sinks[:WARMUP],
         check_sinks=check_sinks,
         timeline_sources=timeline_sources,
         probes=probes,

@@ -319,7 +319,35 @@ local function history(keys, args)
   return {fmt(c), redis.call('ZRANGE', p .. 'h:' .. args[1], 0, -1)}
 end
 
+-- The newest mutation clock of several buckets of this master (their 'l'
+-- keys), for a waiter's backstop poll: one call per master instead of one GET
+-- per bucket.  Same routing and refusal as tc_ranges.  ARGV: per bucket:
+-- prefix, bucket.  Returns {clock, bucket} of the newest (clock 0: none).
+local function newest(keys, args)
+  local best, at = 0, 0
+  for i = 1, #args, 2 do
+    local l = tonumber(redis.call('GET', args[i] .. 'l') or '0')
+    local b = tonumber(args[i + 1])
+    if l > best or (l == best and b > at) then best, at = l, b end
+  end
+  return {fmt(best), at}
+end
+
+-- tc_close over several buckets of this master (for last_id(), which closes
+-- every bucket).  Same routing and refusal as tc_ranges.  ARGV: per bucket:
+-- prefix, floor.  Returns per bucket {clock, last mutation clock}.
+local function closes(keys, args)
+  local now, out = now_us(), {}
+  for i = 1, #args, 2 do
+    local c = close(args[i], tonumber(args[i + 1]), now)
+    out[#out + 1] = {fmt(c), redis.call('GET', args[i] .. 'l') or '0'}
+  end
+  return out
+end
+
 redis.register_function('tc_publish', publish)
+redis.register_function{function_name = 'tc_closes', callback = closes, flags = {'allow-cross-slot-keys'}}
+redis.register_function{function_name = 'tc_newest', callback = newest, flags = {'allow-cross-slot-keys', 'no-writes'}}
 redis.register_function('tc_close', close_bucket)
 redis.register_function('tc_range', range)
 redis.register_function('tc_since', since)

@@ -356,8 +356,26 @@ class RedisStore(Store):
     # ------------------------------------------------------------- positions
 
     def _closes(self, buckets: list[int], floors: dict[int, int] | None = None) -> list[tuple[int, int]]:
-        calls = [self._fcall("tc_close", b, (floors or {}).get(b, 0), keys=("l",)) for b in buckets]
-        return [(int(c), int(last)) for c, last in self._call(calls, safe=True)]
+        floors = floors or {}
+        groups = self._r.groups([self._tags[b] for b in buckets])
+        calls = []
+        for group in groups:
+            args = [x for g in group for x in (self._prefixes[buckets[g]], floors.get(buckets[g], 0))]
+            calls.append(self._fcall("tc_closes", buckets[group[0]], *args))
+        out: list[tuple[int, int]] = [(0, 0)] * len(buckets)
+        refused: list[int] = []
+        for group, answer in zip(groups, self._r.run(calls, safe=True)):
+            if isinstance(answer, Exception):
+                refused += group
+                continue
+            for g, (c, last) in zip(group, answer):
+                out[g] = (int(c), int(last))
+        if refused:
+            self._r.forget()
+            singles = [self._fcall("tc_close", buckets[g], floors.get(buckets[g], 0), keys=("l",)) for g in refused]
+            for g, (c, last) in zip(refused, self._call(singles, safe=True)):
+                out[g] = (int(c), int(last))
+        return out
 
     def _last_seq(self) -> int:
         """The newest position, after closing every bucket above it (so that a
@@ -373,8 +391,24 @@ class RedisStore(Store):
         return newest
 
     def _newest_mutation(self) -> int:
-        lasts = self._call([(self._tags[b], ("GET", self._key(b, "l"))) for b in range(self._nb)], safe=True)
-        return max((int(last) << 10 | b for b, last in enumerate(lasts) if last), default=0)
+        """The newest position any bucket has changed at (its 'l' key).  Runtime
+        complexity: one call per master, one GET per bucket where a master refuses."""
+        buckets = list(range(self._nb))
+        groups = self._r.groups([self._tags[b] for b in buckets])
+        calls = [
+            self._fcall("tc_newest", group[0], *(x for g in group for x in (self._prefixes[g], g))) for group in groups
+        ]
+        newest, refused = 0, []
+        for group, answer in zip(groups, self._r.run(calls, safe=True)):
+            if isinstance(answer, Exception):
+                refused += group
+            elif int(answer[0]):
+                newest = max(newest, int(answer[0]) << 10 | int(answer[1]))
+        if refused:
+            self._r.forget()
+            lasts = self._call([(self._tags[b], ("GET", self._key(b, "l"))) for b in refused], safe=True)
+            newest = max([newest, *(int(last) << 10 | b for b, last in zip(refused, lasts) if last)])
+        return newest
 
     @staticmethod
     def _clock_bounds(b: int, lo: int, hi: int) -> tuple[int, int]:
