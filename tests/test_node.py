@@ -125,7 +125,18 @@ def _reference_homes(c, users, edges):
         for _, text in events:
             source = next(u for u, h in users.items() if text.startswith(f"{u}:"))
             ref.publish(source, text.encode())
-        return {sink: [e.payload.decode() for e in ref.home(sink, limit=10_000)] for sink in users}
+        return {sink: [e.payload.decode() for e in _all_pages(ref, sink)] for sink in users}
+
+
+def _all_pages(store, sink):
+    """Every event of a home timeline, newest first, paging by max_id (a page holds at most 10,000)."""
+    out, max_id = [], None
+    while True:
+        page = store.home(sink, limit=10_000, max_id=max_id)
+        out += page
+        if len(page) < 10_000:
+            return out
+        max_id = page[-1].id - 1
 
 
 def _homes(c, users):
