@@ -90,6 +90,7 @@ class RedisStore(Store):
         self._prefixes = [f"{tag}:" for tag in self._tags]
         self._r = Router(target, timeout)
         self._floor = 0  # the newest position this process has seen: its writes go after it
+        self._floor_lock = threading.Lock()
         self._heard = 0  # the newest position announced on the wake channel
         self._woken = threading.Condition()
         self._listener: threading.Thread | None = None
@@ -167,7 +168,11 @@ class RedisStore(Store):
 
     def _saw(self, position: int) -> None:
         if position > self._floor:
-            self._floor = position
+            # Threads share a store (a server's pool): the check and the raise
+            # must be one step, or a slower thread could lower the floor.
+            with self._floor_lock:
+                if position > self._floor:
+                    self._floor = position
 
     @staticmethod
     def _event_of(id: int, value: bytes) -> Event:
