@@ -104,7 +104,7 @@ class PageCache:
             parts = self._statuses[key] = (head + b'"account":', tail, event.source)
             if len(self._statuses) > self.SIZE:
                 for old in list(itertools.islice(self._statuses, self.SIZE // 2)):
-                    self._statuses.pop(old, None)  # pages render in threads too (Server.offload)
+                    self._statuses.pop(old, None)
         account = self.account(renderer, parts[2])
         if account is None:
             return None
