@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -376,3 +377,46 @@ def test_serve_store_option(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "--store nosuch+scheme://" in bad.stderr
+
+
+def _listening_inodes(pid: int, port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` that process ``pid`` holds."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    listening.add(fields[9])
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(target[8:-1])
+    return listening & held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing is Linux's")
+def test_workers_listen_each_on_their_own_socket_and_share_connections(tmp_path):
+    from collections import Counter
+
+    from twittercore.lab.supervisor import children
+
+    port = free_port()
+    with serve_process(tmp_path / "d", port, "--workers", "2", "--admin-token", "T") as proc:
+        deadline = time.monotonic() + 20
+        while len(workers := children(proc.pid)) < 2 or not all(_listening_inodes(w, port) for w in workers):
+            assert time.monotonic() < deadline, "two workers never listened"
+            time.sleep(0.1)
+        # One listener each (a shared socket would be one inode in both).
+        inodes = [_listening_inodes(w, port) for w in workers]
+        assert len(inodes[0] | inodes[1]) == 2
+        served: Counter[str] = Counter()
+        for _ in range(64):  # 64 connections, one request each: the kernel hashes each to a listener
+            with httpx.Client() as client:
+                served[client.get(f"http://127.0.0.1:{port}/api/v1/instance").headers["x-twittercore-worker"]] += 1
+        assert set(served) == {str(w) for w in workers}
+        assert max(served.values()) <= 48  # an even split is 32; P(> 48) is about 5e-5

@@ -17,8 +17,10 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from ..errors import ConfigurationError
+from . import reuseport
 
 __all__ = ["add_arguments", "run"]
 
@@ -153,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"twittercore serve: {scheme}://{args.host}:{args.port} data={data}{where} workers={args.workers}", flush=True
     )
-    uvicorn.run(
-        "twittercore.server.app:app_from_env",
+    settings: dict[str, Any] = dict(
         factory=True,
         host=args.host,
         port=args.port,
@@ -166,4 +167,9 @@ def run(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
     )
+    if args.workers > 1 and reuseport.available():
+        # A listener per worker: the kernel spreads connections (see tools/reuseport.py).
+        reuseport.serve(uvicorn.Config("twittercore.server.app:app_from_env", **settings))
+    else:
+        uvicorn.run("twittercore.server.app:app_from_env", **settings)
     return 0
