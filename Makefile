@@ -88,12 +88,14 @@ bench-nodes: build
 	timeout -s INT 300 $(BIN)/python benchmarks/bench_nodes_mastodon.py
 
 # The failure-point lab (docs/lab.md): every deployment in lab/deployments under the same load and
-# faults, side by side in lab-report/comparison.md.  Deployments whose backend is not built yet are
-# skipped rows.  Bounded: each run's ramp, load and faults are fixed in lab/scenarios/matrix.toml, and
-# `timeout` ends the comparison (tearing every deployment down) after 15 minutes, the ladder after 5.
+# faults, side by side in lab-report/comparison.md; then the two ladders (the kernel's language, the
+# fan-out strategy).  Deployments whose backend is not built yet are skipped rows.  Bounded: each run's
+# ramp, load and faults are fixed in lab/scenarios/*.toml, and `timeout` ends the comparison (tearing
+# every deployment down) after 15 minutes, each ladder after 5-7.
 lab: build redis
 	timeout -s INT 900 $(BIN)/python -m twittercore lab run matrix --out lab-report
 	timeout -s INT 300 $(BIN)/python -m twittercore lab run ladder --out lab-report/ladder
+	timeout -s INT 400 $(BIN)/python -m twittercore lab run fanout-ladder --out lab-report/fanout-ladder
 
 # Seconds, not minutes: one worker of the embedded deployment killed under load.
 lab-smoke: build

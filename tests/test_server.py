@@ -420,3 +420,23 @@ def test_workers_listen_each_on_their_own_socket_and_share_connections(tmp_path)
                 served[client.get(f"http://127.0.0.1:{port}/api/v1/instance").headers["x-twittercore-worker"]] += 1
         assert set(served) == {str(w) for w in workers}
         assert max(served.values()) <= 48  # an even split is 32; P(> 48) is about 5e-5
+
+
+def test_serve_fanout_option_sets_the_store_strategy(tmp_path):
+    import twittercore
+
+    port = free_port()
+    with serve_process(tmp_path / "d", port, "--fanout", "write", "--admin-token", "T"):
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/accounts", data={"username": "w"}, headers={"Authorization": "Bearer T"}
+        )
+        assert r.status_code == 200
+    with twittercore.open(str(tmp_path / "d" / "store")) as store:
+        assert store.fanout == "write"
+    bad = subprocess.run(
+        [sys.executable, "-m", "twittercore", "serve", "--data", str(tmp_path / "e"), "--fanout", "sideways"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--fanout" in bad.stderr

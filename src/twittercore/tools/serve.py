@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not fsync each commit (survives a process crash, not a machine crash)",
     )
+    parser.add_argument(
+        "--fanout",
+        choices=["read", "write", "hybrid"],
+        default=None,
+        help="the store's fan-out strategy (default: the store's own, fan-out on read for a new one); "
+        "an existing LMDB store is converted",
+    )
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", default=None, help="... and this private key (PEM)")
     parser.add_argument(
@@ -106,15 +113,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data = os.path.abspath(args.data)
     os.makedirs(data, exist_ok=True)
-    options = {"durable": False} if args.no_durable else {}
-    if args.store and not args.memory:
-        # Fail here, once, with the store's own message, rather than in every worker.
+    options: dict[str, Any] = {"durable": False} if args.no_durable else {}
+    if args.fanout:
+        options["fanout"] = args.fanout
+    if (args.store or args.fanout) and not args.memory:
+        # Fail here, once, with the store's own message, rather than in every worker
+        # (and convert a store to another strategy once, before the workers open it).
         import twittercore
 
+        target = args.store or os.path.join(data, "store")
         try:
-            twittercore.open(args.store, **options).close()
+            twittercore.open(target, **options).close()
         except twittercore.Error as exc:
-            print(f"twittercore serve: --store {args.store}: {exc}", file=sys.stderr)
+            print(f"twittercore serve: --store {target}: {exc}", file=sys.stderr)
             return 2
     if args.state:
         import twittercore
