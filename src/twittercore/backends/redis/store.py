@@ -360,32 +360,44 @@ class RedisStore(Store):
 
     # ------------------------------------------------------------- positions
 
-    def _closes(self, buckets: list[int], floors: dict[int, int] | None = None) -> list[tuple[int, int]]:
-        floors = floors or {}
-        groups = self._r.groups([self._tags[b] for b in buckets])
-        calls = []
-        for group in groups:
-            args = [x for g in group for x in (self._prefixes[buckets[g]], floors.get(buckets[g], 0))]
-            calls.append(self._fcall("tc_closes", buckets[group[0]], *args))
-        out: list[tuple[int, int]] = [(0, 0)] * len(buckets)
+    def _per_master(
+        self, name: str, buckets: list[int], head: tuple[Any, ...], each: Callable[[int], tuple[Any, ...]]
+    ) -> tuple[list[tuple[list[int], Any]], list[int]]:
+        """Call function ``name`` once per master over its ``buckets`` (ARGV: ``head``,
+        then ``each(b)`` per bucket; routed by the first bucket's clock key).  Returns
+        ``(buckets, answer)`` per master that answered, and the buckets of masters that
+        refused: a bucket not where the slot table said (slots moving) makes Redis
+        refuse the call, and callers read those one by one with declared keys."""
+        groups = [[buckets[i] for i in group] for group in self._r.groups([self._tags[b] for b in buckets])]
+        calls = [self._fcall(name, group[0], *head, *(x for b in group for x in each(b))) for group in groups]
+        answered: list[tuple[list[int], Any]] = []
         refused: list[int] = []
-        for group, answer in zip(groups, self._r.run(calls, safe=True)):
+        for group, answer in zip(groups, self._r.run(calls, safe=True) if calls else []):
             if isinstance(answer, Exception):
                 refused += group
-                continue
-            for g, (c, last) in zip(group, answer):
-                out[g] = (int(c), int(last))
+            else:
+                answered.append((group, answer))
         if refused:
             self._r.forget()
-            singles = [self._fcall("tc_close", buckets[g], floors.get(buckets[g], 0), keys=("l",)) for g in refused]
-            for g, (c, last) in zip(refused, self._call(singles, safe=True)):
-                out[g] = (int(c), int(last))
-        return out
+        return answered, refused
+
+    def _closes(self, buckets: list[int], floors: dict[int, int] | None = None) -> list[tuple[int, int]]:
+        floors = floors or {}
+        out: dict[int, tuple[int, int]] = {}
+        answered, refused = self._per_master("tc_closes", buckets, (), lambda b: (self._prefixes[b], floors.get(b, 0)))
+        for group, answer in answered:
+            for b, (c, last) in zip(group, answer):
+                out[b] = (int(c), int(last))
+        if refused:
+            singles = [self._fcall("tc_close", b, floors.get(b, 0), keys=("l",)) for b in refused]
+            for b, (c, last) in zip(refused, self._call(singles, safe=True)):
+                out[b] = (int(c), int(last))
+        return [out[b] for b in buckets]
 
     def _last_seq(self) -> int:
         """The newest position, after closing every bucket above it (so that a
-        tail starting there misses nothing).  Runtime complexity: one pipelined
-        call per bucket, a second only for buckets behind the newest."""
+        tail starting there misses nothing).  Runtime complexity: one call per
+        master (``tc_closes``), a second only for buckets behind the newest."""
         buckets = list(range(self._nb))
         closed = self._closes(buckets)
         newest = max((last << 10 | b for b, (_, last) in zip(buckets, closed) if last), default=0)
@@ -398,19 +410,9 @@ class RedisStore(Store):
     def _newest_mutation(self) -> int:
         """The newest position any bucket has changed at (its 'l' key).  Runtime
         complexity: one call per master, one GET per bucket where a master refuses."""
-        buckets = list(range(self._nb))
-        groups = self._r.groups([self._tags[b] for b in buckets])
-        calls = [
-            self._fcall("tc_newest", group[0], *(x for g in group for x in (self._prefixes[g], g))) for group in groups
-        ]
-        newest, refused = 0, []
-        for group, answer in zip(groups, self._r.run(calls, safe=True)):
-            if isinstance(answer, Exception):
-                refused += group
-            elif int(answer[0]):
-                newest = max(newest, int(answer[0]) << 10 | int(answer[1]))
+        answered, refused = self._per_master("tc_newest", list(range(self._nb)), (), lambda b: (self._prefixes[b], b))
+        newest = max((int(c) << 10 | int(b) for _, (c, b) in answered if int(c)), default=0)
         if refused:
-            self._r.forget()
             lasts = self._call([(self._tags[b], ("GET", self._key(b, "l"))) for b in refused], safe=True)
             newest = max([newest, *(int(last) << 10 | b for b, last in zip(refused, lasts) if last)])
         return newest
@@ -440,30 +442,19 @@ class RedisStore(Store):
         run a master's merge of its sources, truncated to ``limit``.  Runtime
         complexity: one round trip, one call per master (``tc_ranges``), or one
         per bucket of a master whose slots are moving."""
-        buckets = list(by_bucket)
-        groups = self._r.groups([self._tags[b] for b in buckets])
-        calls = []
-        for group in groups:
-            args: list[Any] = [limit, int(oldest)]
-            for g in group:
-                b = buckets[g]
-                lo_c, hi_c = self._clock_bounds(b, lo, hi)
-                args += (self._prefixes[b], b, max(lo_c, -1), max(hi_c, -1), len(by_bucket[b]), *by_bucket[b])
-            calls.append(self._fcall("tc_ranges", buckets[group[0]], *args))
+
+        def spec(b: int) -> tuple[Any, ...]:
+            lo_c, hi_c = self._clock_bounds(b, lo, hi)
+            return (self._prefixes[b], b, max(lo_c, -1), max(hi_c, -1), len(by_bucket[b]), *by_bucket[b])
+
+        answered, fallback = self._per_master("tc_ranges", list(by_bucket), (limit, int(oldest)), spec)
         cut: int | None = None
         runs: list[tuple[bytes, dict[int, list[int]]]] = []
-        fallback: list[int] = []
-        for group, answer in zip(groups, self._r.run(calls, safe=True)):
-            if isinstance(answer, Exception):
-                fallback += (buckets[g] for g in group)  # a slot is moving: declared keys only
-                continue
+        for group, answer in answered:
             least = int(answer[0]) << 10 | int(answer[1])
             cut = least if cut is None else min(cut, least)
-            runs.append(
-                (answer[2] if _LITTLE else _swapped(answer[2]), {buckets[g]: by_bucket[buckets[g]] for g in group})
-            )
+            runs.append((answer[2] if _LITTLE else _swapped(answer[2]), {b: by_bucket[b] for b in group}))
         if fallback:
-            self._r.forget()
             answers = self._call(
                 [self._range(b, by_bucket[b], limit, lo, hi, oldest, False) for b in fallback], safe=True
             )
@@ -587,34 +578,21 @@ class RedisStore(Store):
     def _sinces(self, buckets: list[int], by_bucket: dict[int, list[int]], after: int, limit: int) -> list[Any]:
         """One ``tc_since`` answer per bucket: one ``tc_sinces`` call per master,
         or one ``tc_since`` per bucket of a master that refuses it (slots moving)."""
-        groups = self._r.groups([self._tags[b] for b in buckets])
-        calls = []
-        for group in groups:
-            args: list[Any] = [limit]
-            for g in group:
-                b = buckets[g]
-                args += (self._prefixes[b], max((after - b) // 1024, -1), len(by_bucket[b]), *by_bucket[b])
-            calls.append(self._fcall("tc_sinces", buckets[group[0]], *args))
-        replies: list[Any] = [None] * len(buckets)
-        fallback: list[int] = []
-        for group, answer in zip(groups, self._r.run(calls, safe=True) if calls else []):
-            if isinstance(answer, Exception):
-                fallback += group
-                continue
-            for g, reply in zip(group, answer):
-                replies[g] = reply
-        if fallback:
-            self._r.forget()
+
+        def spec(b: int) -> tuple[Any, ...]:
+            return (self._prefixes[b], max((after - b) // 1024, -1), len(by_bucket[b]), *by_bucket[b])
+
+        answered, refused = self._per_master("tc_sinces", buckets, (limit,), spec)
+        replies = {b: reply for group, answer in answered for b, reply in zip(group, answer)}
+        if refused:
             singles = []
-            for g in fallback:
-                b = buckets[g]
+            for b in refused:
                 keys = ("e", *(k for s in by_bucket[b] for k in (f"g:{s}", f"d:{s}")))
                 singles.append(
                     self._fcall("tc_since", b, max((after - b) // 1024, -1), limit, *by_bucket[b], keys=keys)
                 )
-            for g, reply in zip(fallback, self._call(singles, safe=True)):
-                replies[g] = reply
-        return replies
+            replies.update(zip(refused, self._call(singles, safe=True)))
+        return [replies[b] for b in buckets]
 
     def _wait(self, after: int, timeout: float | None) -> bool:
         """Wake on the pub/sub channel; poll every 0.2 s too, so a lost
