@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["available", "serve"]
 
@@ -28,11 +28,19 @@ def available() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def _listener(family: int, host: str, port: int, backlog: int) -> socket.socket:
-    """A listening socket on ``(host, port)`` beside the other workers' (in the worker)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+S = TypeVar("S", bound=socket.socket)
+
+
+def _sharing(sock: S) -> S:
+    """``sock``, set to share its port with the other workers' sockets."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _listener(family: int, host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket on ``(host, port)`` beside the other workers' (in the worker)."""
+    sock = _sharing(socket.socket(family, socket.SOCK_STREAM))
     sock.bind((host, port))
     sock.listen(backlog)
     return sock
@@ -53,9 +61,7 @@ def serve(config: Any) -> None:
     from uvicorn.supervisors import Multiprocess
 
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    holder = _PortHolder(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder = _sharing(_PortHolder(family, socket.SOCK_STREAM))
     holder.backlog = config.backlog
     try:
         holder.bind((config.host, config.port))
