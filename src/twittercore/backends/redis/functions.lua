@@ -110,6 +110,12 @@ local function close_bucket(keys, args)
   return {fmt(c), redis.call('GET', p .. 'l') or '0'}
 end
 
+-- The clocks of a log in (lo, hi] (lo given with its '('): the oldest `n`, or the newest `n`, newest first.
+local function clocks_in(key, lo, hi, n, oldest)
+  if oldest then return redis.call('ZRANGEBYSCORE', key, lo, hi, 'LIMIT', 0, n) end
+  return redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'LIMIT', 0, n)
+end
+
 -- ARGV: lo (exclusive), hi (inclusive) clocks, limit, oldest (0/1), values (0/1), sources...
 -- Closes the bucket, then per source the newest (or oldest) `limit` clocks in
 -- (lo, hi], with their values when asked.  Returns {clock, ids1, vals1, ids2, ...}.
@@ -119,12 +125,7 @@ local function range(keys, args)
   local lo, hi, limit = '(' .. args[1], args[2], tonumber(args[3])
   local out = {fmt(c)}
   for i = 6, #args do
-    local ids
-    if args[4] == '1' then
-      ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. args[i], lo, hi, 'LIMIT', 0, limit)
-    else
-      ids = redis.call('ZREVRANGEBYSCORE', p .. 'g:' .. args[i], hi, lo, 'LIMIT', 0, limit)
-    end
+    local ids = clocks_in(p .. 'g:' .. args[i], lo, hi, limit, args[4] == '1')
     out[#out + 1] = ids
     if args[5] == '1' and #ids > 0 then
       out[#out + 1] = redis.call('HMGET', p .. 'e', unpack(ids))
@@ -158,10 +159,7 @@ local function ranges(keys, args)
   end
   -- Sources are read lazily: a few ids each first (about what each would give
   -- if all were equally busy), more only for a source the merge drains.
-  local function read(key, lo, hi, n)
-    if oldest then return redis.call('ZRANGEBYSCORE', key, lo, hi, 'LIMIT', 0, n) end
-    return redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'LIMIT', 0, n)
-  end
+  local function read(key, lo, hi, n) return clocks_in(key, lo, hi, n, oldest) end
   local sources, i = 0, 3
   while i <= #args do
     sources = sources + tonumber(args[i + 4])
