@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes bench-group-commit redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes clean
+.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes bench-group-commit redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes lab-partition clean
 
 all: build
 
@@ -96,6 +96,12 @@ lab: build redis
 	timeout -s INT 900 $(BIN)/python -m twittercore lab run matrix --out lab-report
 	timeout -s INT 300 $(BIN)/python -m twittercore lab run ladder --out lab-report/ladder
 	timeout -s INT 400 $(BIN)/python -m twittercore lab run fanout-ladder --out lab-report/fanout-ladder
+	timeout -s INT 300 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
+
+# Real partitions (docs/lab.md, "Network namespaces"): the deployments whose processes live in network
+# namespaces; needs root, and is a row of skips without it.
+lab-partition: build
+	timeout -s INT 300 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
 
 # Seconds, not minutes: one worker of the embedded deployment killed under load.
 lab-smoke: build

@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"lab down: stopped {state['deployment']} ({len(state['processes'])} processes"
                     + (f"; SIGKILL needed for {', '.join(state['killed'])}" if state["killed"] else "")
+                    + (f"; COULD NOT REMOVE {', '.join(state['left'])}" if state["left"] else "")
                     + ")"
                 )
+                return 1 if state["left"] else 0
             return 0
         if args.lab_command == "up":
             from .supervisor import Lab

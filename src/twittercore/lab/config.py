@@ -33,6 +33,7 @@ __all__ = [
     "StepSpec",
     "FileSpec",
     "TmpfsSpec",
+    "NetnsSpec",
     "Check",
     "Scenario",
     "FaultSpec",
@@ -92,6 +93,7 @@ class ProcessSpec:
     kill: str = "self"  # "self": faults hit this process; "child": one of its children (it restarts them)
     restart: bool = True  # after a kill, the lab starts it again with the same argv and env
     master: Check | None = None  # "pick = master" targets the processes where this check passes
+    netns: str | None = None  # run inside this [[netns]] (ip netns exec)
 
 
 @dataclass
@@ -117,6 +119,12 @@ class TmpfsSpec:
 
 
 @dataclass
+class NetnsSpec:
+    name: str
+    networks: list[str]  # the [[network]]s it joins; its address on the first is {addr:NAME}
+
+
+@dataclass
 class Deployment:
     name: str
     source: Path
@@ -125,11 +133,17 @@ class Deployment:
     ordered_ids: bool = True
     ready_timeout: float = 30.0
     bus_ports: list[str] = field(default_factory=list)  # port names that need port+10000 free too
+    # Verifier checks this deployment gives up by design (bounded staleness: G3), and why: their
+    # violations are reported and counted but do not fail the row.
+    tolerates: list[str] = field(default_factory=list)
+    tolerates_reason: str = ""
     requires: list[Check] = field(default_factory=list)
     processes: list[ProcessSpec] = field(default_factory=list)
     steps: list[StepSpec] = field(default_factory=list)
     files: list[FileSpec] = field(default_factory=list)
     tmpfs: list[TmpfsSpec] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    netns: list[NetnsSpec] = field(default_factory=list)
 
     def stages(self) -> list[int]:
         return sorted({p.stage for p in self.processes} | {s.stage for s in self.steps})
@@ -236,7 +250,12 @@ def load_deployment(path: Path) -> Deployment:
         ordered_ids=_take(raw, "ordered_ids", bool, where, True),
         ready_timeout=_take(raw, "ready_timeout", float, where, 30.0),
         bus_ports=_take(raw, "bus_ports", list, where, []),
+        tolerates=_take(raw, "tolerates", list, where, []),
+        tolerates_reason=_take(raw, "tolerates_reason", str, where, ""),
     )
+    checks = ("G1", "G2", "G3", "G4", "deleted", "realtime", "global")
+    if any(t not in checks for t in d.tolerates) or (d.tolerates and not d.tolerates_reason):
+        raise LabError(f"{where}: tolerates = {d.tolerates!r}: a list of {', '.join(checks)}, with tolerates_reason")
     d.requires = [_check(c, f"{where}: requires[{n}]") for n, c in enumerate(_take(raw, "requires", list, where, []))]
     names: set[str] = set()
     for n, p in enumerate(_take(raw, "process", list, where, [])):
@@ -254,6 +273,7 @@ def load_deployment(path: Path) -> Deployment:
             stage=_take(p, "stage", int, w, 1),
             kill=_take(p, "kill", str, w, "self"),
             restart=_take(p, "restart", bool, w, True),
+            netns=_take(p, "netns", str, w, None),
         )
         _done(p, w)
         if common["kill"] not in ("self", "child"):
@@ -272,6 +292,7 @@ def load_deployment(path: Path) -> Deployment:
             )
             spec.health = sub(spec.health) if spec.health else None
             spec.tcp = sub(str(spec.tcp)) if spec.tcp is not None else None
+            spec.netns = sub(spec.netns) if spec.netns else None
             if master is not None:
                 m = _check(master, f"{w}.master")
                 spec.master = Check([sub(a) for a in m.argv], m.contains, m.reason)
@@ -304,6 +325,36 @@ def load_deployment(path: Path) -> Deployment:
         t = dict(t)
         d.tmpfs.append(TmpfsSpec(_take(t, "name", str, w), _take(t, "path", str, w), _take(t, "size", str, w, "64m")))
         _done(t, w)
+    for n, net in enumerate(_take(raw, "network", list, where, [])):
+        w = f"{where}: network[{n}]"
+        net = dict(net)
+        name = _take(net, "name", str, w)
+        _done(net, w)
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,11}", name) or name in d.networks or name == "host":
+            raise LabError(f"{w}: name = {name!r}: expected a new short lowercase name (not host)")
+        d.networks.append(name)
+    for n, ns in enumerate(_take(raw, "netns", list, where, [])):
+        w = f"{where}: netns[{n}]"
+        ns = dict(ns)
+        count = _take(ns, "count", int, w, 1)
+        name = _take(ns, "name", str, w)
+        joins = _strings(ns.pop("networks", None), f"{w}.networks")
+        _done(ns, w)
+        if count > 1 and "{i}" not in name:
+            raise LabError(f'{w}: count = {count} needs {{i}} in the name (e.g. "host{{i}}")')
+        unknown = [j for j in joins if j not in d.networks]
+        if unknown:
+            raise LabError(f"{w}: networks {', '.join(unknown)}: no [[network]] of that name")
+        for i in range(1, count + 1):
+            spec_name = name.replace("{i}", str(i))
+            if not re.fullmatch(r"[a-z][a-z0-9]{0,11}", spec_name) or spec_name == "host":
+                raise LabError(f"{w}: name {spec_name!r}: expected a short lowercase name (not host)")
+            if any(x.name == spec_name for x in d.netns):
+                raise LabError(f"{w}: a second netns named {spec_name!r}")
+            d.netns.append(NetnsSpec(spec_name, list(joins)))
+    for p in d.processes:
+        if p.netns is not None and not any(x.name == p.netns for x in d.netns):
+            raise LabError(f"{where}: process {p.name}: netns = {p.netns!r}: no [[netns]] of that name")
     _done(raw, where)
     if not d.processes:
         raise LabError(f"{where}: no [[process]]: a deployment starts at least one process")

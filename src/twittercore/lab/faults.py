@@ -15,7 +15,10 @@ What each action does:
   started again with the same argv and env; it ends when ready again.
 - ``pause``: SIGSTOP, ``duration`` seconds, SIGCONT (a GC stall, a VM freeze).
 - ``link``: set delay/jitter/loss/reset on a link proxy for ``duration``.
-- ``partition``: cut a link proxy (``mode`` stall or reset) for ``duration``.
+- ``partition``: for ``duration``, set a namespace's veth links down (target
+  ``NS``: all its links; ``NS.NET``: the one on that network), split a group
+  (``A+B``) off onto a side of its own, or cut a link proxy (``mode`` stall or
+  reset).
 - ``disk-full``: fill the tmpfs named by the target, free it after ``duration``.
 - ``clock-skew``: restart the target with ``TWITTERCORE_CLOCK_SKEW_MS`` set
   (the node adds it to every wall-clock reading), and without it after
@@ -63,15 +66,10 @@ async def _one(lab: Lab, f: FaultSpec, t_start: float, history: Any, log: list[d
         "skipped": None,
     }
     log.append(record)
-    if (
-        f.action == "disk-full"
-        and not any(t.name == f.target for t in lab.d.tmpfs)
-        or (f.action != "disk-full" and not any(f.target in (n, r.spec.role) for n, r in lab.running.items()))
-    ):
+    if not _exists(lab, f):
         # One schedule serves every deployment: a fault on what this one does not have is not an error.
-        record["skipped"] = (
-            f"{lab.d.name} has no {'tmpfs' if f.action == 'disk-full' else 'process or role'} {f.target!r}"
-        )
+        kind = {"disk-full": "tmpfs", "partition": "namespace, link, process or role"}.get(f.action, "process or role")
+        record["skipped"] = f"{lab.d.name} has no {kind} {f.target!r}"
         record["end"] = record["start"]
         return
     history.fault(f.action, f.target, "start")
@@ -87,6 +85,14 @@ async def _one(lab: Lab, f: FaultSpec, t_start: float, history: Any, log: list[d
             + (f" ERROR {record['error']}" if record["error"] else ""),
             flush=True,
         )
+
+
+def _exists(lab: Lab, f: FaultSpec) -> bool:
+    if f.action == "disk-full":
+        return any(t.name == f.target for t in lab.d.tmpfs)
+    if f.action == "partition" and lab.net is not None and lab.net.host_sides(f.target):
+        return True
+    return any(f.target in (n, r.spec.role) for n, r in lab.running.items())
 
 
 async def _ready(lab: Lab, name: str, timeout: float = 60.0) -> None:
@@ -165,7 +171,33 @@ async def _link(lab: Lab, f: FaultSpec, record: dict[str, Any]) -> None:
 
 
 async def _partition(lab: Lab, f: FaultSpec, record: dict[str, Any]) -> None:
-    await _impair(lab, f, record, {"partition": f.mode}, {"partition": None})
+    links = lab.net.host_sides(f.target) if lab.net is not None else None
+    if links is None:
+        await _impair(lab, f, record, {"partition": f.mode}, {"partition": None})
+        return
+    if f.mode != "stall":
+        raise LabError(
+            f"lab: partition {f.target}: mode {f.mode!r} is for link proxies; a namespace's link goes down (stall)"
+        )
+    assert lab.net is not None
+    net = lab.net
+    record["processes"] = [f.target]
+    record["links"] = links
+    if "+" in f.target:  # a group: its own side of a split network, its members still talk to each other
+        sides: list[str] = []
+        try:
+            sides = await asyncio.to_thread(net.split, f.target)
+            lab.save()
+            await asyncio.sleep(f.duration)
+        finally:
+            await asyncio.to_thread(net.join, f.target, sides)
+            lab.save()
+        return
+    try:
+        await asyncio.to_thread(net.set_links, links, False)
+        await asyncio.sleep(f.duration)
+    finally:
+        await asyncio.to_thread(net.set_links, links, True)
 
 
 def _fill(path: str) -> int:

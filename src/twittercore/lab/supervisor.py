@@ -8,7 +8,8 @@ killed, finds and stops the same processes; a PID is only signalled while its
 start time still matches the one recorded, so a recycled PID is left alone.
 Teardown is SIGTERM (plus SIGCONT, since a paused process cannot act on it),
 a grace period, then SIGKILL for whatever is left; tmpfs mounts are unmounted
-last.
+last, and the deployment's network namespaces and bridges (if it has any,
+see :mod:`twittercore.lab.netns`) are removed once their processes are gone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import netns
 from .config import Check, Deployment, LabError, ProcessSpec, render
 
 __all__ = ["Lab", "down", "STATE_FILE", "group_members", "bus_port_range"]
@@ -125,6 +127,8 @@ class Lab:
         self.pgids: set[int] = set()  # every group ever started: a killed server's orphans are in the old one
         self.mounts: list[str] = []
         self.url = ""
+        self.net = netns.Net(deployment.networks, deployment.netns) if deployment.netns else None
+        self.left: list[str] = []  # namespaces or interfaces the last down() could not remove
         # Set when a run is being torn down: health waits in worker threads stop at once
         # (the event loop's shutdown would otherwise wait for them).
         self.aborting = False
@@ -159,7 +163,19 @@ class Lab:
                 raise LabError(f"{where}: {{file:{name}}}: no [[file]] named {name!r}")
             return self.files[name]
 
-        values = {"python": sys.executable, "dir": str(self.dir), "token": self.token, "port": self.port, "file": file}
+        def addr(ref: str) -> str:
+            if self.net is None:
+                raise LabError(f"{where}: {{addr:{ref}}}: this deployment has no [[netns]]")
+            return self.net.addr(ref)
+
+        values = {
+            "python": sys.executable,
+            "dir": str(self.dir),
+            "token": self.token,
+            "port": self.port,
+            "file": file,
+            "addr": addr,
+        }
         return render(text, values, where)
 
     # ------------------------------------------------------------------ up
@@ -179,6 +195,10 @@ class Lab:
     def missing(self) -> str | None:
         """Why this deployment cannot run here (a ``requires`` check failed), or None."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.net is not None:
+            reason = netns.probe()
+            if reason:
+                return reason
         for n, check in enumerate(self.d.requires):
             ok, output = self.check(check, f"{self.d.source}: requires[{n}]")
             if not ok:
@@ -197,6 +217,8 @@ class Lab:
             self._save()
             for t in self.d.tmpfs:
                 self._mount(t.path, t.size)
+            if self.net is not None:
+                self.net.create(self._save)
             for f in self.d.files:
                 target = self.dir / f.path
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +251,8 @@ class Lab:
     def start(self, spec: ProcessSpec, extra_env: dict[str, str] | None = None) -> Running:
         where = f"{self.d.source}: process {spec.name}"
         argv = [self.render(a, where) for a in spec.argv]
+        if spec.netns is not None and self.net is not None:
+            argv = self.net.exec_prefix(spec.netns) + argv  # ip netns exec execs: the PID is the process's own
         env = {k: self.render(str(v), where) for k, v in spec.env.items()}
         env.update(extra_env or {})
         log = open(self.dir / "logs" / f"{spec.name}.log", "ab")
@@ -260,11 +284,12 @@ class Lab:
         where = f"{self.d.source}: process {name}"
         url = self.render(spec.health, where) if spec.health else None
         port = int(self.render(spec.tcp, where)) if spec.tcp else None
+        host = self.net.addr(spec.netns) if spec.netns and self.net is not None else "127.0.0.1"
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             if r.popen is not None and r.popen.poll() is not None:
                 raise LabError(f"{where}: exited with status {r.popen.returncode} while starting:\n{self.tail(name)}")
-            if self.ready(url, port):
+            if self.ready(url, port, host):
                 return
             if self.aborting:
                 raise LabError(f"{where}: the run is being stopped")
@@ -273,13 +298,13 @@ class Lab:
             time.sleep(0.05)
 
     @staticmethod
-    def ready(url: str | None, port: int | None) -> bool:
+    def ready(url: str | None, port: int | None, host: str = "127.0.0.1") -> bool:
         try:
             if url:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
                     return bool(200 <= response.status < 300)
             if port:
-                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                with socket.create_connection((host, port), timeout=1.0):
                     return True
         except (OSError, urllib.error.URLError, ValueError):
             return False
@@ -389,8 +414,13 @@ class Lab:
             "ports": self.ports,
             "pgids": sorted(self.pgids),
             "mounts": self.mounts,
+            "net": self.net.state() if self.net is not None else {},
             "processes": {n: {"pid": r.pid, "start": r.start, "role": r.spec.role} for n, r in self.running.items()},
         }
+
+    def save(self) -> None:
+        """Write ``lab-state.json`` now (faults that make something teardown must find call it)."""
+        self._save()
 
     def _save(self) -> None:
         path = self.dir / STATE_FILE
@@ -411,6 +441,9 @@ class Lab:
                     r.popen.wait(timeout=1)
                 except subprocess.TimeoutExpired:
                     pass
+        if self.net is not None:
+            self.left = netns.destroy(self.net.made)
+            self.net.made = {k: [] for k in self.net.made}
         unmount(self.mounts)
         self.mounts = []
         try:
@@ -476,6 +509,7 @@ def down(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         if group_members(pgid):
             pgids.append(pgid)
     state["killed"] = stop_groups(pgids)
+    state["left"] = netns.destroy(state.get("net", {})) if state.get("net") else []
     unmount(state.get("mounts", []))
     path.unlink()
     return state
