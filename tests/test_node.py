@@ -15,6 +15,7 @@ from twittercore.node.store import NodeStore
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
+from tests.node_checks import homes, reference_homes, source_chain, wait  # noqa: E402
 from twittercore.node.testing import NodeCluster  # noqa: E402
 
 # -- units
@@ -93,56 +94,6 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def _wait(predicate, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return value
-        time.sleep(step)
-
-
-def _chain(c, home, user):
-    """A source's whole chain, oldest first, from its home node: (key, text)."""
-    events: list = []
-    params: dict = {"limit": 200}
-    while True:
-        page = c._call("GET", home, f"/api/v1/users/{user}/timeline", params=params)
-        events += page
-        if len(page) < 200:
-            return [(int(e["id"]), e["content"]) for e in reversed(events)]
-        params = {"limit": 200, "max_id": page[-1]["id"]}
-
-
-def _reference_homes(c, users, edges):
-    """What twittercore.open(":memory:") shows, given the follows and every event in merge order."""
-    events = sorted(kv for user, home in users.items() for kv in _chain(c, home, user))
-    with twittercore.open(":memory:") as ref:
-        for sink, source in edges:
-            ref.follow(sink, source)
-        for _, text in events:
-            source = next(u for u, h in users.items() if text.startswith(f"{u}:"))
-            ref.publish(source, text.encode())
-        return {sink: [e.payload.decode() for e in _all_pages(ref, sink)] for sink in users}
-
-
-def _all_pages(store, sink):
-    """Every event of a home timeline, newest first, paging by max_id (a page holds at most 10,000)."""
-    out, max_id = [], None
-    while True:
-        page = store.home(sink, limit=10_000, max_id=max_id)
-        out += page
-        if len(page) < 10_000:
-            return out
-        max_id = page[-1].id - 1
-
-
-def _homes(c, users):
-    return {u: [e["content"] for e in c.home_all(home, u)] for u, home in users.items()}
-
-
 def test_three_nodes_agree_with_the_reference_and_never_insert_behind_a_reader(cluster):
     c = cluster
     users = {c.create_user(i, f"agree{i}{k}"): i for i in (1, 2, 3) for k in range(2)}
@@ -171,8 +122,8 @@ def test_three_nodes_agree_with_the_reference_and_never_insert_behind_a_reader(c
     finally:
         done.set()
         thread.join()
-    expected = _reference_homes(c, users, edges)
-    got = _wait(lambda: (h := _homes(c, users)) == expected and h, timeout=10) or _homes(c, users)
+    expected = reference_homes(c, users, edges)
+    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=10) or homes(c, users)
     assert got == expected
     assert sum(len(v) for v in got.values()) > 6 * 25
     # G3: each later view, cut at the newest id an earlier view showed, is that earlier view.
@@ -183,9 +134,9 @@ def test_three_nodes_agree_with_the_reference_and_never_insert_behind_a_reader(c
     # G1/G2 across nodes: every node holding a chain holds it in the same order.
     copies = 0
     for user, home in users.items():
-        mine = _chain(c, home, user)
+        mine = source_chain(c, home, user)
         for i in {1, 2, 3} - {home}:
-            copy = _chain(c, i, user)
+            copy = source_chain(c, i, user)
             assert copy in (mine, [])
             copies += copy == mine
     assert copies >= len(ids)
@@ -215,7 +166,7 @@ def test_kill_9_and_restart_loses_nothing_acknowledged(cluster):
     thread = threading.Thread(target=publish)
     thread.start()
     try:
-        _wait(lambda: len(acked) >= 30, timeout=10, step=0.01)
+        wait(lambda: len(acked) >= 30, timeout=10, step=0.01)
         c.kill(2)
     finally:
         stop.set()
@@ -224,11 +175,11 @@ def test_kill_9_and_restart_loses_nothing_acknowledged(cluster):
     c.start(2)
     after = c.publish(2, writer, f"{writer}:after")
     acked.append(f"{writer}:after")
-    chain = [text for _, text in _chain(c, 2, writer)]
+    chain = [text for _, text in source_chain(c, 2, writer)]
     assert chain[: len(acked) - 1] == acked[:-1] and chain[-1] == acked[-1]
     assert after["seq"] == len(chain)
     # The follower's node converges on the restarted node's whole chain, in order.
-    seen = _wait(lambda: (h := [e["content"] for e in c.home(1, reader)][::-1]) == chain and h, timeout=10)
+    seen = wait(lambda: (h := [e["content"] for e in c.home(1, reader)][::-1]) == chain and h, timeout=10)
     assert seen == chain
 
 
@@ -239,21 +190,21 @@ def test_partition_strict_stalls_then_heal_converges(cluster):
     c.follow(1, sink, near)
     c.follow(1, sink, far)
     c.publish(2, near, "before")
-    assert _wait(lambda: [e["content"] for e in c.home(1, sink)] == ["before"], timeout=5)
+    assert wait(lambda: [e["content"] for e in c.home(1, sink)] == ["before"], timeout=5)
     c.isolate(3)
     try:
         time.sleep(0.3)
         c.publish(2, near, "during")
         c.publish(3, far, "far-during")
         # near's own view moves on; the home view, which needs far's node, stalls (strict).
-        assert _wait(lambda: len(c._call("GET", 1, f"/api/v1/users/{near}/timeline")) == 2, timeout=5)
+        assert wait(lambda: len(c._call("GET", 1, f"/api/v1/users/{near}/timeline")) == 2, timeout=5)
         time.sleep(0.8)
         assert [e["content"] for e in c.home(1, sink)] == ["before"]
         assert c.stats(1)["staleness_ms"] >= 500
     finally:
         c.isolate(3, False)
     healed = time.monotonic()
-    final = _wait(lambda: len(h := c.home(1, sink)) == 3 and h, timeout=10)
+    final = wait(lambda: len(h := c.home(1, sink)) == 3 and h, timeout=10)
     convergence = time.monotonic() - healed
     assert final, c.stats(1)
     assert sorted(e["content"] for e in final) == ["before", "during", "far-during"]
@@ -269,18 +220,18 @@ def test_bounded_mode_leaves_a_silent_origin_behind_and_counts_it_late(tmp_path)
         c.follow(1, sink, near)
         c.follow(1, sink, far)
         c.publish(2, far, "far-before")
-        assert _wait(lambda: [e["content"] for e in c.home(1, sink)] == ["far-before"], timeout=5)
+        assert wait(lambda: [e["content"] for e in c.home(1, sink)] == ["far-before"], timeout=5)
         c.isolate(2)
         try:
             c.publish(2, far, "far-during")
             time.sleep(0.1)
             c.publish(1, near, "near-during")
             # past the staleness bound the silent origin no longer holds the view back
-            assert _wait(lambda: "near-during" in [e["content"] for e in c.home(1, sink)], timeout=5)
+            assert wait(lambda: "near-during" in [e["content"] for e in c.home(1, sink)], timeout=5)
             assert c.stats(1)["late"] == 0, [(e["content"], e["late"], e["hlc"]) for e in c.home(1, sink)]
         finally:
             c.isolate(2, False)
-        final = _wait(lambda: len(h := c.home(1, sink)) == 3 and h, timeout=10)
+        final = wait(lambda: len(h := c.home(1, sink)) == 3 and h, timeout=10)
         assert final and [e["content"] for e in final if e["late"]] == ["far-during"]
         assert [e["content"] for e in final] == ["near-during", "far-during", "far-before"]
         assert c.stats(1)["late"] == 1
@@ -321,7 +272,7 @@ def test_a_node_restarted_with_its_clock_behind_keeps_its_chains_in_order(cluste
     try:
         after = c.publish(3, writer, "after-skew")
         assert after["seq"] == before["seq"] + 1 and after["hlc"] > before["hlc"]
-        final = _wait(lambda: len(h := c.home(1, sink)) == 2 and h, timeout=10)
+        final = wait(lambda: len(h := c.home(1, sink)) == 2 and h, timeout=10)
         assert [e["content"] for e in final] == ["after-skew", "before-skew"]
     finally:
         c.stop(3)
@@ -333,8 +284,8 @@ def test_a_node_restarted_with_its_clock_behind_keeps_its_chains_in_order(cluste
 
 
 def _converge_to_reference(c, users, edges, timeout=30):
-    expected = _reference_homes(c, users, edges)
-    got = _wait(lambda: (h := _homes(c, users)) == expected and h, timeout=timeout) or _homes(c, users)
+    expected = reference_homes(c, users, edges)
+    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=timeout) or homes(c, users)
     assert got == expected
     return expected
 
@@ -399,7 +350,7 @@ def test_repeated_kills_and_partitions_lose_nothing_acknowledged(tmp_path):
                 for f in futures:
                     f.result()
         for user, home in users.items():
-            chain = [text for _, text in _chain(c, home, user)]
+            chain = [text for _, text in source_chain(c, home, user)]
             assert set(acked[user]) <= set(chain)
         started = time.monotonic()
         _converge_to_reference(c, users, edges)

@@ -5,6 +5,13 @@
         cluster.kill(2); cluster.start(2)
 
 Processes are stopped by their PID on exit, even when the body failed.
+
+With ``netns=True`` (root only) every node runs in a network namespace of its
+own with two links, ``front`` (the clients: this process) and ``back`` (the
+other nodes), made by :mod:`twittercore.lab.netns`; ``partition([4, 5])``
+splits the back network so nodes 4 and 5 reach each other and not the rest,
+``partition([3])`` cuts node 3's back link, ``heal()`` undoes either.  The
+namespaces are removed on exit.
 """
 
 from __future__ import annotations
@@ -46,10 +53,19 @@ class NodeCluster:
         consistency: str = "strict",
         staleness_ms: int = 1000,
         env: dict[str, str] | None = None,
+        netns: bool = False,
     ) -> None:
         self.count, self.data = count, str(data)
         self.ports = free_ports(count)
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.peer_urls = self.urls
+        self.net: Any = None
+        self._cut: tuple[str, list[str]] | None = None
+        if netns:
+            from ..lab.config import NetnsSpec
+            from ..lab.netns import Net
+
+            self.net = Net(["front", "back"], [NetnsSpec(f"host{i}", ["front", "back"]) for i in range(1, count + 1)])
         self.consistency, self.staleness_ms = consistency, staleness_ms
         self.env = env or {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -57,6 +73,10 @@ class NodeCluster:
 
     def __enter__(self) -> NodeCluster:
         try:
+            if self.net is not None:
+                self.net.create(lambda: None)
+                self.urls = [f"http://{self.net.addr(f'host{i}.front')}:{p}" for i, p in enumerate(self.ports, 1)]
+                self.peer_urls = [f"http://{self.net.addr(f'host{i}.back')}:{p}" for i, p in enumerate(self.ports, 1)]
             for i in range(1, self.count + 1):
                 self.start(i, wait=False)
             for i in range(1, self.count + 1):
@@ -77,11 +97,17 @@ class NodeCluster:
                 proc.terminate()  # all at once: their graceful shutdowns overlap
         for i in list(self.procs):
             self.stop(i)
+        if self.net is not None:
+            from ..lab.netns import destroy
+
+            destroy(self.net.made)
 
     # -- processes
 
     def argv(self, i: int) -> list[str]:
+        prefix = self.net.exec_prefix(f"host{i}") if self.net is not None else []
         return [
+            *prefix,
             sys.executable,
             "-m",
             "twittercore",
@@ -94,8 +120,10 @@ class NodeCluster:
             f"node{i}",
             "--admin-token",
             TOKEN,
+            "--host",
+            "0.0.0.0" if self.net is not None else "127.0.0.1",
             "--peers",
-            ",".join(self.urls),
+            ",".join(self.peer_urls),
             "--consistency",
             self.consistency,
             "--staleness-ms",
@@ -191,3 +219,28 @@ class NodeCluster:
 
     def isolate(self, i: int, on: bool = True) -> None:
         self._call("POST", i, "/node/v1/admin/isolate", json={"isolated": on})
+
+    # -- real partitions (netns=True)
+
+    def partition(self, group: list[int]) -> None:
+        """Cut the back network: one node's link down, or several nodes split off onto a side of their own."""
+        if self.net is None:
+            raise RuntimeError("partition() needs NodeCluster(..., netns=True); isolate() is the in-process switch")
+        if self._cut is not None:
+            raise RuntimeError("already partitioned: heal() first")
+        target = "+".join(f"host{i}.back" for i in group)
+        if len(group) == 1:
+            self.net.set_links(self.net.host_sides(target), False)
+            self._cut = (target, [])
+        else:
+            self._cut = (target, self.net.split(target))
+
+    def heal(self) -> None:
+        if self._cut is None:
+            return
+        target, sides = self._cut
+        self._cut = None
+        if sides:
+            self.net.join(target, sides)
+        else:
+            self.net.set_links(self.net.host_sides(target), True)
