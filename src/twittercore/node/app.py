@@ -23,6 +23,7 @@ Peers (same bearer token): ``/node/v1/push`` (links plus the origin's
 promise; an empty push is the heartbeat), ``/node/v1/heartbeat`` (the same),
 ``/node/v1/chain`` (a range of one chain), ``/node/v1/frontiers``,
 ``/node/v1/subscribe``, ``/node/v1/promise`` (a promise for a fresh read),
+``/node/v1/members`` (membership gossip: POST a member list, get ours back),
 ``/node/v1/stats``, ``/node/v1/admin/isolate``.
 """
 
@@ -47,6 +48,7 @@ from ..server.http import ApiError, form, json_response, read_body
 from .chain import Link, key_of, split_key, split_status_id
 from .core import Node
 from .mastodon import NodeAccounts, NodeView
+from .membership import Membership
 
 __all__ = ["create_app"]
 
@@ -98,7 +100,7 @@ def create_app(node: Node) -> Any:
     masto = create_server_app(
         lambda: view,
         lambda: NodeAccounts(
-            os.path.join(node.data, "accounts.sqlite3"), node.index, set(node.peers), node.store.max_user_number()
+            os.path.join(node.data, "accounts.sqlite3"), node.index, node.peers, node.store.max_user_number()
         ),
         admin_token=node.token,
     )
@@ -303,6 +305,27 @@ def _node_app(node: Node) -> Starlette:
     async def stats(request: Request) -> Response:
         return json_response(node.stats())
 
+    async def members(request: Request) -> Response:
+        """Push-pull gossip: fold the caller's member list in, answer with ours (GET: just ours)."""
+        peer(request)
+        if request.method == "POST":
+            body = await peer_body(request)
+            announced = Membership.from_wire(body.get("members"))
+            refused = node.learn(announced)
+            sender = body.get("from")
+            # The caller's own entry must be what we now hold: if another node holds that index at an
+            # equal or newer incarnation, the caller is a second node with a taken index.
+            if isinstance(sender, int) and sender in announced:
+                known = node.membership.members.get(sender)
+                where = known.url if known is not None else node.membership.own_url
+                if sender in refused or where != announced[sender].url:
+                    if sender not in refused:
+                        node.membership.conflicts += 1
+                    raise ApiError(
+                        409, f"node index {sender} is already taken (by {where}); start it with another --index"
+                    )
+        return json_response({"members": node.membership.to_wire()})
+
     async def isolate(request: Request) -> Response:
         check_token(request)
         body = await form(request)
@@ -323,6 +346,7 @@ def _node_app(node: Node) -> Starlette:
         Route("/node/v1/subscribe", subscribe, methods=["POST"]),
         Route("/node/v1/promise", promise, methods=["POST"]),
         Route("/node/v1/stats", stats),
+        Route("/node/v1/members", members, methods=["GET", "POST"]),
         Route("/node/v1/admin/isolate", isolate, methods=["POST"]),
     ]
 

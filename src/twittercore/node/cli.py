@@ -6,6 +6,10 @@
 ``--peers`` is the whole static membership, this node included, in the same
 order on every node; a node's index is its 1-based position in it, taken from
 the digits ending ``--name`` (or ``--index``).  User ids carry that index.
+Or join a running membership through any member (gossip spreads the rest):
+
+    twittercore node --data DIR --port 8004 --name node4 --admin-token T \
+        --join http://127.0.0.1:8001 --advertise http://127.0.0.1:8004
 """
 
 from __future__ import annotations
@@ -33,7 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TWITTERCORE_ADMIN_TOKEN"),
         help="bearer token for client writes and peer traffic, the same on every node (default: $TWITTERCORE_ADMIN_TOKEN)",
     )
-    parser.add_argument("--peers", required=True, help="comma-separated base URLs of every node, this one included")
+    parser.add_argument(
+        "--peers", default="", help="comma-separated base URLs of every node, this one included (static membership)"
+    )
+    parser.add_argument(
+        "--join",
+        default="",
+        help="comma-separated URLs of running members to join through (instead of, or with, --peers)",
+    )
+    parser.add_argument(
+        "--advertise",
+        default=None,
+        help="the URL other nodes reach this one at (needed with --join; default: from --peers)",
+    )
     parser.add_argument(
         "--consistency",
         choices=["strict", "bounded"],
@@ -73,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             consistency=args.consistency,
             staleness_ms=args.staleness_ms,
             durable=not args.no_durable,
+            seeds=[u.strip() for u in args.join.split(",") if u.strip()],
+            advertise=args.advertise,
         )
     except Error as exc:
         print(f"twittercore {exc}", file=sys.stderr)

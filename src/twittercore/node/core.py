@@ -19,13 +19,18 @@ import httpx
 import orjson
 
 from ..errors import InvalidArgumentError, NotFoundError, StoreError
-from .chain import HLC_SHIFT, Clock, Link, home_index, tombstone
+from .chain import HLC_SHIFT, MAX_NODES, Clock, Link, home_index, tombstone
+from .membership import Member, Membership
 from .store import CEILING_MS, NodeStore
 
 __all__ = ["Node"]
 
 HEARTBEAT_S = 0.1
 REPAIR_S = 0.5
+#: Push-pull membership gossip with one random peer this often (joins announce themselves at once).
+GOSSIP_S = 2.0
+#: How long a joining node keeps trying its seeds before it gives up starting.
+JOIN_TIMEOUT_S = 20.0
 PUSH_BATCH = 500
 PULL_BATCH = 1000
 #: A peer that does not take our pushes loses its queue past this; anti-entropy re-sends it.
@@ -45,15 +50,33 @@ class Node:
         consistency: str = "strict",
         staleness_ms: int = 1000,
         durable: bool = True,
+        seeds: list[str] | None = None,
+        advertise: str | None = None,
     ) -> None:
         if consistency not in ("strict", "bounded"):
             raise InvalidArgumentError(f"node: --consistency {consistency!r}: expected strict or bounded")
-        if not 1 <= index <= len(peers):
+        self.seeds = [u.rstrip("/") for u in seeds or []]
+        if peers and not 1 <= index <= len(peers):
             raise InvalidArgumentError(f"node: index {index} is not a position in --peers ({len(peers)} peers)")
+        if not 1 <= index <= MAX_NODES:
+            raise InvalidArgumentError(f"node: index {index}: expected 1..{MAX_NODES}")
+        if not peers and not self.seeds:
+            raise InvalidArgumentError("node: give --peers (the whole membership) or --join (any member's URL)")
+        own_url = advertise.rstrip("/") if advertise else (peers[index - 1].rstrip("/") if peers else None)
+        if self.seeds and own_url is None:
+            raise InvalidArgumentError("node: --join needs --advertise (the URL the other nodes reach this one at)")
         self.data, self.name, self.index, self.token = data, name, index, token
         self.consistency, self.staleness_s = consistency, staleness_ms / 1000
-        self.peers = {i + 1: url.rstrip("/") for i, url in enumerate(peers) if i + 1 != index}
         self.store = NodeStore(data, index, durable=durable)
+        # Static entries at incarnation 0, then whatever gossip taught us before a restart (higher wins).
+        self.membership = Membership(
+            index,
+            own_url,
+            self.store.next_incarnation(),
+            {i + 1: Member(u.rstrip("/"), 0) for i, u in enumerate(peers)},
+        )
+        self.membership.merge({i: Member(u, n) for i, (u, n) in self.store.members().items()})
+        self.peers = self.membership.peers()
         self.clock = Clock(self.store.clock_floor())
         self.ceiling = self.store.raise_ceiling(self.clock.tick())
         self.subs = self.store.subscribers()
@@ -94,11 +117,72 @@ class Node:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5), headers=headers)
         self.repair_now = asyncio.Event()
         for n in self.peers:
-            self.wake[n] = asyncio.Event()
-            self.sync_wake[n] = asyncio.Event()
-            self.tasks.append(asyncio.create_task(self._sender(n)))
-            self.tasks.append(asyncio.create_task(self._syncer(n)))
+            self._start_peer(n)
         self.tasks.append(asyncio.create_task(self._repairer()))
+        self.tasks.append(asyncio.create_task(self._gossiper()))
+        if self.seeds:
+            await self._join()
+
+    def _start_peer(self, n: int) -> None:
+        self.wake[n] = asyncio.Event()
+        self.sync_wake[n] = asyncio.Event()
+        self.tasks.append(asyncio.create_task(self._sender(n)))
+        self.tasks.append(asyncio.create_task(self._syncer(n)))
+
+    # -- membership (docs/nodes.md, "Identity and membership")
+
+    def learn(self, members: dict[int, Member]) -> list[int]:
+        """Merge a gossiped member list; new peers get their queues and tasks. Returns the refused indices."""
+        changed, refused = self.membership.merge(members)
+        for n in changed:
+            member = self.membership.members[n]
+            self.store.save_member(n, member.url, member.incarnation)
+            new = n not in self.peers
+            self.peers[n] = member.url
+            if new:
+                self.queues[n] = []
+                self.heard[n] = time.monotonic()
+                self.sync_waiters[n] = []
+                if self.client is not None:
+                    self._start_peer(n)
+        return refused
+
+    async def _exchange(self, url: str) -> list[int]:
+        assert self.client is not None
+        body = orjson.dumps({"from": self.index, "members": self.membership.to_wire()})
+        self.counters["bytes_sent"] += len(body)
+        response = await self.client.post(
+            url + "/node/v1/members", content=body, headers={"content-type": "application/json"}
+        )
+        if response.status_code == 409:
+            raise StoreError(f"node: {url} refused this node: {response.json().get('error', '')}")
+        response.raise_for_status()
+        return self.learn(Membership.from_wire(orjson.loads(response.content).get("members")))
+
+    async def _join(self) -> None:
+        """Ask the seeds for the membership (announcing ourselves), then announce to every member directly."""
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while True:
+            for url in self.seeds:
+                try:
+                    await self._exchange(url)
+                except (httpx.HTTPError, ValueError, InvalidArgumentError):
+                    continue
+                for n in list(self.peers):
+                    with contextlib.suppress(httpx.HTTPError, ValueError, InvalidArgumentError, StoreError):
+                        await self._exchange(self.peers[n])
+                return
+            if time.monotonic() > deadline:
+                raise StoreError(f"node: no seed of --join answered within {JOIN_TIMEOUT_S:.0f} s: {self.seeds}")
+            await asyncio.sleep(0.2)
+
+    async def _gossiper(self) -> None:
+        while True:
+            await asyncio.sleep(GOSSIP_S)
+            if self.isolated or not self.peers:
+                continue
+            with contextlib.suppress(httpx.HTTPError, ValueError, InvalidArgumentError, StoreError):
+                await self._exchange(self.peers[random.choice(list(self.peers))])
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -517,6 +601,9 @@ class Node:
             "buffered": sum(len(b) for b in self.buffer.values()),
             "pending": len(self.pending),
             "isolated": self.isolated,
+            "members": {str(n): url for n, url in self.peers.items()},
+            "incarnation": self.membership.own_incarnation,
+            "member_conflicts": self.membership.conflicts,
             "queued": {str(n): len(q) for n, q in self.queues.items()},
             "heard_ms_ago": {str(n): round((time.monotonic() - t) * 1000) for n, t in self.heard.items()},
             **self.counters,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any, TypeVar
 
 from .._types import Deletion, Event
@@ -231,7 +231,7 @@ class NodeView(Store):
 class NodeAccounts(SQLiteState):
     """The server's account state on a node: ids carry the node index; other nodes' accounts are known by id."""
 
-    def __init__(self, path: str, index: int, peers: set[int], floor: int = 0) -> None:
+    def __init__(self, path: str, index: int, peers: Container[int], floor: int = 0) -> None:
         super().__init__(path)
         self.index, self.peers = index, peers
         base = (index << NODE_SHIFT) + floor

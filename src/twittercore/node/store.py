@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS follows (sink INTEGER NOT NULL, source INTEGER NOT NU
     PRIMARY KEY (sink, source)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscribers (source INTEGER NOT NULL, node INTEGER NOT NULL,
     PRIMARY KEY (source, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (idx INTEGER PRIMARY KEY, url TEXT NOT NULL, incarnation INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pubkeys (source INTEGER NOT NULL, key BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (source, key)) WITHOUT ROWID;
 """
@@ -100,6 +101,19 @@ class NodeStore:
 
     def _set_meta(self, key: str, value: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def next_incarnation(self) -> int:
+        """This node's incarnation for this start: one more than the last start's, persisted first."""
+        value = (self._meta("incarnation") or 0) + 1
+        self._set_meta("incarnation", value)
+        return value
+
+    def members(self) -> dict[int, tuple[str, int]]:
+        """The membership last learned (index -> (url, incarnation)), so a restart knows its peers."""
+        return {i: (u, n) for i, u, n in self.db.execute("SELECT idx, url, incarnation FROM members")}
+
+    def save_member(self, index: int, url: str, incarnation: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (index, url, incarnation))
 
     def clock_floor(self) -> int:
         """The clock a restarted node starts from: past every promise its heartbeats could have made."""

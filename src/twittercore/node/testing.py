@@ -69,6 +69,7 @@ class NodeCluster:
         self.consistency, self.staleness_ms = consistency, staleness_ms
         self.env = env or {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.joined: dict[int, int] = {}  # node started with --join -> the node it joined through
         self.http = httpx.Client(timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
 
     def __enter__(self) -> NodeCluster:
@@ -122,8 +123,11 @@ class NodeCluster:
             TOKEN,
             "--host",
             "0.0.0.0" if self.net is not None else "127.0.0.1",
-            "--peers",
-            ",".join(self.peer_urls),
+            *(
+                ["--join", self.peer_urls[self.joined[i] - 1], "--advertise", self.peer_urls[i - 1]]
+                if i in self.joined
+                else ["--peers", ",".join(self.peer_urls[: self.count])]
+            ),
             "--consistency",
             self.consistency,
             "--staleness-ms",
@@ -160,6 +164,26 @@ class NodeCluster:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"nodes did not hear each other: {heard}")
+
+    def join(self, via: int = 1, wait: bool = True) -> int:
+        """Start one more node (loopback only) that knows nothing but ``via``'s URL (``--join``); its index."""
+        if self.net is not None:
+            raise RuntimeError("join() runs on loopback; the namespaces are made once, at start")
+        i = len(self.urls) + 1
+        (port,) = free_ports(1)
+        self.ports.append(port)
+        self.urls.append(f"http://127.0.0.1:{port}")
+        self.joined[i] = via
+        self.start(i, wait=wait)
+        return i
+
+    def move(self, i: int) -> None:
+        """Restart a joined node on a new port: it announces its new URL (a higher incarnation) by gossip."""
+        self.stop(i)
+        (port,) = free_ports(1)
+        self.ports[i - 1] = port
+        self.urls[i - 1] = f"http://127.0.0.1:{port}"
+        self.start(i)
 
     def kill(self, i: int) -> None:
         proc = self.procs.pop(i)
