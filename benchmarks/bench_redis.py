@@ -191,14 +191,23 @@ def bench_twittercore(
     users: int,
     ops: int,
     seed: int,
+    fanout: str = "read",
+    threshold: int = 10_000,
 ) -> dict[str, Any]:
     rng = random.Random(seed + 1)
     out: dict[str, Any] = {}
-    with twittercore.open(cluster.url, kernel="cython") as store:
+    options: dict[str, Any] = {"fanout": fanout, "namespace": f"bench-{fanout}"}
+    if fanout == "hybrid":
+        options["celebrity_threshold"] = threshold
+    if fanout != "read":
+        options["fanout_worker"] = False  # this process drives the worker's rounds itself (timed below)
+    with twittercore.open(cluster.url, kernel="cython", **options) as store:
         for start in range(0, len(pairs), 20_000):
             store.follow_many(pairs[start : start + 20_000])
         for start in range(0, len(items), 20_000):
             store.publish_many(items[start : start + 20_000])
+        if store._windows is not None:
+            _drain(store)
         router = store._r
         masters = router.masters()
         sent: Counter[str] = Counter()
@@ -218,17 +227,33 @@ def bench_twittercore(
         for sink in sinks[:50]:
             store.home(sink, PAGE)  # warm the connections
 
+        took: list[float] = []
+
         def home_reads() -> None:
             for sink in sinks:
                 reads.append([])
+                t0 = time.perf_counter()
                 store.home(sink, PAGE)
+                took.append(time.perf_counter() - t0)
 
         out["home"] = meter.measure(ops, home_reads)
+        out["home"].update(_percentiles(took))
         out["home"]["buckets_per_step"] = _per_step(reads)
         reads.clear()
 
         sources = [rng.randrange(1, users + 1) for _ in range(ops)]
         out["publish"] = meter.measure(ops, lambda: [store.publish(s, PAYLOAD) for s in sources])
+        if store._windows is not None:
+            # Fan-out on write: the publishes above only entered the feeds; the worker's rounds that
+            # put them in every follower's window are the rest of the cost (the baseline pays it inline).
+            out["fan_out"] = meter.measure(ops, lambda: _drain(store))
+            total_s = (out["publish"]["wall_s"] + out["fan_out"]["wall_s"]) or 1e-9
+            followers = sum(store._sink_count(s) for s in set(sources)) / len(set(sources))
+            out["deliveries_per_s"] = ops * followers / total_s
+            out["window_paths"] = dict(store._windows.counts)
+            out["masters"] = len(masters)
+            return out
+        out["deliveries_per_s"] = ops * (len(pairs) / users) / (out["publish"]["wall_s"] or 1e-9)
 
         # The ordering step alone, per master: pipelined closes of its buckets.
         by_master: dict[str, list[int]] = {}
@@ -273,6 +298,21 @@ def bench_twittercore(
         out["ping"] = single.measure(ops * 10, lambda: [client.ping() for _ in range(ops * 10)])
         out["masters"] = len(masters)
     return out
+
+
+def _percentiles(took: list[float]) -> dict[str, float]:
+    ordered = sorted(took)
+    return {
+        "p50_us": ordered[len(ordered) // 2] * 1e6,
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6,
+    }
+
+
+def _drain(store: Any) -> None:
+    """Run the fan-out worker's rounds until it is current."""
+    for _ in range(100_000):
+        if not store._windows.round():
+            return
 
 
 def _per_step(reads: list[list[tuple[int, int]]]) -> list[dict[str, float]]:
@@ -325,9 +365,19 @@ def bench_zsets(
             sinks = [rng.randrange(1, users + 1) for _ in range(ops)]
             for sink in sinks[:50]:
                 target.home(sink, PAGE)
-            out["home"] = meter.measure(ops, lambda: [target.home(s, PAGE) for s in sinks])
+            took: list[float] = []
+
+            def home_reads() -> None:
+                for sink in sinks:
+                    t0 = time.perf_counter()
+                    target.home(sink, PAGE)
+                    took.append(time.perf_counter() - t0)
+
+            out["home"] = meter.measure(ops, home_reads)
+            out["home"].update(_percentiles(took))
             sources = [rng.randrange(1, users + 1) for _ in range(ops)]
             out["publish"] = meter.measure(ops, lambda: [target.publish(s, PAYLOAD) for s in sources])
+            out["deliveries_per_s"] = ops * (len(pairs) / users) / (out["publish"]["wall_s"] or 1e-9)
             out["ping"] = meter.measure(ops * 10, lambda: [target.r.ping() for _ in range(ops * 10)])
         finally:
             target.close()
@@ -413,6 +463,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=2_000, help="operations per measurement")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=os.path.join("reports", "bench-redis"))
+    parser.add_argument(
+        "--fanout",
+        nargs="+",
+        default=["read", "write", "hybrid"],
+        choices=["read", "write", "hybrid"],
+        help="the backend's strategies to run, side by side (read also runs the ordering-step measurements)",
+    )
+    parser.add_argument(
+        "--celebrity-threshold",
+        type=int,
+        default=120,
+        help="hybrid: followers past which a source is read at read time",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.users, args.ops = 500, 300
@@ -429,10 +492,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(items):,} posts loaded, {args.ops:,} ops per measurement; load {os.getloadavg()[0]:.2f}"
     )
     started = time.perf_counter()
+    strategies: dict[str, dict[str, Any]] = {}
     with redis_cluster.running(3) as cluster:
-        tc = bench_twittercore(cluster, pairs, items, args.users, args.ops, args.seed)
+        for fanout in args.fanout:
+            print(f"twittercore fanout={fanout} ...", flush=True)
+            strategies[fanout] = bench_twittercore(
+                cluster, pairs, items, args.users, args.ops, args.seed, fanout, args.celebrity_threshold
+            )
     zs = bench_zsets(pairs, items, args.users, args.ops, args.seed)
-    rows = project(tc, followers)
+    tc = strategies.get("read") or next(iter(strategies.values()))
+    rows = project(tc, followers) if "read" in strategies else []
     report = {
         "workload": {
             "users": args.users,
@@ -445,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "seconds": round(time.perf_counter() - started, 1),
         "twittercore": tc,
+        "twittercore_by_fanout": strategies,
         "redis_zsets": zs,
         "projection": rows,
     }
@@ -452,18 +522,36 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "redis.json"), "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    print("twittercore Redis backend (3 masters):")
-    for key in ("home", "publish"):
-        print(f"  {key:<20} {_fmt(tc[key])}")
-    print(f"  home read steps: {tc['home']['buckets_per_step']}")
-    print(f"ordering step alone, one master ({tc['buckets_per_master']} buckets per master):")
-    for key in ("close_pipelined", "close_one", "publish_pipelined", "publish_one_master", "ping"):
-        print(f"  {key:<20} {_fmt(tc[key])}")
+    print(f"the price of order, side by side (home: newest {PAGE} with payloads; ratios to redis-zsets):")
+    print(
+        f"  {'design':<22} {'home p50':>10} {'p99':>10} {'x zsets':>8} {'server CPU/read':>16} {'deliveries/s':>13} {'x zsets':>8}"
+    )
+    for name, result in [*((f"twittercore {f}", r) for f, r in strategies.items()), ("redis-zsets", zs)]:
+        h = result["home"]
+        print(
+            f"  {name:<22} {h['p50_us']:>8,.0f}µs {h['p99_us']:>8,.0f}µs {h['p50_us'] / zs['home']['p50_us']:>7.2f}x "
+            f"{h['server_cpu_us_per_op']:>13,.0f} µs {result['deliveries_per_s']:>13,.0f} "
+            f"{result['deliveries_per_s'] / zs['deliveries_per_s']:>7.2f}x"
+        )
+    for fanout, result in strategies.items():
+        print(f"twittercore Redis backend, fanout={fanout} (3 masters):")
+        for key in ("home", "publish", "fan_out"):
+            if key in result:
+                print(f"  {key:<20} {_fmt(result[key])}")
+        if "window_paths" in result:
+            print(f"  home reads answered by: {result['window_paths']}")
+    if "read" in strategies:
+        print(f"  home read steps (read): {tc['home']['buckets_per_step']}")
+        print(f"ordering step alone, one master ({tc['buckets_per_master']} buckets per master):")
+        for key in ("close_pipelined", "close_one", "publish_pipelined", "publish_one_master", "ping"):
+            print(f"  {key:<20} {_fmt(tc[key])}")
     print("redis-zsets baseline (1 server):")
     for key in ("home", "publish", "ping"):
         print(f"  {key:<20} {_fmt(zs[key])}")
-    for name, result in (("twittercore", tc), ("redis-zsets", zs)):
-        for key in ("home", "publish"):
+    for name, result in [*((f"twittercore {f}", r) for f, r in strategies.items()), ("redis-zsets", zs)]:
+        for key in ("home", "publish", "fan_out"):
+            if key not in result:
+                continue
             top = sorted(result[key]["by_command"].items(), key=lambda kv: -kv[1]["calls_per_op"])
             print(
                 f"  {name} {key} commandstats: "

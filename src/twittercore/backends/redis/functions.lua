@@ -53,13 +53,16 @@ local function wake(p, c)
   redis.call('PUBLISH', string.match(p, '^{(.-)%.') .. ':wake', fmt(c) .. ':' .. string.match(p, '%.(%d+)}'))
 end
 
--- ARGV: floor, time, retention, n, then n x (source, payload, key or '').
+-- ARGV: floor, time, retention, n, then n x (source, payload, key or ''), then
+-- feed (1: the namespace fans out on write, so each new event also enters the
+-- bucket's feed 'f', score its clock, member "clock:source", for the workers).
 -- Returns per item the new clock, or {clock, value} when its key was recorded;
 -- {'deleted', index, clock} (nothing written) when a recorded key's event is gone.
 local function publish(keys, args)
   local p = prefix(keys)
   local floor, now, retention, n = tonumber(args[1]), args[2], tonumber(args[3]), tonumber(args[4])
   local cutoff = tonumber(now) - retention
+  local feed = args[5 + 3 * n] == '1'
   local out, seen = {}, {}
   for i = 1, n do
     local source, key = args[3 + 3 * i - 1], args[3 + 3 * i + 1]
@@ -85,6 +88,7 @@ local function publish(keys, args)
       local cs = fmt(c)
       redis.call('HSET', p .. 'e', cs, source .. ':' .. now .. ':' .. payload)
       redis.call('ZADD', p .. 'g:' .. source, c, cs)
+      if feed then redis.call('ZADD', p .. 'f', c, cs .. ':' .. source) end
       if key ~= '' then
         local field = source .. ':' .. key
         redis.call('HSET', p .. 'k', field, cs .. ':' .. now)
@@ -343,7 +347,98 @@ local function closes(keys, args)
   return out
 end
 
+-- Fan-out on write (docs/redis.md, "Fan-out on write").
+--
+-- A worker's round over several buckets of this master: first marks each
+-- bucket's feed done through `done` (raises its frontier 'fr' and trims the
+-- feed below it: every event at or below the frontier is in every window it
+-- belongs in), then returns what is left to do.  Same routing and refusal as
+-- tc_ranges.  ARGV: limit, then per bucket: prefix, done (clock).  Returns
+-- per bucket {clock, frontier, the oldest `limit` feed entries above the
+-- frontier}; read in one step with the clock, so when fewer than `limit`
+-- come back, every event up to that clock is among them.
+local function feeds(keys, args)
+  local limit, out = tonumber(args[1]), {}
+  for i = 2, #args, 2 do
+    local p, done = args[i], tonumber(args[i + 1])
+    local fr = tonumber(redis.call('GET', p .. 'fr') or '0')
+    if done > fr then
+      redis.call('SET', p .. 'fr', fmt(done))
+      redis.call('ZREMRANGEBYSCORE', p .. 'f', '-inf', fmt(done))
+      fr = done
+    end
+    local entries = redis.call('ZRANGEBYSCORE', p .. 'f', '(' .. fmt(fr), '+inf', 'LIMIT', 0, limit)
+    out[#out + 1] = {redis.call('GET', p .. 'c') or '0', fmt(fr), entries}
+  end
+  return out
+end
+
+-- A write-mode home read's first step, per bucket of its sources: close the
+-- bucket and return {clock, frontier, celebrities, last mutation clock}
+-- (celebrities: sources the workers no longer fan out, hybrid; the window
+-- misses nothing of a bucket whose last mutation is at or below its
+-- frontier).  ARGV: celebrities wanted (0/1: hybrid only), then per bucket: prefix.
+local function front_of(p, now, stars)
+  local c = close(p, 0, now)
+  return {fmt(c), redis.call('GET', p .. 'fr') or '0', stars and redis.call('SMEMBERS', p .. 'cb') or {},
+          redis.call('GET', p .. 'l') or '0'}
+end
+
+local function fronts(keys, args)
+  local now, out, stars = now_us(), {}, args[1] == '1'
+  for i = 2, #args do out[#out + 1] = front_of(args[i], now, stars) end
+  return out
+end
+
+local function front(keys, args) return front_of(prefix(keys), nil, args[1] == '1') end
+
+-- A sink's window: a sorted set of ids as 16 hex digits (lexicographic order is
+-- numeric order; scores are all 0), the newest `size` kept.  'wt' holds, per
+-- sink, the window's floor: the window has every id of the sink's sources
+-- above it (below it, the logs answer).  ARGV: sink, size, floor (hex or ''),
+-- ids...  Returns the window's size.
+local function window_add(keys, args)
+  local p = prefix(keys)
+  local w, size, floor = p .. 'w:' .. args[1], tonumber(args[2]), args[3]
+  for i = 4, #args, 256 do
+    local chunk = {}
+    for j = i, math.min(i + 255, #args) do
+      chunk[#chunk + 1] = 0
+      chunk[#chunk + 1] = args[j]
+    end
+    redis.call('ZADD', w, unpack(chunk))
+  end
+  local n = redis.call('ZCARD', w)
+  if n > size then
+    local gone = redis.call('ZRANGE', w, 0, n - size - 1)
+    redis.call('ZREMRANGEBYRANK', w, 0, n - size - 1)
+    if floor == '' or gone[#gone] > floor then floor = gone[#gone] end
+    n = size
+  end
+  if floor ~= '' then
+    local old = redis.call('HGET', p .. 'wt', args[1])
+    if not old or floor > old then redis.call('HSET', p .. 'wt', args[1], floor) end
+  end
+  return n
+end
+
+-- ARGV: sink, lo (hex, exclusive), hi (hex, inclusive), limit, oldest (0/1).
+-- Returns {floor or '', ids newest first (or oldest first)}.
+local function window_read(keys, args)
+  local p = prefix(keys)
+  local w, limit = p .. 'w:' .. args[1], tonumber(args[4])
+  local ids
+  if args[5] == '1' then ids = redis.call('ZRANGEBYLEX', w, '(' .. args[2], '[' .. args[3], 'LIMIT', 0, limit)
+  else ids = redis.call('ZREVRANGEBYLEX', w, '[' .. args[3], '(' .. args[2], 'LIMIT', 0, limit) end
+  return {redis.call('HGET', p .. 'wt', args[1]) or '', ids}
+end
+
 redis.register_function('tc_publish', publish)
+redis.register_function{function_name = 'tc_feeds', callback = feeds, flags = {'allow-cross-slot-keys'}}
+redis.register_function{function_name = 'tc_fronts', callback = fronts, flags = {'allow-cross-slot-keys'}}
+redis.register_function('tc_front', front)
+redis.register_function('tc_window_add', window_add)
+redis.register_function('tc_window_read', window_read)
 redis.register_function{function_name = 'tc_closes', callback = closes, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'tc_newest', callback = newest, flags = {'allow-cross-slot-keys', 'no-writes'}}
 redis.register_function('tc_close', close_bucket)

@@ -32,6 +32,7 @@ from ... import _idempotency, _kernel, _options
 from ..._types import Deletion, Event
 from ...errors import ConfigurationError, StoreError
 from ...store import Change, Store
+from .fanout import Windows
 from .router import Router
 
 __all__ = ["RedisStore"]
@@ -42,7 +43,7 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 #: A 20-digit zero-padded node id sorts like the number (lexicographic ZSETs
 #: page ascending over the whole uint64 range, which float scores cannot).
 _PAD = "%020d"
-_OPTIONS = _options.COMMON | {"buckets", "namespace", "timeout", "wait_replicas"}
+_OPTIONS = _options.COMMON | {"buckets", "namespace", "timeout", "wait_replicas", "fanout_worker"}
 
 
 _LITTLE = sys.byteorder == "little"
@@ -65,15 +66,20 @@ class RedisStore(Store):
     Options beyond the common ones: ``buckets`` (1..1024, fixed when the
     namespace is first used), ``namespace`` (key prefix; several stores can
     share one cluster), ``timeout`` (seconds per Redis call), ``wait_replicas``
-    (acknowledge a write only after that many replicas have it: ``WAIT``).
+    (acknowledge a write only after that many replicas have it: ``WAIT``),
+    ``fanout_worker`` (write and hybrid: run this process's fan-out worker
+    thread, default True; turn it off in processes that should not do that
+    work, as long as some process does: without one, reads stay right but
+    read the logs).
     """
 
     def __init__(self, target: str, *, clock: Callable[[], float] = _time.time, **options: Any) -> None:
         _options.check("redis", options, _OPTIONS - {"clock"})
-        self.fanout, self.window, self.celebrity_threshold = _options.strategy(options)
-        self.fanout = self.fanout or "read"
+        given = _options.strategy(options)
+        self.fanout, self.window, self.celebrity_threshold = given[0] or "read", given[1], given[2]
         if "durable" in options:
             _options.flag("durable", options["durable"])
+        run_worker = _options.flag("fanout_worker", options.get("fanout_worker", True))
         self._merge = _kernel.select(options.get("kernel"))
         self._clock = _options.clock(clock)
         self._retention = _options.seconds(
@@ -95,10 +101,20 @@ class RedisStore(Store):
         self._woken = threading.Condition()
         self._listener: threading.Thread | None = None
         self._pubsub: Any = None
+        self._windows: Windows | None = None
         try:
             self._load_functions()
-            self._claim_layout()
+            self._claim_layout(given)
+            if self.fanout != "read":
+                self.window = self.window or 800
+                if self.fanout == "hybrid":
+                    self.celebrity_threshold = self.celebrity_threshold or 10_000
+                self._windows = Windows(
+                    self, self.window, self.celebrity_threshold if self.fanout == "hybrid" else None
+                )
             self._repair()
+            if self._windows is not None and run_worker:
+                self._windows.start()
         except BaseException:
             self._r.close()
             raise
@@ -115,16 +131,38 @@ class RedisStore(Store):
                     f"open({self._r.target!r}): FUNCTION LOAD failed: {exc} (Redis 7 or later is needed)"
                 ) from None
 
-    def _claim_layout(self) -> None:
-        """The bucket count is part of every id: a namespace keeps the first one."""
+    def _claim_layout(self, given: tuple[str | None, int | None, int | None]) -> None:
+        """The bucket count is part of every id, and the fan-out strategy decides what every publish
+        writes (the feed): a namespace keeps the first of each.  An option left out adopts the stored one."""
         key = f"{self._tags[0]}:meta"
-        self._call([(self._tags[0], ("HSETNX", key, "buckets", self._nb))], safe=True)
-        (stored,) = self._call([(self._tags[0], ("HGET", key, "buckets"))], safe=True)
-        if int(stored) != self._nb:
+        fields = {
+            "buckets": self._nb,
+            "fanout": self.fanout,
+            "window": self.window or 800,
+            "celebrity_threshold": self.celebrity_threshold or 10_000,
+        }
+        self._call([(self._tags[0], ("HSETNX", key, k, v)) for k, v in fields.items()], safe=True)
+        stored = self._call([(self._tags[0], ("HMGET", key, *fields))], safe=True)[0]
+        if int(stored[0]) != self._nb:
             raise ConfigurationError(
-                f"buckets: namespace {self._ns!r} was created with buckets={int(stored)}, not {self._nb} "
+                f"buckets: namespace {self._ns!r} was created with buckets={int(stored[0])}, not {self._nb} "
                 "(ids depend on it; open with the original count or use another namespace)"
             )
+        fanout, window, threshold = stored[1].decode(), int(stored[2]), int(stored[3])
+        wanted = {
+            "fanout": (given[0], fanout),
+            "window": (given[1], window),
+            "celebrity_threshold": (given[2], threshold),
+        }
+        for name, (option, kept) in wanted.items():
+            if option is not None and option != kept and (name == "fanout" or fanout != "read"):
+                raise ConfigurationError(
+                    f"{name}: namespace {self._ns!r} was created with {name}={kept!r}, not {option!r} "
+                    "(a Redis namespace keeps its fan-out strategy; open without the option, or use another namespace)"
+                )
+        self.fanout = fanout
+        if fanout != "read":
+            self.window, self.celebrity_threshold = window, threshold if fanout == "hybrid" else None
 
     def _call(self, calls: list[tuple[str, tuple[Any, ...]]], *, safe: bool) -> list[Any]:
         answers = self._r.run(calls, safe=safe)
@@ -180,6 +218,10 @@ class RedisStore(Store):
         return Event(id, int(source), payload, float(at))
 
     def _close(self) -> None:
+        with self._woken:
+            self._woken.notify_all()  # the fan-out worker stops at its next look at _closed
+        if self._windows is not None:
+            self._windows.join()
         if self._pubsub is not None:
             try:
                 self._pubsub.close()
@@ -206,6 +248,7 @@ class RedisStore(Store):
             )
         answers = self._write(calls)
         mirrors, cleared, changed = [], [], 0
+        done: list[tuple[int, int]] = []  # (sink, source) of each change
         for sink, answer in zip(sinks, answers):
             b = self._bucket(sink)
             for clock, padded in answer:
@@ -213,9 +256,12 @@ class RedisStore(Store):
                 self._saw(int(clock) << 10 | b)
                 source = int(padded)
                 mirrors.append(self._mirror(source, sink, clock, flag))
+                done.append((sink, source))
                 cleared.append((self._tags[b], ("SREM", self._key(b, "p"), b"%d:" % sink + padded)))
         if mirrors:
             self._write(mirrors)
+            if self._windows is not None:  # before the pending marks go: a crash here is repaired at open
+                (self._windows.followed if follow else self._windows.unfollowed)(done)
             self._call(cleared, safe=True)
         return changed
 
@@ -238,6 +284,8 @@ class RedisStore(Store):
                 if last:
                     clock, _, flag = last[-1].split(b":")
                     self._write([self._mirror(source, sink, clock, flag)])
+                    if self._windows is not None:
+                        (self._windows.followed if flag == b"1" else self._windows.unfollowed)([(sink, source)])
                 self._call([(self._tags[b], ("SREM", self._key(b, "p"), member))], safe=True)
 
     def _mirror(self, source: int, sink: int, clock: Any, flag: Any) -> tuple[str, tuple[Any, ...]]:
@@ -295,7 +343,9 @@ class RedisStore(Store):
             for i in run:
                 key = keys[i] if keys is not None else None
                 args += [items[i][0], items[i][1], key if key is not None else b""]
-            declared = ("l", "e", "k", "kt", *dict.fromkeys(f"g:{items[i][0]}" for i in run))
+            feed = self._windows is not None
+            args.append(int(feed))
+            declared = ("l", "e", "k", "kt", *(("f",) if feed else ()), *dict.fromkeys(f"g:{items[i][0]}" for i in run))
             (answer,) = self._write([self._fcall("tc_publish", b, *args, keys=declared)])
             if answer and answer[0] == b"deleted":
                 i = run[int(answer[1]) - 1]
@@ -489,6 +539,20 @@ class RedisStore(Store):
         padded = self._one(sink, "ZRANGE", self._key(sb, f"o:{sink}"), 0, -1)
         if not padded:
             return [], True
+        if self._windows is None:
+            return self._read_page(padded, limit, lo, hi, oldest)
+        return self._windows.home_once(
+            sink,
+            [int(p) for p in padded],
+            limit,
+            lo,
+            hi,
+            oldest,
+            lambda: self._read_page(padded, limit, lo, hi, oldest),
+        )
+
+    def _read_page(self, padded: list[bytes], limit: int, lo: int, hi: int, oldest: bool) -> tuple[list[Event], bool]:
+        """Fan-out on read: close the sources' buckets, merge their logs, fetch the page."""
         by_bucket: dict[int, list[int]] = {}
         for p in padded:
             source = int(p)

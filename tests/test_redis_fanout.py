@@ -1,0 +1,201 @@
+"""Fan-out on write on Redis Cluster: windows filled by workers, trusted only up to their frontier.
+
+A real 3-master cluster (tests/redis_cluster.py). The answers are compared with the memory store;
+the window counters say which path answered, so each test can fail in the way it claims to test.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import twittercore
+from tests.redis_cluster import Cluster, missing_reason
+from tests.redis_view import wipe
+from twittercore.errors import ConfigurationError
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    c = Cluster(3, 0, durable=False).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = f"fo{next(_names)}"
+    yield name
+    wipe(cluster, name)
+
+
+def _open(cluster, namespace, **options):
+    return twittercore.open(cluster.url, buckets=8, namespace=namespace, **options)
+
+
+def _graph(stores, sinks=range(1, 6), sources=range(1, 9)):
+    for s in stores:
+        for sink in sinks:
+            for source in sources:
+                if (sink * 3 + source) % 4:
+                    s.follow(sink, source)
+
+
+def _same(store, ref, sinks=range(1, 6), **page):
+    for sink in sinks:
+        got = [e.payload for e in store.home(sink, **page)]
+        want = [e.payload for e in ref.home(sink, **page)]
+        assert got == want, (sink, page, got, want)
+
+
+def _settle(store):
+    for _ in range(50):
+        if not store._windows.round():
+            return
+    raise AssertionError("the fan-out worker did not become current")
+
+
+def test_without_a_worker_reads_come_from_the_logs_and_are_right_then_the_window_serves(cluster, namespace):
+    store = _open(cluster, namespace, fanout="write", window=50, fanout_worker=False)
+    with store, twittercore.open(":memory:") as ref:
+        _graph([store, ref])
+        for n in range(60):
+            for s in (store, ref):
+                s.publish(1 + n % 8, b"p%d" % n)
+        # No worker ran: every bucket with posts is behind its frontier, so its sources come from the logs.
+        _same(store, ref, limit=20)
+        _same(store, ref, limit=5, max_id=None)
+        assert store._windows.counts["window"] == 0
+        assert store._windows.counts["mixed"] + store._windows.counts["logs"] >= 10
+        _settle(store)
+        before = dict(store._windows.counts)
+        _same(store, ref, limit=20)
+        assert store._windows.counts["window"] - before["window"] == 5, store._windows.counts
+
+
+def test_pages_below_the_window_come_from_the_logs(cluster, namespace):
+    store = _open(cluster, namespace, fanout="write", window=10, fanout_worker=False)
+    with store, twittercore.open(":memory:") as ref:
+        _graph([store, ref])
+        for n in range(80):
+            for s in (store, ref):
+                s.publish(1 + n % 8, b"p%d" % n)
+        _settle(store)
+        pages_ref, pages = [], []
+        for s, out in ((ref, pages_ref), (store, pages)):
+            max_id = None
+            while True:
+                page = s.home(2, limit=7, max_id=max_id)
+                out.append([e.payload for e in page])
+                if len(page) < 7:
+                    break
+                max_id = page[-1].id - 1
+        assert pages == pages_ref and sum(map(len, pages)) > 40
+        assert store._windows.counts["window"] >= 1 and store._windows.counts["logs"] >= 1
+
+
+def test_follow_backfills_and_unfollow_cuts_the_window(cluster, namespace):
+    store = _open(cluster, namespace, fanout="write", window=30, fanout_worker=False)
+    with store, twittercore.open(":memory:") as ref:
+        for n in range(40):  # posts before anyone follows: only the follow's backfill puts them in windows
+            for s in (store, ref):
+                s.publish(7, b"old%d" % n)
+        _settle(store)
+        for s in (store, ref):
+            s.follow(1, 7)
+        before = store._windows.counts["window"]
+        _same(store, ref, sinks=[1], limit=10)
+        assert store._windows.counts["window"] == before + 1  # served by the backfilled window
+        _same(store, ref, sinks=[1], limit=40)  # more than the window: its floor sends this to the logs
+        for s in (store, ref):
+            s.unfollow(1, 7)
+        _same(store, ref, sinks=[1], limit=10)
+
+
+def test_stale_and_deleted_ids_in_a_window_are_cleaned_and_never_shown(cluster, namespace):
+    store = _open(cluster, namespace, fanout="write", window=30, fanout_worker=False)
+    with store, twittercore.open(":memory:") as ref:
+        for s in (store, ref):
+            s.follow(1, 2)
+        kept = [store.publish(2, b"k%d" % n) for n in range(5)]
+        for n in range(5):
+            ref.publish(2, b"k%d" % n)
+        stranger = store.publish(3, b"not followed")
+        _settle(store)
+        # A worker that read 3's followers before an unfollow would leave this behind:
+        store._windows.add({1: [b"%016x" % stranger.id]})
+        store.delete(kept[1].id)
+        ref.delete(ref.home(1, limit=10)[3].id)
+        _same(store, ref, sinks=[1], limit=10)
+        assert store._windows.counts["cleaned"] >= 1
+
+
+def test_hybrid_celebrities_are_read_from_their_logs(cluster, namespace):
+    store = _open(cluster, namespace, fanout="hybrid", window=50, celebrity_threshold=2, fanout_worker=False)
+    with store, twittercore.open(":memory:") as ref:
+        for s in (store, ref):
+            for sink in (1, 2, 3, 4):
+                s.follow(sink, 9)  # 4 followers: a celebrity
+            s.follow(1, 5)  # 1 follower: fanned out
+        for n in range(20):
+            for s in (store, ref):
+                s.publish(9 if n % 2 else 5, b"h%d" % n)
+        _settle(store)
+        b = store._bucket(9)
+        assert store._one(9, "SISMEMBER", store._key(b, "cb"), 9) == 1
+        assert store._one(2, "ZCARD", store._key(store._bucket(2), "w:2")) == 0  # 9 is not fanned out
+        _same(store, ref, sinks=[1, 2, 3, 4], limit=15)
+        assert store._windows.counts["mixed"] >= 4
+
+
+def test_the_background_worker_keeps_windows_current(cluster, namespace):
+    import time
+
+    store = _open(cluster, namespace, fanout="write", window=50)
+    with store, twittercore.open(":memory:") as ref:
+        _graph([store, ref])
+        for n in range(30):
+            for s in (store, ref):
+                s.publish(1 + n % 8, b"b%d" % n)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _same(store, ref, limit=10)
+            if store._windows.counts["window"] >= 5:
+                break
+            time.sleep(0.05)
+        assert store._windows.counts["window"] >= 5 and store._windows.rounds > 0
+
+
+def test_a_namespace_keeps_its_strategy(cluster, namespace):
+    with _open(cluster, namespace, fanout="write", window=20, fanout_worker=False):
+        pass
+    with pytest.raises(ConfigurationError, match="created with fanout='write'"):
+        _open(cluster, namespace, fanout="read")
+    with pytest.raises(ConfigurationError, match="created with window=20"):
+        _open(cluster, namespace, fanout="write", window=30)
+    with _open(cluster, namespace, fanout_worker=False) as adopted:
+        assert (adopted.fanout, adopted.window) == ("write", 20)
+    with pytest.raises(ConfigurationError, match="fanout_worker: expected True or False"):
+        _open(cluster, namespace, fanout_worker="no")
+
+
+def test_every_read_right_after_a_publish_holds_it_while_the_worker_runs(cluster, namespace):
+    """Reads race the background worker: each publish is read back at once by every follower, so a read
+    that trusted a window the worker had not finished (or raised its frontier around) would miss it."""
+    store = _open(cluster, namespace, fanout="write", window=40)
+    with store, twittercore.open(":memory:") as ref:
+        _graph([store, ref])
+        for n in range(120):
+            for s in (store, ref):
+                s.publish(1 + n % 8, b"r%d" % n)
+            _same(store, ref, limit=8)
+        counts = store._windows.counts
+        assert counts["window"] + counts["mixed"] >= 100, counts  # the races were run, not skipped
