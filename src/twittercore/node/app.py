@@ -284,7 +284,10 @@ def _node_app(node: Node) -> Starlette:
         sources = body.get("sources")
         if not isinstance(sources, list) or len(sources) > 100_000:
             raise ApiError(422, "sources: expected a list")
-        return json_response(node.frontiers([_int(s, "sources") for s in sources]))
+        origin = body.get("origin")
+        return json_response(
+            node.frontiers([_int(s, "sources") for s in sources], None if origin is None else _int(origin, "origin"))
+        )
 
     async def subscribe(request: Request) -> Response:
         peer(request)

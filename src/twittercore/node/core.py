@@ -101,6 +101,8 @@ class Node:
             "rejected": 0,
             "forks": 0,
             "send_errors": 0,
+            "recovered": 0,  # links of our own chains taken back from peers at start (a stale store)
+            "recovery_skipped": 0,  # peers that did not answer that start-up check
         }
         self.tasks: list[asyncio.Task[Any]] = []
         self.client: httpx.AsyncClient | None = None
@@ -116,12 +118,52 @@ class Node:
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=0.5), headers=headers)
         self.repair_now = asyncio.Event()
+        await self._recover()
         for n in self.peers:
             self._start_peer(n)
         self.tasks.append(asyncio.create_task(self._repairer()))
         self.tasks.append(asyncio.create_task(self._gossiper()))
         if self.seeds:
             await self._join()
+
+    async def _recover(self) -> None:
+        """Take back links of our own chains that peers hold and we do not: a store restored from an older
+        copy (a backup, a disk snapshot) would otherwise hand out sequence numbers its chains already used,
+        and every peer would refuse the new links as forks.  Relayed links are checked by hash against our
+        own head, like any other.  Best effort: peers that do not answer are skipped (docs/nodes.md)."""
+        own = self.store.own_sources()
+        for node in list(self.peers):
+            try:
+                reply = await self._post(node, "/node/v1/frontiers", {"sources": own, "origin": self.index})
+            except (httpx.HTTPError, ValueError):
+                self.counters["recovery_skipped"] += 1
+                continue
+            for key, seq in (reply.get("heads") or {}).items():
+                source = int(key)
+                if home_index(source) == self.index and int(seq) > self.store.heads.get(source, (0,))[0]:
+                    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                        await self._pull_own(node, source)
+
+    async def _pull_own(self, node: int, source: int) -> None:
+        assert self.client is not None
+        while True:
+            after = self.store.heads.get(source, (0,))[0]
+            response = await self.client.get(
+                self.peers[node] + "/node/v1/chain", params={"source": source, "after": after, "limit": PULL_BATCH}
+            )
+            response.raise_for_status()
+            links = [Link.from_wire(obj) for obj in orjson.loads(response.content)["links"]]
+            with self.store.batch():
+                if self.store.user(source) is None:
+                    self.store.ensure_user(source, f"recovered-{source & ((1 << 40) - 1)}")
+                for link in links:
+                    if self.store.apply(link, False) != "applied":
+                        return  # a gap or a link that does not hash onto ours: leave the rest to the peers
+                    self.counters["recovered"] += 1
+                    self.clock.observe(link.hlc)
+            self.ceiling = self.store.raise_ceiling(self.clock.tick())
+            if len(links) < PULL_BATCH:
+                return
 
     def _start_peer(self, n: int) -> None:
         self.wake[n] = asyncio.Event()
@@ -581,9 +623,13 @@ class Node:
             if len(reply["links"]) < PULL_BATCH or self.store.heads.get(source, (0,))[0] == after:
                 return
 
-    def frontiers(self, sources: list[int]) -> dict[str, Any]:
+    def frontiers(self, sources: list[int], origin: int | None = None) -> dict[str, Any]:
+        """Our heads of ``sources`` (and, with ``origin``, of every chain we hold that lives there)."""
         held = self.store.heads
-        return {"heads": {str(s): held.get(s, (0,))[0] for s in sources if s in held or home_index(s) == self.index}}
+        heads = {str(s): held.get(s, (0,))[0] for s in sources if s in held or home_index(s) == self.index}
+        if origin is not None:
+            heads.update({str(s): h[0] for s, h in held.items() if home_index(s) == origin})
+        return {"heads": heads}
 
     def stats(self) -> dict[str, Any]:
         mark = self.watermark()

@@ -155,6 +155,12 @@ class NodeStore:
         if self.user(uid) != name:
             raise InvalidArgumentError(f"node: user {uid} exists under another name ({self.user(uid)!r})")
 
+    def own_sources(self) -> list[int]:
+        """This node's users, and any chain of ours it holds (a user row can be missing from an old copy)."""
+        users = {r[0] for r in self.db.execute("SELECT id FROM users")}
+        users |= set(self.heads)
+        return sorted(u for u in users if u >> NODE_SHIFT == self.index)
+
     def user(self, uid: int) -> str | None:
         row = self.db.execute("SELECT name FROM users WHERE id = ?", (uid,)).fetchone()
         return None if row is None else row[0]
