@@ -124,3 +124,25 @@ def test_lab_smoke_nodes_is_judged_by_the_verifier(tmp_path):
     (fault,) = result["faults"]
     assert fault["processes"] == ["node3"] and fault["error"] is None
     assert result["processes_left"] == 0
+
+
+def test_a_follow_during_a_read_does_not_empty_the_page(tmp_path):
+    """The lab's partition run found one empty home page: a follow of a remote source committed while
+    the read was between its fresh wait and its view, and the source (no promise yet) pulled the
+    view's horizon to 0. The read is now ordered before such a follow: the page is the one it was."""
+    from twittercore.node.core import Node
+    from twittercore.node.mastodon import NodeView
+
+    node = Node(str(tmp_path / "n1"), "node1", 1, ["http://127.0.0.1:9", "http://127.0.0.1:10"], "t")
+    try:
+        view = NodeView(node)
+        me = node.store.create_user("me")
+        node.follow(me, me)
+        node.publish(me, b"my own post")
+        assert [e.payload for e in view.home(me)] == [b"my own post"]
+        node.follow(me, user_id(2, 1))  # committed; node 2 has not promised anything yet
+        assert [e.payload for e in view.home(me)] == [b"my own post"]
+        node.src_clock[user_id(2, 1)] = node.promise()  # once it has, the source counts again
+        assert [e.payload for e in view.home(me)] == [b"my own post"]
+    finally:
+        node.store.close()

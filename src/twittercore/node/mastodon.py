@@ -204,7 +204,18 @@ class NodeView(Store):
         return self._run(self._view_page, [source], limit, lo, hi, oldest)
 
     def _home(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> list[Event]:
-        return self._run(lambda: self._view_page(self.node.store.sources_of(sink), limit, lo, hi, oldest))
+        return self._run(lambda: self._view_page(self._synced_sources(sink), limit, lo, hi, oldest))
+
+    def _synced_sources(self, sink: int) -> list[int]:
+        """The sink's sources, less remote ones this node has no promise for yet.
+
+        The read's fresh wait (app.py) covered every source followed when the read arrived, so a source
+        with no promise is one a follow added while the read was under way: the read is ordered before
+        that follow, instead of its horizon dropping to 0 and the page coming back empty (the lab's
+        partition run caught that: one page of a user's home without the user's own posts).
+        """
+        node = self.node
+        return [s for s in node.store.sources_of(sink) if home_index(s) == node.index or node.src_clock.get(s, 0) > 0]
 
     def _changes(self, sink: int, after: int, limit: int) -> tuple[list[Change], int]:
         return self._run(self._changes_on_loop, sink, after, limit)
