@@ -804,3 +804,27 @@ def test_a_store_of_the_first_release_opens_and_is_marked(lmdb_path):
         assert store.home(1) == [event]
         store._check()
     assert any(name not in ("data.mdb", "lock.mdb") for name in os.listdir(lmdb_path))  # the marker file is back
+
+
+def test_a_doorbell_used_after_its_close_does_nothing(tmp_path):
+    """A store's watcher thread can outlive the close by one bounded sleep (the join has a timeout);
+    its last calls then find the doorbell closed and must neither crash nor touch the unmapped page."""
+    from twittercore.backends.lmdb.wakeup import open_doorbell
+
+    bell = open_doorbell(str(tmp_path))
+    if bell is None:
+        pytest.skip("no futex doorbell on this platform")
+    other = open_doorbell(str(tmp_path))  # another process's view of the same file
+    assert other is not None
+    try:
+        bell.waiting(True)
+        assert other._words[1] == 1  # one waiting process counted
+        bell.close()
+        assert other._words[1] == 0 and bell.value() == 0  # counted out by the close
+        bell.waiting(False)  # the watcher's finally, after the close: no crash, no count
+        bell.waiting(True)
+        bell.sleep(0, 0.01)
+        bell.close()  # twice is fine
+        assert other._words[1] == 0
+    finally:
+        other.close()

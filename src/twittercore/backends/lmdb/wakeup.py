@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import sys
+import threading
 from typing import Any
 
 __all__ = ["WAKE_FILE", "Doorbell", "open_doorbell"]
@@ -72,6 +73,10 @@ class Doorbell:
         self._syscall = _libc_syscall()
         self._random = random.Random()
         self._waiting = False
+        # A store's watcher thread can outlive the store's close by one bounded sleep (its join has a
+        # timeout): what it calls after the close must find the map gone, not crash on it.
+        self._lock = threading.Lock()
+        self._open = True
 
     def ring(self) -> None:
         """After a commit: change the word, and wake the waiting processes if there are any."""
@@ -81,10 +86,13 @@ class Doorbell:
             self._syscall(_SYS_FUTEX, ctypes.c_void_p(self._address), _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
 
     def value(self) -> int:
-        return int(self._words[0])
+        with self._lock:
+            return int(self._words[0]) if self._open else 0
 
     def sleep(self, value: int, timeout: float) -> None:
         """Sleep until the word is rung away from ``value``, or ``timeout`` seconds (spurious returns happen)."""
+        if not self._open:
+            return
         spec = _Timespec(int(timeout), int((timeout % 1) * 1e9))
         # ctypes releases the GIL for the call: the sleep costs this process nothing.
         self._syscall(
@@ -93,6 +101,11 @@ class Doorbell:
 
     def waiting(self, on: bool) -> None:
         """Count this process in (or out) of the processes that wait; once each way."""
+        with self._lock:
+            if self._open:
+                self._count(on)
+
+    def _count(self, on: bool) -> None:
         if on == self._waiting:
             return
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -104,10 +117,14 @@ class Doorbell:
         self._waiting = on
 
     def close(self) -> None:
-        self.waiting(False)
-        del self._words  # the ctypes view holds the map's buffer: release it first
-        self._map.close()
-        os.close(self._fd)
+        with self._lock:
+            if not self._open:
+                return
+            self._count(False)
+            self._open = False
+            del self._words  # the ctypes view holds the map's buffer: release it first
+            self._map.close()
+            os.close(self._fd)
 
 
 def open_doorbell(directory: str) -> Doorbell | None:
