@@ -138,11 +138,11 @@ def test_redis_backend_row_runs_on_a_cluster_and_prices_order(tmp_path: Path) ->
     row = report["results"]["redis-write"]
     assert row["status"] == "ok", row.get("reason")
     assert row["pages_checked"] > 0 and row["home_page1"]["p50_us"] > 0
-    # fanout="write" is accepted but merged at read time: the row claims no deliveries.
+    # Fan-out on write is served (windows and workers), and its deliveries are counted with the
+    # worker's catching up after the timed publishes.
     assert row["extra"]["requested_fanout"] == "write"
-    assert row["extra"]["served_fanout"] == row["fanout"]
-    if row["fanout"] == "read":
-        assert row["ingest"]["deliveries_per_s"] is None
+    assert row["extra"]["served_fanout"] == row["fanout"] == "write"
+    assert row["ingest"]["deliveries_per_s"] > 0
     assert row["extra"]["masters"] == 3 and row["extra"]["round_trips"] > 0
     (price,) = report["meta"]["price_of_order"]
     assert price["name"] == "redis-write"

@@ -106,7 +106,7 @@ ENTRIES: list[Entry] = [
     ),
     Entry(
         "redis-write",
-        "twittercore Redis Cluster (3 masters), fanout='write' requested",
+        "twittercore Redis Cluster (3 masters), fan-out on write (windows kept by the store's worker)",
         "harness.redis_target:RedisStoreTarget",
         {"kernel": "cython", "fanout": "write"},
         needs_cluster=True,
@@ -115,7 +115,7 @@ ENTRIES: list[Entry] = [
     ),
     Entry(
         "redis-hybrid",
-        "twittercore Redis Cluster (3 masters), fanout='hybrid' requested (celebrities: > users/10)",
+        "twittercore Redis Cluster (3 masters), hybrid (celebrities: > users/10 followers)",
         "harness.redis_target:RedisStoreTarget",
         {"kernel": "cython", "fanout": "hybrid", "celebrity_fraction": 0.1},
         needs_cluster=True,
