@@ -146,16 +146,40 @@ class Windows:
     # ------------------------------------------------------------ windows
 
     def add(self, per_sink: dict[int, list[bytes]], floors: dict[int, bytes] | None = None) -> None:
+        """Add ids to windows: one ``tc_windows_add`` per master (a master that refuses it, slots
+        moving, gets one ``tc_window_add`` per sink with its keys declared)."""
         s = self.s
         floors = floors or {}
+        sinks = list(per_sink)
+        if not sinks:
+            return
+        groups = [[sinks[i] for i in g] for g in s._r.groups([s._tags[s._bucket(k)] for k in sinks])]
         calls = []
-        for sink, ids in per_sink.items():
-            b = s._bucket(sink)
-            calls.append(
-                s._fcall("tc_window_add", b, sink, self.size, floors.get(sink, b""), *ids, keys=(f"w:{sink}", "wt"))
-            )
-        if calls:
-            s._call(calls, safe=True)  # idempotent: a retry adds the same members
+        for group in groups:
+            args: list[Any] = [self.size]
+            for sink in group:
+                ids = per_sink[sink]
+                args += [s._prefixes[s._bucket(sink)], sink, floors.get(sink, b""), len(ids), *ids]
+            calls.append(s._fcall("tc_windows_add", s._bucket(group[0]), *args))
+        refused = []
+        for group, answer in zip(groups, s._r.run(calls, safe=True)):
+            if isinstance(answer, Exception):
+                refused += group
+        if refused:
+            s._r.forget()
+            singles = [
+                s._fcall(
+                    "tc_window_add",
+                    s._bucket(sink),
+                    sink,
+                    self.size,
+                    floors.get(sink, b""),
+                    *per_sink[sink],
+                    keys=(f"w:{sink}", "wt"),
+                )
+                for sink in refused
+            ]
+            s._call(singles, safe=True)  # idempotent: a retry adds the same members
 
     def remove(self, per_sink: dict[int, list[bytes]]) -> None:
         s = self.s

@@ -397,12 +397,11 @@ local function front(keys, args) return front_of(prefix(keys), nil, args[1] == '
 -- sink, the window's floor: the window has every id of the sink's sources
 -- above it (below it, the logs answer).  ARGV: sink, size, floor (hex or ''),
 -- ids...  Returns the window's size.
-local function window_add(keys, args)
-  local p = prefix(keys)
-  local w, size, floor = p .. 'w:' .. args[1], tonumber(args[2]), args[3]
-  for i = 4, #args, 256 do
+local function add_to_window(p, sink, size, floor, args, first, last)
+  local w = p .. 'w:' .. sink
+  for i = first, last, 256 do
     local chunk = {}
-    for j = i, math.min(i + 255, #args) do
+    for j = i, math.min(i + 255, last) do
       chunk[#chunk + 1] = 0
       chunk[#chunk + 1] = args[j]
     end
@@ -416,10 +415,29 @@ local function window_add(keys, args)
     n = size
   end
   if floor ~= '' then
-    local old = redis.call('HGET', p .. 'wt', args[1])
-    if not old or floor > old then redis.call('HSET', p .. 'wt', args[1], floor) end
+    local old = redis.call('HGET', p .. 'wt', sink)
+    if not old or floor > old then redis.call('HSET', p .. 'wt', sink, floor) end
   end
   return n
+end
+
+local function window_add(keys, args)
+  return add_to_window(prefix(keys), args[1], tonumber(args[2]), args[3], args, 4, #args)
+end
+
+-- tc_window_add over many sinks of this master in one call: a worker's round
+-- reaches every follower of what it fans out, and one call each cost more in
+-- entry than the adds.  Same routing and refusal as tc_ranges (adds are
+-- idempotent: a half-applied call is retried whole).  ARGV: size, then per
+-- sink: prefix, sink, floor (hex or ''), n, n ids.
+local function windows_add(keys, args)
+  local size, i = tonumber(args[1]), 2
+  while i <= #args do
+    local n = tonumber(args[i + 3])
+    add_to_window(args[i], args[i + 1], size, args[i + 2], args, i + 4, i + 3 + n)
+    i = i + 4 + n
+  end
+  return 1
 end
 
 -- ARGV: sink, lo (hex, exclusive), hi (hex, inclusive), limit, oldest (0/1).
@@ -438,6 +456,7 @@ redis.register_function{function_name = 'tc_feeds', callback = feeds, flags = {'
 redis.register_function{function_name = 'tc_fronts', callback = fronts, flags = {'allow-cross-slot-keys'}}
 redis.register_function('tc_front', front)
 redis.register_function('tc_window_add', window_add)
+redis.register_function{function_name = 'tc_windows_add', callback = windows_add, flags = {'allow-cross-slot-keys'}}
 redis.register_function('tc_window_read', window_read)
 redis.register_function{function_name = 'tc_closes', callback = closes, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'tc_newest', callback = newest, flags = {'allow-cross-slot-keys', 'no-writes'}}
