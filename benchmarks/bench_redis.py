@@ -311,7 +311,7 @@ def _percentiles(took: list[float]) -> dict[str, float]:
 def _drain(store: Any) -> None:
     """Run the fan-out worker's rounds until it is current."""
     for _ in range(100_000):
-        if not store._windows.round():
+        if not store._windows.round(everything=True):
             return
 
 

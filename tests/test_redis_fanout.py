@@ -58,7 +58,7 @@ def _same(store, ref, sinks=range(1, 6), **page):
 
 def _settle(store):
     for _ in range(50):
-        if not store._windows.round():
+        if not store._windows.round(everything=True):
             return
     raise AssertionError("the fan-out worker did not become current")
 
@@ -199,3 +199,25 @@ def test_every_read_right_after_a_publish_holds_it_while_the_worker_runs(cluster
             _same(store, ref, limit=8)
         counts = store._windows.counts
         assert counts["window"] + counts["mixed"] >= 100, counts  # the races were run, not skipped
+
+
+def test_an_idle_worker_looks_at_every_bucket_only_once_a_second(cluster, namespace):
+    """Between its one-second sweeps a worker reads only the feeds of buckets the wake channel named,
+    so an idle namespace costs each master a sweep a second, not one every 50 ms."""
+    import time
+
+    store = _open(cluster, namespace, fanout="write", window=20)
+    with store:
+        store.follow(1, 2)
+        time.sleep(0.3)  # the start-up sweep and the follow's wake
+        before = store._windows.polled
+        time.sleep(2.2)
+        idle = store._windows.polled - before
+        assert idle <= 3 * store._nb, idle  # at most the sweeps of 2.2 s (8 buckets each)
+        start = store._windows.polled
+        store.publish(2, b"wake")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and [e.payload for e in store.home(1)] != [b"wake"]:
+            time.sleep(0.01)
+        assert [e.payload for e in store.home(1)] == [b"wake"]
+        assert store._windows.polled > start  # the publish's bucket was looked at before the next sweep

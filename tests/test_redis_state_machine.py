@@ -123,7 +123,7 @@ class RedisComparison(base.StoreComparison):
             windows = view.raw._windows
             if windows is not None:
                 for _ in range(20):
-                    if not windows.round():
+                    if not windows.round(everything=True):
                         break
 
     def teardown(self):

@@ -73,7 +73,7 @@ class RedisStoreTarget(StoreTarget):
         windows = getattr(self.store, "_windows", None)
         if windows is not None:
             for _ in range(1_000_000):
-                if not windows.round():
+                if not windows.round(everything=True):
                     break
 
     def post_index(self, id: int) -> int:

@@ -31,6 +31,7 @@ read fan-out read, no source log is touched.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ __all__ = ["Windows"]
 FEED_BATCH = 256
 #: A worker's wait when there was nothing to do (a publish wakes it sooner).
 IDLE_S = 0.05
+#: Every bucket's feed is looked at this often; in between only those the wake channel named.
+FULL_SWEEP_S = 1.0
 _MASK = (1 << 64) - 1
 
 
@@ -60,11 +63,14 @@ class Windows:
         self.size = size
         self.threshold = threshold  # hybrid: sources with more followers are celebrities
         self._done: dict[int, int] = {}
+        self._unrecorded: set[int] = set()  # buckets whose new frontier the next round must record
+        self._swept = 0.0
         self._thread: threading.Thread | None = None
         # What reads did, for tests and benchmarks: pages from the window (with log reads of
         # lagging buckets or celebrities: "mixed"), pages the logs answered, cleaning rounds.
         self.counts = {"window": 0, "mixed": 0, "logs": 0, "cleaned": 0}
         self.rounds = 0
+        self.polled = 0  # bucket feeds looked at, over all rounds
         self.errors = 0
 
     # ----------------------------------------------------------- workers
@@ -80,24 +86,38 @@ class Windows:
     def _run(self) -> None:
         s = self.s
         while not s._closed:
+            heard = s._heard  # before the round: a wake during it means go again at once
             try:
                 busy = self.round()
             except Exception:  # the cluster is away (failover, restart): reads fall back to the logs meanwhile
                 self.errors += 1
                 busy = False
             if not busy:
-                self._idle(s._heard)
+                self._idle(heard)
 
     def _idle(self, heard: int) -> None:
         s = self.s
         with s._woken:
             s._woken.wait_for(lambda: s._heard != heard or s._closed, IDLE_S)
 
-    def round(self) -> bool:
-        """One pass over every bucket's feed; True if anything was fanned out (tests call it directly)."""
+    def round(self, everything: bool = False) -> bool:
+        """One pass over the feeds of the buckets that changed (every bucket once a second, or when
+        ``everything``); True if anything was fanned out (tests call it directly)."""
         s = self.s
         s._listen()  # publishes wake the worker through the store's wake channel
-        buckets = list(range(s._nb))
+        now = time.monotonic()
+        with s._woken:
+            dirty, s._dirty = s._dirty, set()
+        if everything or s._pubsub is None or now - self._swept >= FULL_SWEEP_S:
+            # The backstop: a lost notification (a reconnect, none at all) delays a window by this much.
+            buckets = list(range(s._nb))
+            self._swept = now
+        else:
+            buckets = sorted(dirty | self._unrecorded)
+            if not buckets:
+                return False
+        self._unrecorded = set()
+        self.polled += len(buckets)
         answered, _ = s._per_master(
             "tc_feeds", buckets, (FEED_BATCH,), lambda b: (s._prefixes[b], self._done.get(b, 0))
         )
@@ -114,12 +134,15 @@ class Windows:
                 marks[b] = int(entries[-1].split(b":")[0]) if len(entries) == FEED_BATCH else int(clock)
         if todo:
             self._fan_out(todo)
-        busy = bool(todo)
+        with_entries = {b for _, _, b in todo}
         for b, mark in marks.items():
             if mark > self._done.get(b, 0):
                 self._done[b] = mark
-                busy = True  # the next round records the mark (and finds what came since)
-        return busy
+                if b in with_entries:
+                    self._unrecorded.add(b)  # the next round records it (readers wait for it)
+        # A mark that moved only because readers closed the bucket waits for the next sweep: the
+        # bucket changed nothing, so no reader finds it lagging.
+        return bool(todo)
 
     def _fan_out(self, todo: list[tuple[int, int, int]]) -> None:
         s = self.s

@@ -98,6 +98,7 @@ class RedisStore(Store):
         self._floor = 0  # the newest position this process has seen: its writes go after it
         self._floor_lock = threading.Lock()
         self._heard = 0  # the newest position announced on the wake channel
+        self._dirty: set[int] = set()  # buckets the wake channel named since the fan-out worker looked
         self._woken = threading.Condition()
         self._listener: threading.Thread | None = None
         self._pubsub: Any = None
@@ -696,6 +697,7 @@ class RedisStore(Store):
                 clock, bucket = message["data"].split(b":")
                 with self._woken:
                     self._heard = max(self._heard, int(clock) << 10 | int(bucket))
+                    self._dirty.add(int(bucket))
                     self._woken.notify_all()
 
     # -------------------------------------------------------------- checking
