@@ -30,8 +30,6 @@ STRATEGY_OPTIONS = {
     "hybrid": {"fanout": "hybrid", "window": 25, "celebrity_threshold": 2, "fanout_worker": False},
 }
 _cluster: Cluster | None = None
-#: Which path answered the write and hybrid examples' home reads, summed over the run.
-WINDOW_PATHS: dict[str, int] = {}
 _namespaces = itertools.count()
 
 
@@ -127,11 +125,6 @@ class RedisComparison(base.StoreComparison):
                         break
 
     def teardown(self):
-        for view in getattr(self, "views", {}).values():
-            windows = view.raw._windows
-            if windows is not None:
-                for path, n in windows.counts.items():
-                    WINDOW_PATHS[path] = WINDOW_PATHS.get(path, 0) + n
         super().teardown()
         for options in getattr(self, "options", {}).values():
             wipe(_shared_cluster(), options["namespace"])
@@ -144,13 +137,3 @@ RedisComparison.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRedisComparison = RedisComparison.TestCase
-
-
-def test_the_examples_took_every_home_read_path():
-    """The comparison above is only as good as the paths it took: the window alone, and the window
-    with logs (a lagging bucket, a celebrity) or the logs alone (below a window's floor)."""
-    if not WINDOW_PATHS:
-        pytest.skip("the state machine did not run in this session")
-    print(f"home read paths: {WINDOW_PATHS}")
-    assert WINDOW_PATHS.get("window", 0) > 0, WINDOW_PATHS
-    assert WINDOW_PATHS.get("mixed", 0) + WINDOW_PATHS.get("logs", 0) > 0, WINDOW_PATHS
