@@ -56,3 +56,15 @@ def reference_homes(c, users, edges):
 
 def homes(c, users):
     return {u: [e["content"] for e in c.home_all(home, u)] for u, home in users.items()}
+
+
+def converge(c, users, edges, timeout=30.0, step=0.05):
+    """Poll until every node's every home equals the memory store's answer; (that answer, seconds taken).
+    Fails with the homes that differ (their lengths, got and expected) if they never do."""
+    started = time.monotonic()
+    expected = reference_homes(c, users, edges)
+    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=timeout, step=step)
+    elapsed = time.monotonic() - started
+    got = got or homes(c, users)
+    assert got == expected, {u: (len(got[u]), len(expected[u])) for u in users if got[u] != expected[u]}
+    return expected, elapsed

@@ -15,7 +15,7 @@ from twittercore.node.store import NodeStore
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
-from tests.node_checks import homes, reference_homes, source_chain, wait  # noqa: E402
+from tests.node_checks import converge, source_chain, wait  # noqa: E402
 from twittercore.node.testing import NodeCluster  # noqa: E402
 
 # -- units
@@ -122,9 +122,7 @@ def test_three_nodes_agree_with_the_reference_and_never_insert_behind_a_reader(c
     finally:
         done.set()
         thread.join()
-    expected = reference_homes(c, users, edges)
-    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=10) or homes(c, users)
-    assert got == expected
+    got, _ = converge(c, users, edges, timeout=10)
     assert sum(len(v) for v in got.values()) > 6 * 25
     # G3: each later view, cut at the newest id an earlier view showed, is that earlier view.
     assert len(snapshots) > 3
@@ -283,13 +281,6 @@ def test_a_node_restarted_with_its_clock_behind_keeps_its_chains_in_order(cluste
 # -- longer runs (make test-long)
 
 
-def _converge_to_reference(c, users, edges, timeout=30):
-    expected = reference_homes(c, users, edges)
-    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=timeout) or homes(c, users)
-    assert got == expected
-    return expected
-
-
 @pytest.mark.slow
 def test_five_nodes_agree_with_the_reference(tmp_path):
     with NodeCluster(5, tmp_path) as c:
@@ -300,7 +291,7 @@ def test_five_nodes_agree_with_the_reference(tmp_path):
             c.follow(users[sink], sink, source)
         with ThreadPoolExecutor(len(ids)) as pool:
             list(pool.map(lambda u: [c.publish(users[u], u, f"{u}:{n}") for n in range(40)], ids))
-        expected = _converge_to_reference(c, users, edges)
+        expected, _ = converge(c, users, edges)
         assert sum(map(len, expected.values())) > len(ids) * 40
         assert all(c.stats(i)["late"] == 0 for i in range(1, 6))
 
@@ -353,7 +344,7 @@ def test_repeated_kills_and_partitions_lose_nothing_acknowledged(tmp_path):
             chain = [text for _, text in source_chain(c, home, user)]
             assert set(acked[user]) <= set(chain)
         started = time.monotonic()
-        _converge_to_reference(c, users, edges)
+        converge(c, users, edges)
         print(
             f"node trials: {round_ + 1}, acknowledged {sum(map(len, acked.values()))}, lost 0, "
             f"converged {time.monotonic() - started:.2f} s after the last fault"

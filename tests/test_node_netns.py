@@ -17,7 +17,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
-from tests.node_checks import homes, reference_homes, source_chain, wait  # noqa: E402
+from tests.node_checks import converge, source_chain  # noqa: E402
 from twittercore.lab import netns  # noqa: E402
 from twittercore.node.testing import NodeCluster  # noqa: E402
 
@@ -29,13 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 def _converge(c, users, edges, timeout=30.0):
     """Seconds until every node's every home equals the reference (polled), or fail with the difference."""
-    started = time.monotonic()
-    expected = reference_homes(c, users, edges)
-    got = wait(lambda: (h := homes(c, users)) == expected and h, timeout=timeout, step=0.02)
-    elapsed = time.monotonic() - started
-    got = got or homes(c, users)
-    assert got == expected, {u: (len(got[u]), len(expected[u])) for u in users if got[u] != expected[u]}
-    return elapsed
+    return converge(c, users, edges, timeout=timeout, step=0.02)[1]
 
 
 class _Writers:

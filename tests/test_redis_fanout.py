@@ -49,6 +49,13 @@ def _graph(stores, sinks=range(1, 6), sources=range(1, 9)):
                     s.follow(sink, source)
 
 
+def _publish(stores, count, tag, source=lambda n: 1 + n % 8):
+    """The same ``count`` posts, in one order, to every store: post n is ``tag`` + n by ``source(n)``."""
+    for n in range(count):
+        for s in stores:
+            s.publish(source(n), b"%s%d" % (tag, n))
+
+
 def _same(store, ref, sinks=range(1, 6), **page):
     for sink in sinks:
         got = [e.payload for e in store.home(sink, **page)]
@@ -57,19 +64,15 @@ def _same(store, ref, sinks=range(1, 6), **page):
 
 
 def _settle(store):
-    for _ in range(50):
-        if not store._windows.round(everything=True):
-            return
-    raise AssertionError("the fan-out worker did not become current")
+    if not store._windows.settle(50):
+        raise AssertionError("the fan-out worker did not become current")
 
 
 def test_without_a_worker_reads_come_from_the_logs_and_are_right_then_the_window_serves(cluster, namespace):
     store = _open(cluster, namespace, fanout="write", window=50, fanout_worker=False)
     with store, twittercore.open(":memory:") as ref:
         _graph([store, ref])
-        for n in range(60):
-            for s in (store, ref):
-                s.publish(1 + n % 8, b"p%d" % n)
+        _publish([store, ref], 60, b"p")
         # No worker ran: every bucket with posts is behind its frontier, so its sources come from the logs.
         _same(store, ref, limit=20)
         _same(store, ref, limit=5, max_id=None)
@@ -85,9 +88,7 @@ def test_pages_below_the_window_come_from_the_logs(cluster, namespace):
     store = _open(cluster, namespace, fanout="write", window=10, fanout_worker=False)
     with store, twittercore.open(":memory:") as ref:
         _graph([store, ref])
-        for n in range(80):
-            for s in (store, ref):
-                s.publish(1 + n % 8, b"p%d" % n)
+        _publish([store, ref], 80, b"p")
         _settle(store)
         pages_ref, pages = [], []
         for s, out in ((ref, pages_ref), (store, pages)):
@@ -105,9 +106,8 @@ def test_pages_below_the_window_come_from_the_logs(cluster, namespace):
 def test_follow_backfills_and_unfollow_cuts_the_window(cluster, namespace):
     store = _open(cluster, namespace, fanout="write", window=30, fanout_worker=False)
     with store, twittercore.open(":memory:") as ref:
-        for n in range(40):  # posts before anyone follows: only the follow's backfill puts them in windows
-            for s in (store, ref):
-                s.publish(7, b"old%d" % n)
+        # Posts before anyone follows: only the follow's backfill puts them in windows.
+        _publish([store, ref], 40, b"old", lambda n: 7)
         _settle(store)
         for s in (store, ref):
             s.follow(1, 7)
@@ -145,9 +145,7 @@ def test_hybrid_celebrities_are_read_from_their_logs(cluster, namespace):
             for sink in (1, 2, 3, 4):
                 s.follow(sink, 9)  # 4 followers: a celebrity
             s.follow(1, 5)  # 1 follower: fanned out
-        for n in range(20):
-            for s in (store, ref):
-                s.publish(9 if n % 2 else 5, b"h%d" % n)
+        _publish([store, ref], 20, b"h", lambda n: 9 if n % 2 else 5)
         _settle(store)
         b = store._bucket(9)
         assert store._one(9, "SISMEMBER", store._key(b, "cb"), 9) == 1
@@ -162,9 +160,7 @@ def test_the_background_worker_keeps_windows_current(cluster, namespace):
     store = _open(cluster, namespace, fanout="write", window=50)
     with store, twittercore.open(":memory:") as ref:
         _graph([store, ref])
-        for n in range(30):
-            for s in (store, ref):
-                s.publish(1 + n % 8, b"b%d" % n)
+        _publish([store, ref], 30, b"b")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             _same(store, ref, limit=10)

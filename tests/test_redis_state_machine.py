@@ -120,9 +120,7 @@ class RedisComparison(base.StoreComparison):
         for view in self.views.values():
             windows = view.raw._windows
             if windows is not None:
-                for _ in range(20):
-                    if not windows.round(everything=True):
-                        break
+                windows.settle(20)
 
     def teardown(self):
         super().teardown()

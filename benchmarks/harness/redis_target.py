@@ -72,9 +72,7 @@ class RedisStoreTarget(StoreTarget):
     def after_ingest(self) -> None:
         windows = getattr(self.store, "_windows", None)
         if windows is not None:
-            for _ in range(1_000_000):
-                if not windows.round(everything=True):
-                    break
+            windows.settle()
 
     def post_index(self, id: int) -> int:
         i = bisect.bisect_left(self._ids, id)

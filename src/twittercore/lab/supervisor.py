@@ -214,11 +214,11 @@ class Lab:
                 f"lab: {self.dir / STATE_FILE} exists: a deployment is up there (twittercore lab down --dir {self.dir})"
             )
         try:
-            self._save()
+            self.save()
             for t in self.d.tmpfs:
                 self._mount(t.path, t.size)
             if self.net is not None:
-                self.net.create(self._save)
+                self.net.create(self.save)
             for f in self.d.files:
                 target = self.dir / f.path
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ class Lab:
                     self.wait_ready(p.name, deadline - time.monotonic())
                 for n, step in enumerate(s for s in self.d.steps if s.stage == stage):
                     self._step(step, f"{self.d.source}: step (stage {stage}, #{n})")
-            self._save()
+            self.save()
         except BaseException:
             self.down()
             raise
@@ -274,7 +274,7 @@ class Lab:
         running = Running(spec, popen.pid, st[3] if st else 0, popen, dict(extra_env or {}))
         self.running[spec.name] = running
         self.pgids.add(popen.pid)
-        self._save()
+        self.save()
         return running
 
     def wait_ready(self, name: str, timeout: float) -> None:
@@ -344,7 +344,7 @@ class Lab:
                 "(needs root; drop the [[tmpfs]] table to run without the full-disk fault)"
             )
         self.mounts.append(str(target))
-        self._save()
+        self.save()
 
     # -------------------------------------------------------------- faults
 
@@ -419,10 +419,7 @@ class Lab:
         }
 
     def save(self) -> None:
-        """Write ``lab-state.json`` now (faults that make something teardown must find call it)."""
-        self._save()
-
-    def _save(self) -> None:
+        """Write ``lab-state.json`` now (every start, and faults that make something teardown must find)."""
         path = self.dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._state(), indent=2))

@@ -145,14 +145,9 @@ class Node:
                         await self._pull_own(node, source)
 
     async def _pull_own(self, node: int, source: int) -> None:
-        assert self.client is not None
         while True:
-            after = self.store.heads.get(source, (0,))[0]
-            response = await self.client.get(
-                self.peers[node] + "/node/v1/chain", params={"source": source, "after": after, "limit": PULL_BATCH}
-            )
-            response.raise_for_status()
-            links = [Link.from_wire(obj) for obj in orjson.loads(response.content)["links"]]
+            reply = await self._chain_after_head(node, source)
+            links = [Link.from_wire(obj) for obj in reply["links"]]
             with self.store.batch():
                 if self.store.user(source) is None:
                     self.store.ensure_user(source, f"recovered-{source & ((1 << 40) - 1)}")
@@ -607,15 +602,20 @@ class Node:
                 if behind or unconfirmed:
                     await self._pull(node, source)
 
+    async def _chain_after_head(self, node: int, source: int) -> Any:
+        """The next PULL_BATCH links of ``source`` after the head we hold, from ``node``."""
+        assert self.client is not None
+        after = self.store.heads.get(source, (0,))[0]
+        response = await self.client.get(
+            self.peers[node] + "/node/v1/chain", params={"source": source, "after": after, "limit": PULL_BATCH}
+        )
+        response.raise_for_status()
+        return orjson.loads(response.content)
+
     async def _pull(self, node: int, source: int) -> None:
         while True:
             after = self.store.heads.get(source, (0,))[0]
-            assert self.client is not None
-            response = await self.client.get(
-                self.peers[node] + "/node/v1/chain", params={"source": source, "after": after, "limit": PULL_BATCH}
-            )
-            response.raise_for_status()
-            reply = orjson.loads(response.content)
+            reply = await self._chain_after_head(node, source)
             self.counters["pulls"] += 1
             self.receive([Link.from_wire(obj) for obj in reply["links"]])
             if "clock" in reply and home_index(source) == node:

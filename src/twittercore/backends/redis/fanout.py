@@ -144,6 +144,11 @@ class Windows:
         # bucket changed nothing, so no reader finds it lagging.
         return bool(todo)
 
+    def settle(self, rounds: int = 1_000_000) -> bool:
+        """Run rounds over every bucket until one finds nothing to do (at most ``rounds``); True if
+        the windows are then current.  For tests, benchmarks and a process with ``fanout_worker=False``."""
+        return any(not self.round(everything=True) for _ in range(rounds))
+
     def _fan_out(self, todo: list[tuple[int, int, int]]) -> None:
         s = self.s
         sources = sorted({source for _, source, _ in todo})

@@ -106,13 +106,9 @@ class RedisStore(Store):
         try:
             self._load_functions()
             self._claim_layout(given)
-            if self.fanout != "read":
-                self.window = self.window or 800
-                if self.fanout == "hybrid":
-                    self.celebrity_threshold = self.celebrity_threshold or 10_000
-                self._windows = Windows(
-                    self, self.window, self.celebrity_threshold if self.fanout == "hybrid" else None
-                )
+            if self.fanout != "read":  # the claim set window (and threshold) to the namespace's
+                assert self.window is not None
+                self._windows = Windows(self, self.window, self.celebrity_threshold)
             self._repair()
             if self._windows is not None and run_worker:
                 self._windows.start()
