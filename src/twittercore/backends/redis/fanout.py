@@ -269,14 +269,14 @@ class Windows:
         for source in sources:
             by_bucket.setdefault(s._bucket(source), []).append(source)
         fronts = self._fronts(list(by_bucket))
-        cut = min(int(c) << 10 | b for b, (c, _, _, _) in fronts.items())
+        cut = min(c << 10 | b for b, (c, _, _, _) in fronts.items())
         upper = min(hi, cut)
         if lo >= upper:
             return [], True
         logs: dict[int, list[int]] = {}  # sources read from their logs, by bucket
         lagging = set()
-        for b, (_, frontier, celebs, last) in fronts.items():
-            if min(int(last), (upper - b) // 1024) > int(frontier):
+        for b, (_, frontier, last, celebs) in fronts.items():
+            if min(last, (upper - b) // 1024) > frontier:
                 lagging.add(b)  # the window may miss this bucket's ids at or below the cut
                 logs[b] = by_bucket[b]
             elif celebs:
@@ -325,14 +325,19 @@ class Windows:
         self.remove({sink: [_hex(i) for i in chosen if i not in present]})
         return [], False
 
-    def _fronts(self, buckets: list[int]) -> dict[int, tuple[Any, Any, Any, Any]]:
+    def _fronts(self, buckets: list[int]) -> dict[int, tuple[int, int, int, list[bytes]]]:
+        """Close ``buckets``: per bucket ``(clock, frontier, last mutation clock, celebrities)``."""
         s = self.s
-        out: dict[int, tuple[Any, Any, Any, Any]] = {}
-        stars = int(self.threshold is not None)
-        answered, refused = s._per_master("tc_fronts", buckets, (stars,), lambda b: (s._prefixes[b],))
-        for group, answer in answered:
-            out.update(zip(group, (tuple(a) for a in answer)))
+        out: dict[int, tuple[int, int, int, list[bytes]]] = {}
+        stars = self.threshold is not None
+        width = 4 if stars else 3
+        answered, refused = s._per_master("tc_fronts", buckets, (int(stars),), lambda b: (s._prefixes[b],))
+        for group, flat in answered:
+            for n, b in enumerate(group):
+                at = n * width
+                out[b] = (int(flat[at]), int(flat[at + 1]), int(flat[at + 2]), flat[at + 3] if stars else [])
         if refused:
-            singles = s._call([s._fcall("tc_front", b, stars, keys=("fr", "cb", "l")) for b in refused], safe=True)
-            out.update(zip(refused, (tuple(a) for a in singles)))
+            singles = s._call([s._fcall("tc_front", b, int(stars), keys=("fr", "cb", "l")) for b in refused], safe=True)
+            for b, (c, frontier, last, celebs) in zip(refused, singles):
+                out[b] = (int(c), int(frontier), int(last), celebs)
         return out

@@ -40,6 +40,32 @@ local function close(p, floor, now)
   return n
 end
 
+-- close() over several buckets of this master: a home read closes about as
+-- many buckets as its sink follows sources, so what a close costs beyond its
+-- one SET (formatting the clock, switching replication off and on) is paid
+-- once per call.  (One MGET and one MSET would be cheaper still, but Redis
+-- refuses a multi-key command across slots even inside a function.)  `ps`
+-- are prefixes, `floors` numbers (or nil: none).  Returns the clocks as strings.
+local function close_many(ps, floors, now)
+  local base = now or now_us()
+  local bases, out = fmt(base), {}
+  redis.set_repl(redis.REPL_NONE)
+  for i, p in ipairs(ps) do
+    local n, ns = base, bases
+    local f = floors and floors[i] or 0
+    if f > n then n, ns = f, fmt(f) end
+    local old = redis.call('SET', p .. 'c', ns, 'GET')
+    if old and tonumber(old) > n then
+      redis.call('SET', p .. 'c', old)
+      out[i] = old
+    else
+      out[i] = ns
+    end
+  end
+  redis.set_repl(redis.REPL_ALL)
+  return out
+end
+
 -- Take the bucket's next position: above every earlier one, now and `floor`.
 local function advance(p, floor)
   local c = tonumber(redis.call('GET', p .. 'c') or '0')
@@ -170,11 +196,19 @@ local function ranges(keys, args)
     i = i + 5 + tonumber(args[i + 4])
   end
   local batch = math.min(limit, math.ceil(limit / math.max(sources, 1)) + 1)
-  local heap, minc, minb = {}, nil, nil
+  local ps = {}
+  i = 3
+  while i <= #args do
+    ps[#ps + 1] = args[i]
+    i = i + 5 + tonumber(args[i + 4])
+  end
+  local cs = close_many(ps, nil, now)
+  local heap, minc, minb, at = {}, nil, nil, 0
   i = 3
   while i <= #args do
     local p, b, lo, hi, n = args[i], tonumber(args[i + 1]), '(' .. args[i + 2], args[i + 3], tonumber(args[i + 4])
-    local c = close(p, 0, now)
+    at = at + 1
+    local c = tonumber(cs[at])
     if minc == nil or c < minc or (c == minc and b < minb) then minc, minb = c, b end
     for j = i + 5, i + 4 + n do
       local key = p .. 'g:' .. args[j]
@@ -229,10 +263,9 @@ end
 -- ARGV: after (exclusive clock), limit, sources...  For tails: closes the
 -- bucket, then per source the oldest `limit` events and deletion notices
 -- after `after`.  Returns {clock, ids1, vals1, dels1, ...}.
-local function since_in(p, after, limit, sources, first, last, now)
-  local c = close(p, 0, now)
+local function since_in(p, after, limit, sources, first, last, c)
   local lo = '(' .. after
-  local out = {fmt(c)}
+  local out = {c}
   for i = first, last do
     local ids = redis.call('ZRANGEBYSCORE', p .. 'g:' .. sources[i], lo, '+inf', 'LIMIT', 0, limit)
     out[#out + 1] = ids
@@ -243,7 +276,8 @@ local function since_in(p, after, limit, sources, first, last, now)
 end
 
 local function since(keys, args)
-  return since_in(prefix(keys), args[1], tonumber(args[2]), args, 3, #args)
+  local p = prefix(keys)
+  return since_in(p, args[1], tonumber(args[2]), args, 3, #args, fmt(close(p, 0)))
 end
 
 -- tc_since over several buckets of this master in one call, as tc_ranges is
@@ -251,11 +285,16 @@ end
 -- then per bucket: prefix, after (exclusive clock), n, n sources.  Returns
 -- one tc_since answer per bucket.
 local function sinces(keys, args)
-  local now = now_us()
-  local limit, out, i = tonumber(args[1]), {}, 2
+  local limit, out, ps, i = tonumber(args[1]), {}, {}, 2
+  while i <= #args do
+    ps[#ps + 1] = args[i]
+    i = i + 3 + tonumber(args[i + 2])
+  end
+  local cs = close_many(ps)
+  i = 2
   while i <= #args do
     local n = tonumber(args[i + 2])
-    out[#out + 1] = since_in(args[i], args[i + 1], limit, args, i + 3, i + 2 + n, now)
+    out[#out + 1] = since_in(args[i], args[i + 1], limit, args, i + 3, i + 2 + n, cs[#out + 1])
     i = i + 3 + n
   end
   return out
@@ -339,11 +378,13 @@ end
 -- every bucket).  Same routing and refusal as tc_ranges.  ARGV: per bucket:
 -- prefix, floor.  Returns per bucket {clock, last mutation clock}.
 local function closes(keys, args)
-  local now, out = now_us(), {}
+  local ps, floors = {}, {}
   for i = 1, #args, 2 do
-    local c = close(args[i], tonumber(args[i + 1]), now)
-    out[#out + 1] = {fmt(c), redis.call('GET', args[i] .. 'l') or '0'}
+    ps[#ps + 1] = args[i]
+    floors[#ps] = tonumber(args[i + 1])
   end
+  local cs, out = close_many(ps, floors), {}
+  for i, p in ipairs(ps) do out[i] = {cs[i], redis.call('GET', p .. 'l') or '0'} end
   return out
 end
 
@@ -374,23 +415,31 @@ local function feeds(keys, args)
 end
 
 -- A write-mode home read's first step, per bucket of its sources: close the
--- bucket and return {clock, frontier, celebrities, last mutation clock}
--- (celebrities: sources the workers no longer fan out, hybrid; the window
--- misses nothing of a bucket whose last mutation is at or below its
--- frontier).  ARGV: celebrities wanted (0/1: hybrid only), then per bucket: prefix.
-local function front_of(p, now, stars)
-  local c = close(p, 0, now)
-  return {fmt(c), redis.call('GET', p .. 'fr') or '0', stars and redis.call('SMEMBERS', p .. 'cb') or {},
-          redis.call('GET', p .. 'l') or '0'}
-end
-
+-- bucket and return its clock, frontier and last mutation clock, and with
+-- celebrities wanted (hybrid) the sources the workers no longer fan out (the
+-- window misses nothing of a bucket whose last mutation is at or below its
+-- frontier).  ARGV: celebrities wanted (0/1), then per bucket: prefix.
+-- tc_front answers {clock, frontier, last, celebrities} for one bucket;
+-- tc_fronts the same for each bucket in one flat array.
 local function fronts(keys, args)
-  local now, out, stars = now_us(), {}, args[1] == '1'
-  for i = 2, #args do out[#out + 1] = front_of(args[i], now, stars) end
+  local ps, out, stars = {}, {}, args[1] == '1'
+  for i = 2, #args do ps[#ps + 1] = args[i] end
+  local cs = close_many(ps)
+  -- One flat reply: nested ones cost the server and the client a reply header per bucket.
+  for i, p in ipairs(ps) do
+    out[#out + 1] = cs[i]
+    out[#out + 1] = redis.call('GET', p .. 'fr') or '0'
+    out[#out + 1] = redis.call('GET', p .. 'l') or '0'
+    if stars then out[#out + 1] = redis.call('SMEMBERS', p .. 'cb') end
+  end
   return out
 end
 
-local function front(keys, args) return front_of(prefix(keys), nil, args[1] == '1') end
+local function front(keys, args)
+  local p = prefix(keys)
+  return {fmt(close(p, 0)), redis.call('GET', p .. 'fr') or '0', redis.call('GET', p .. 'l') or '0',
+          args[1] == '1' and redis.call('SMEMBERS', p .. 'cb') or {}}
+end
 
 -- A sink's window: a sorted set of ids as 16 hex digits (lexicographic order is
 -- numeric order; scores are all 0), the newest `size` kept.  'wt' holds, per
