@@ -38,7 +38,7 @@ def namespace(cluster):
 
 
 def _open(cluster, namespace, **options):
-    return twittercore.open(cluster.url, buckets=8, namespace=namespace, **options)
+    return twittercore.open(cluster.url, **{"buckets": 8, "namespace": namespace, **options})
 
 
 def _graph(stores, sinks=range(1, 6), sources=range(1, 9)):
@@ -217,3 +217,98 @@ def test_an_idle_worker_looks_at_every_bucket_only_once_a_second(cluster, namesp
             time.sleep(0.01)
         assert [e.payload for e in store.home(1)] == [b"wake"]
         assert store._windows.polled > start  # the publish's bucket was looked at before the next sweep
+
+
+def _wait_for(condition, seconds, what):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(0.05)
+
+
+def _split(stores):
+    """The lease groups each store's worker holds, if they cover every group exactly once."""
+    held = [s._windows.leases.held for s in stores]
+    groups = stores[0]._windows.leases.groups
+    union = frozenset().union(*held)
+    return held if sum(map(len, held)) == groups and len(union) == groups else None
+
+
+def _fair(stores, most):
+    held = _split(stores)
+    return held is not None and max(map(len, held)) <= most
+
+
+def _from_window(store, ref):
+    """Read every sink (asserting the answers); True if the windows answered all of them."""
+    before = store._windows.counts["window"]
+    _same(store, ref, limit=10)
+    return store._windows.counts["window"] - before == 5
+
+
+def test_the_workers_of_several_stores_split_the_buckets_by_lease(cluster, namespace):
+    """Three processes' workers each take a fair share of the lease groups and fan out only those
+    buckets; together they keep every window current; one that closes hands its groups over."""
+    stores = [_open(cluster, namespace, fanout="write", window=30, buckets=16) for _ in range(3)]
+    with twittercore.open(":memory:") as ref:
+        try:
+            fair = 6  # ceil(16 / 3): the first worker to start holds all 16 until the others register
+            _wait_for(lambda: _fair(stores, fair), 15, "a fair split of the groups")
+            _graph([stores[0], ref])
+            _publish([stores[1], ref], 40, b"l")
+            _wait_for(lambda: all(_from_window(s, ref) for s in stores), 10, "windows current")
+            # Each worker fanned out its own buckets only, and every bucket with posts was fanned out.
+            fanned = [set(s._windows.fanned) for s in stores]
+            for s, buckets in zip(stores, fanned):
+                assert buckets <= set(s._windows.leases.buckets()), (buckets, s._windows.leases.buckets())
+            assert set().union(*fanned) == {stores[0]._bucket(1 + n % 8) for n in range(40)}
+            stores.pop().close()  # releases its leases: the two left take them over
+            _wait_for(lambda: _fair(stores, 8), 10, "the groups of the closed worker taken over")
+            _publish([stores[0], ref], 20, b"m")
+            _wait_for(lambda: all(_from_window(s, ref) for s in stores), 10, "windows current again")
+        finally:
+            for s in stores:
+                s.close()
+
+
+def test_a_killed_worker_groups_are_taken_over_when_its_leases_lapse(cluster, namespace):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, twittercore\n"
+            "s = twittercore.open(sys.argv[1], buckets=16, namespace=sys.argv[2], fanout='write', window=30)\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n",
+            cluster.url,
+            namespace,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "open"
+        store = _open(cluster, namespace, fanout="write", window=30, buckets=16)
+        with store, twittercore.open(":memory:") as ref:
+            leases = store._windows.leases
+            _wait_for(lambda: leases.workers == 2 and len(leases.held) == 8, 15, "half the groups each")
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            # The dead worker's leases lapse (3 s) and it drops out of the registry: all groups are ours.
+            _wait_for(lambda: len(leases.held) == 16, 15, "the dead worker's groups taken over")
+            _graph([store, ref])
+            _publish([store, ref], 30, b"k")
+            _wait_for(lambda: _from_window(store, ref), 10, "windows current from this worker alone")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        child.stdout.close()

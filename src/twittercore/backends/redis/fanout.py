@@ -20,9 +20,10 @@ that were deleted or belong to a source no longer followed (a worker that
 read the followers before an unfollow).  A page that reaches below a
 window's floor is answered from the logs.
 
-Workers of several processes may run at once: every step is idempotent (the
-same id added twice is one member; frontiers only rise), so they duplicate
-work but never disagree.  Runtime complexity of a read whose workers are
+Workers of several processes split the buckets by lease (:mod:`.leases`);
+where two still work on one bucket (a lease that lapsed while its holder was
+paused) they duplicate work but never disagree: every step is idempotent
+(the same id added twice is one member; frontiers only rise).  Runtime complexity of a read whose workers are
 current: one call per master holding the sink's sources' buckets (close and
 frontier), one window read, one ``HMGET`` per bucket of the page; against a
 read fan-out read, no source log is touched.
@@ -32,10 +33,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._types import Event
+from .leases import Leases
 
 if TYPE_CHECKING:
     from .store import RedisStore
@@ -66,28 +69,40 @@ class Windows:
         self._unrecorded: set[int] = set()  # buckets whose new frontier the next round must record
         self._swept = 0.0
         self._thread: threading.Thread | None = None
+        self.leases: Leases | None = None  # a worker thread's share of the buckets
         # What reads did, for tests and benchmarks: pages from the window (with log reads of
         # lagging buckets or celebrities: "mixed"), pages the logs answered, cleaning rounds.
         self.counts = {"window": 0, "mixed": 0, "logs": 0, "cleaned": 0}
         self.rounds = 0
         self.polled = 0  # bucket feeds looked at, over all rounds
+        self.fanned: Counter[int] = Counter()  # events this worker fanned out, by bucket
         self.errors = 0
 
     # ----------------------------------------------------------- workers
 
     def start(self) -> None:
+        self.leases = Leases(self.s)
         self._thread = threading.Thread(target=self._run, name="twittercore-redis-fanout", daemon=True)
         self._thread.start()
 
-    def join(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """After the store is marked closed: wait for the worker, then hand its leases back."""
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.leases is not None and not (self._thread is not None and self._thread.is_alive()):
+            try:
+                self.leases.release()
+            except Exception:  # the cluster is away: the leases lapse by themselves
+                pass
 
     def _run(self) -> None:
         s = self.s
         while not s._closed:
             heard = s._heard  # before the round: a wake during it means go again at once
             try:
+                assert self.leases is not None
+                if self.leases.due():
+                    self.leases.renew()
                 busy = self.round()
             except Exception:  # the cluster is away (failover, restart): reads fall back to the logs meanwhile
                 self.errors += 1
@@ -101,21 +116,23 @@ class Windows:
             s._woken.wait_for(lambda: s._heard != heard or s._closed, IDLE_S)
 
     def round(self, everything: bool = False) -> bool:
-        """One pass over the feeds of the buckets that changed (every bucket once a second, or when
-        ``everything``); True if anything was fanned out (tests call it directly)."""
+        """One pass over the feeds of the buckets that changed (every bucket once a second), of
+        the leased buckets only in a worker thread, of every bucket when ``everything``; True if
+        anything was fanned out (tests call it directly)."""
         s = self.s
         s._listen()  # publishes wake the worker through the store's wake channel
         now = time.monotonic()
         with s._woken:
             dirty, s._dirty = s._dirty, set()
+        leases = None if everything else self.leases
         if everything or s._pubsub is None or now - self._swept >= FULL_SWEEP_S:
             # The backstop: a lost notification (a reconnect, none at all) delays a window by this much.
-            buckets = list(range(s._nb))
+            buckets = list(range(s._nb)) if leases is None else leases.buckets()
             self._swept = now
         else:
-            buckets = sorted(dirty | self._unrecorded)
-            if not buckets:
-                return False
+            buckets = sorted(b for b in dirty | self._unrecorded if leases is None or leases.owns(b))
+        if not buckets:
+            return False
         self._unrecorded = set()
         self.polled += len(buckets)
         answered, _ = s._per_master(
@@ -134,6 +151,7 @@ class Windows:
                 marks[b] = int(entries[-1].split(b":")[0]) if len(entries) == FEED_BATCH else int(clock)
         if todo:
             self._fan_out(todo)
+            self.fanned.update(b for _, _, b in todo)
         with_entries = {b for _, _, b in todo}
         for b, mark in marks.items():
             if mark > self._done.get(b, 0):

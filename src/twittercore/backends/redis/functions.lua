@@ -414,6 +414,39 @@ local function feeds(keys, args)
   return out
 end
 
+-- Leases that split the fan-out work between the workers of many processes
+-- (docs/redis.md, "Workers and leases").  Only an economy: every step of a
+-- worker is idempotent, so two workers on one bucket (a lease that expired
+-- while its holder was paused) cost twice, never disagree.
+-- tc_lease: KEYS[2] the lease.  ARGV: owner, ttl (ms), take (1: take or
+-- renew it if free or ours; 0: drop it if ours).  Returns 1 if ours after.
+local function lease(keys, args)
+  local key, owner = keys[2], args[1]
+  local holder = redis.call('GET', key)
+  if args[3] ~= '1' then
+    if holder == owner then redis.call('DEL', key) end
+    return 0
+  end
+  if holder and holder ~= owner then return 0 end
+  redis.call('SET', key, owner, 'PX', args[2])
+  return 1
+end
+
+-- tc_workers: KEYS[2] the namespace's worker registry (owner -> expiry, the
+-- server's clock in ms).  ARGV: owner, ttl (ms), join (1) or leave (0).
+-- Returns how many workers are alive.
+local function workers(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if args[3] == '1' then
+    redis.call('ZADD', keys[2], fmt(now + tonumber(args[2])), args[1])
+  else
+    redis.call('ZREM', keys[2], args[1])
+  end
+  redis.call('ZREMRANGEBYSCORE', keys[2], '-inf', fmt(now))
+  return redis.call('ZCARD', keys[2])
+end
+
 -- A write-mode home read's first step, per bucket of its sources: close the
 -- bucket and return its clock, frontier and last mutation clock, and with
 -- celebrities wanted (hybrid) the sources the workers no longer fan out (the
@@ -507,6 +540,8 @@ redis.register_function('tc_front', front)
 redis.register_function('tc_window_add', window_add)
 redis.register_function{function_name = 'tc_windows_add', callback = windows_add, flags = {'allow-cross-slot-keys'}}
 redis.register_function('tc_window_read', window_read)
+redis.register_function('tc_lease', lease)
+redis.register_function('tc_workers', workers)
 redis.register_function{function_name = 'tc_closes', callback = closes, flags = {'allow-cross-slot-keys'}}
 redis.register_function{function_name = 'tc_newest', callback = newest, flags = {'allow-cross-slot-keys', 'no-writes'}}
 redis.register_function('tc_close', close_bucket)

@@ -218,12 +218,17 @@ class RedisStore(Store):
         with self._woken:
             self._woken.notify_all()  # the fan-out worker stops at its next look at _closed
         if self._windows is not None:
-            self._windows.join()
+            self._windows.stop()
         if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            except Exception:  # already broken: nothing left to release
-                pass
+            # A listener inside get_message when the connection closes reconnects (redis-py's
+            # retry): close, let it see _closed and end, then close whatever it reopened.
+            for _ in range(2):
+                try:
+                    self._pubsub.close()
+                except Exception:  # already broken: nothing left to release
+                    pass
+                if self._listener is not None:
+                    self._listener.join(3.0)
         with self._woken:
             self._woken.notify_all()
         self._r.close()
