@@ -242,11 +242,11 @@ def _fair(stores, most):
     return held is not None and max(map(len, held)) <= most
 
 
-def _from_window(store, ref):
+def _from_window(store, ref, sinks=range(1, 6)):
     """Read every sink (asserting the answers); True if the windows answered all of them."""
     before = store._windows.counts["window"]
-    _same(store, ref, limit=10)
-    return store._windows.counts["window"] - before == 5
+    _same(store, ref, sinks=sinks, limit=10)
+    return store._windows.counts["window"] - before == len(sinks)
 
 
 def test_the_workers_of_several_stores_split_the_buckets_by_lease(cluster, namespace):
@@ -312,3 +312,45 @@ def test_a_killed_worker_groups_are_taken_over_when_its_leases_lapse(cluster, na
             child.kill()
             child.wait(10)
         child.stdout.close()
+
+
+class _Killed(BaseException):
+    """A writer's death, as far as the store can tell: nothing catches it."""
+
+
+def test_a_follow_cut_short_by_its_writer_dying_reads_right_and_a_worker_completes_it(cluster, namespace, monkeypatch):
+    """The sink side of an edge is written, then the writer dies before the source side and the window
+    backfill: reads pull that source from its log at once, and a worker completes the edge."""
+    from twittercore.backends.redis import fanout
+
+    monkeypatch.setattr(fanout, "REPAIR_S", 0.2)
+    monkeypatch.setattr(fanout, "STALE_EDGE_S", 0.5)
+    worker = _open(cluster, namespace, fanout="write", window=30)
+    dying = _open(cluster, namespace, fanout="write", window=30, fanout_worker=False)
+    with worker, dying, twittercore.open(":memory:") as ref:
+        for s in (worker, ref):
+            s.follow(1, 2)
+        _publish([worker, ref], 25, b"d", source=lambda n: 7 if n % 2 else 2)
+        _wait_for(lambda: _from_window(worker, ref, [1]), 10, "windows current")
+        writes = []
+
+        def die_on_the_second_write(calls):
+            writes.append(calls)
+            if len(writes) == 2:  # the first wrote the sink side; this one is the source side
+                raise _Killed
+            return type(dying)._write(dying, calls)
+
+        monkeypatch.setattr(dying, "_write", die_on_the_second_write)
+        with pytest.raises(_Killed):
+            dying.follow(1, 7)
+        ref.follow(1, 7)
+        assert worker.is_following(1, 7) and 1 not in worker.sinks(7)
+        # Right at once (7's older posts are not in the window yet: they come from its log) ...
+        for limit in (10, 30):
+            _same(worker, ref, sinks=[1], limit=limit)
+        assert worker._windows.counts["mixed"] >= 2
+        # ... and complete soon: the worker writes the source side and the backfill.
+        _wait_for(lambda: worker._windows.repaired == 1, 10, "the worker's repair")
+        assert 1 in worker.sinks(7)
+        assert _from_window(worker, ref, [1])
+        worker._check()

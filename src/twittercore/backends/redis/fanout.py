@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from ..._types import Event
@@ -51,6 +52,10 @@ FEED_BATCH = 256
 IDLE_S = 0.05
 #: Every bucket's feed is looked at this often; in between only those the wake channel named.
 FULL_SWEEP_S = 1.0
+#: Workers repair the half-written edges of their buckets this often ...
+REPAIR_S = 10.0
+#: ... those written at least this long ago (a writer killed between an edge's two sides).
+STALE_EDGE_S = 10.0
 _MASK = (1 << 64) - 1
 
 
@@ -68,6 +73,8 @@ class Windows:
         self._done: dict[int, int] = {}
         self._unrecorded: set[int] = set()  # buckets whose new frontier the next round must record
         self._swept = 0.0
+        self._repaired = time.monotonic()  # open() has just repaired every bucket
+        self.repaired = 0  # half-written edges this worker completed
         self._thread: threading.Thread | None = None
         self.leases: Leases | None = None  # a worker thread's share of the buckets
         # What reads did, for tests and benchmarks: pages from the window (with log reads of
@@ -103,6 +110,9 @@ class Windows:
                 assert self.leases is not None
                 if self.leases.due():
                     self.leases.renew()
+                if time.monotonic() - self._repaired >= REPAIR_S:
+                    self._repaired = time.monotonic()
+                    self.repaired += s._repair(self.leases.buckets(), STALE_EDGE_S)
                 busy = self.round()
             except Exception:  # the cluster is away (failover, restart): reads fall back to the logs meanwhile
                 self.errors += 1
@@ -280,8 +290,10 @@ class Windows:
         hi: int,
         oldest: bool,
         from_logs: Callable[[], tuple[list[Event], bool]],
+        unsure: AbstractSet[int] = frozenset(),
     ) -> tuple[list[Event], bool]:
-        """One attempt at a page (see ``RedisStore._home``); ``from_logs`` is the read fan-out read."""
+        """One attempt at a page (see ``RedisStore._home``); ``from_logs`` is the read fan-out read;
+        ``unsure`` sources (an edge not yet fully written) are read from their logs."""
         s = self.s
         by_bucket: dict[int, list[int]] = {}
         for source in sources:
@@ -297,8 +309,8 @@ class Windows:
             if min(last, (upper - b) // 1024) > frontier:
                 lagging.add(b)  # the window may miss this bucket's ids at or below the cut
                 logs[b] = by_bucket[b]
-            elif celebs:
-                stars = {int(c) for c in celebs}
+            else:
+                stars = {int(c) for c in celebs} | unsure
                 mine = [src for src in by_bucket[b] if src in stars]
                 if mine:
                     logs[b] = mine

@@ -262,7 +262,7 @@ class RedisStore(Store):
                 cleared.append((self._tags[b], ("SREM", self._key(b, "p"), b"%d:" % sink + padded)))
         if mirrors:
             self._write(mirrors)
-            if self._windows is not None:  # before the pending marks go: a crash here is repaired at open
+            if self._windows is not None:  # before the pending marks go: a crash here is repaired by a worker
                 (self._windows.followed if follow else self._windows.unfollowed)(done)
             self._call(cleared, safe=True)
         return changed
@@ -273,22 +273,33 @@ class RedisStore(Store):
     def _unfollow_many(self, pairs: list[tuple[int, int]]) -> int:
         return self._edges(pairs, False)
 
-    def _repair(self) -> None:
-        """Write the source side of edges whose writer died after the sink side
-        (the sink side is authoritative; until repaired, ``sinks`` may miss them)."""
-        pending = self._call([(self._tags[b], ("SMEMBERS", self._key(b, "p"))) for b in range(self._nb)], safe=True)
-        for b, members in enumerate(pending):
+    def _repair(self, buckets: list[int] | None = None, older_than: float = 0.0) -> int:
+        """Write the source side (and, fanning out on write, the window backfill or cut) of
+        edges whose writer died after the sink side: the sink side is authoritative; until
+        repaired, ``sinks`` may miss them and a window their source's older posts.  At open
+        over every bucket; by the fan-out workers over their leased ``buckets``, only edges
+        written more than ``older_than`` seconds ago (a younger one may have a live writer;
+        repairing it too would only repeat its idempotent steps).  Returns edges repaired."""
+        buckets = list(range(self._nb)) if buckets is None else buckets
+        pending = self._call([(self._tags[b], ("SMEMBERS", self._key(b, "p"))) for b in buckets], safe=True)
+        before = (_time.time() - older_than) * 1e6  # bucket clocks are microseconds of the servers' time
+        repaired = 0
+        for b, members in zip(buckets, pending):
             for member in members:
                 sink_text, padded = member.split(b":")
                 sink, source = int(sink_text), int(padded)
                 history = self._call([(self._tags[b], ("ZRANGE", self._key(b, f"h:{sink}"), -1000, -1))], safe=True)[0]
                 last = [h for h in history if h.split(b":")[1] == padded]
+                if last and older_than and int(last[-1].split(b":")[0]) > before:
+                    continue
+                repaired += 1
                 if last:
                     clock, _, flag = last[-1].split(b":")
                     self._write([self._mirror(source, sink, clock, flag)])
                     if self._windows is not None:
                         (self._windows.followed if flag == b"1" else self._windows.unfollowed)([(sink, source)])
                 self._call([(self._tags[b], ("SREM", self._key(b, "p"), member))], safe=True)
+        return repaired
 
     def _mirror(self, source: int, sink: int, clock: Any, flag: Any) -> tuple[str, tuple[Any, ...]]:
         keys = (f"v:{source}", f"i:{source}")
@@ -538,11 +549,23 @@ class RedisStore(Store):
 
     def _home_once(self, sink: int, limit: int, lo: int, hi: int, oldest: bool) -> tuple[list[Event], bool]:
         sb = self._bucket(sink)
-        padded = self._one(sink, "ZRANGE", self._key(sb, f"o:{sink}"), 0, -1)
+        if self._windows is None:
+            padded = self._one(sink, "ZRANGE", self._key(sb, f"o:{sink}"), 0, -1)
+            return self._read_page(padded, limit, lo, hi, oldest) if padded else ([], True)
+        # With the sources, the bucket's half-written edges (after the sources: an edge whose
+        # mark is gone by then has its window backfill done): until an edge's writer finishes
+        # (or a repair does), its source is read from its log, not trusted to the window.
+        padded, marks = self._call(
+            [
+                (self._tags[sb], ("ZRANGE", self._key(sb, f"o:{sink}"), 0, -1)),
+                (self._tags[sb], ("SMEMBERS", self._key(sb, "p"))),
+            ],
+            safe=True,
+        )
         if not padded:
             return [], True
-        if self._windows is None:
-            return self._read_page(padded, limit, lo, hi, oldest)
+        mine = b"%d:" % sink
+        unsure = {int(m[len(mine) :]) for m in marks if m.startswith(mine)}
         return self._windows.home_once(
             sink,
             [int(p) for p in padded],
@@ -551,6 +574,7 @@ class RedisStore(Store):
             hi,
             oldest,
             lambda: self._read_page(padded, limit, lo, hi, oldest),
+            unsure,
         )
 
     def _read_page(self, padded: list[bytes], limit: int, lo: int, hi: int, oldest: bool) -> tuple[list[Event], bool]:
