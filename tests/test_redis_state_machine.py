@@ -54,6 +54,10 @@ def cluster():
             _cluster = None
 
 
+class _Killed(BaseException):
+    """A writer's death, as far as the store can tell: nothing catches it."""
+
+
 class RedisComparison(base.StoreComparison):
     # One strategy per example, drawn: each costs a cluster round trip per step, and
     # the run budget buys more steps this way than three stores at once. It must be
@@ -112,6 +116,33 @@ class RedisComparison(base.StoreComparison):
         if settle:
             self.fan_out_now()
         self.all(lambda s: base._all_pages(s, sink, limit))
+
+    @rule(sink=base.NODES, source=base.NODES, limit=base.LIMITS)
+    def follow_cut_short(self, sink, source, limit):
+        """A follow whose writer dies after the sink side, before the source side (and the window's
+        backfill): home reads hold the source's posts at once; a repair (a worker's, or the next
+        open's) then completes the edge, and ``sinks`` has it."""
+        self.reference.follow(sink, source)
+        for view in self.views.values():
+            raw, writes = view.raw, []
+
+            def dying(calls, raw=raw, writes=writes):
+                writes.append(calls)
+                if len(writes) == 2:  # the first wrote the sink side
+                    raise _Killed
+                return type(raw)._write(raw, calls)
+
+            raw._write = dying
+            try:
+                raw.follow(sink, source)
+            except _Killed:
+                pass
+            finally:
+                del raw._write
+        self.all(lambda s: base._all_pages(s, sink, limit))
+        for view in self.views.values():
+            view.raw._repair()
+        self.all(lambda s: list(s.sinks(source)))
 
     @rule()
     def fan_out_now(self):
