@@ -96,12 +96,12 @@ lab: build redis
 	timeout -s INT 900 $(BIN)/python -m twittercore lab run matrix --out lab-report
 	timeout -s INT 300 $(BIN)/python -m twittercore lab run ladder --out lab-report/ladder
 	timeout -s INT 400 $(BIN)/python -m twittercore lab run fanout-ladder --out lab-report/fanout-ladder
-	timeout -s INT 300 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
+	timeout -s INT 600 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
 
 # Real partitions (docs/lab.md, "Network namespaces"): the deployments whose processes live in network
 # namespaces; needs root, and is a row of skips without it.
 lab-partition: build
-	timeout -s INT 300 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
+	timeout -s INT 600 $(BIN)/python -m twittercore lab run partition --out lab-report/partition
 
 # Seconds, not minutes: one worker of the embedded deployment killed under load.
 lab-smoke: build

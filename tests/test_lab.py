@@ -103,6 +103,15 @@ def test_a_failed_up_stops_what_it_started(tmp_path):
     assert not (tmp_path / "run" / STATE_FILE).exists()
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "lab" / "scenarios").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_and_its_deployments_load(path):
+    """A typo in a shipped file is caught here, not at the start of a long run."""
+    scenario = load_scenario(path)
+    assert scenario.deployments
+    for deployment in scenario.deployments:
+        assert load_deployment(deployment).name == deployment.stem
+
+
 def test_bad_files_are_clear_errors(tmp_path):
     bad_key = _write(tmp_path / "a.toml", 'url = "x"\nprocesses = []\n[[process]]\nname = "a"\nargv = ["true"]\n')
     with pytest.raises(LabError, match="unknown key.*processes"):
