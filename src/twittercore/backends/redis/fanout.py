@@ -25,7 +25,7 @@ where two still work on one bucket (a lease that lapsed while its holder was
 paused) they duplicate work but never disagree: every step is idempotent
 (the same id added twice is one member; frontiers only rise).  Runtime complexity of a read whose workers are
 current: one call per master holding the sink's sources' buckets (close and
-frontier), one window read, one ``HMGET`` per bucket of the page; against a
+frontier), one window read, one ``tc_events`` per master of the page; against a
 read fan-out read, no source log is touched.
 """
 
