@@ -20,32 +20,18 @@ local function fmt(x) return string.format('%.0f', x) end
 
 local function prefix(keys) return string.sub(keys[1], 1, -2) end
 
--- Raise the clock to at least now and `floor` without taking a position.
--- The raise is neither logged (AOF) nor replicated: readers close buckets on
--- every read, and an fsync each would cost more than the read.  A master that
--- restarts, or the replica that replaces it, starts from its own clock, which
--- is past every close it missed as long as server clocks agree to within the
--- failover time (docs/redis.md).
-local function close(p, floor, now)
-  local n = math.max(now or now_us(), floor)
-  redis.set_repl(redis.REPL_NONE)
-  -- One command where the clock is behind (nearly always): set it and read
-  -- what it was; put back a clock that was ahead (atomic: nobody sees it).
-  local c = tonumber(redis.call('SET', p .. 'c', fmt(n), 'GET') or '0')
-  if c > n then
-    redis.call('SET', p .. 'c', fmt(c))
-    n = c
-  end
-  redis.set_repl(redis.REPL_ALL)
-  return n
-end
-
--- close() over several buckets of this master: a home read closes about as
--- many buckets as its sink follows sources, so what a close costs beyond its
--- one SET (formatting the clock, switching replication off and on) is paid
--- once per call.  (One MGET and one MSET would be cheaper still, but Redis
--- refuses a multi-key command across slots even inside a function.)  `ps`
--- are prefixes, `floors` numbers (or nil: none).  Returns the clocks as strings.
+-- Raise the clocks of buckets (prefixes `ps`, all on this master) to at least
+-- now and their `floors` (numbers, or nil: none) without taking a position;
+-- returns the clocks as strings.  The raise is neither logged (AOF) nor
+-- replicated: readers close buckets on every read, and an fsync each would
+-- cost more than the read.  A master that restarts, or the replica that
+-- replaces it, starts from its own clock, which is past every close it missed
+-- as long as server clocks agree to within the failover time (docs/redis.md).
+-- A home read closes about as many buckets as its sink follows sources, so
+-- what a close costs beyond its one SET (formatting the clock, switching
+-- replication off and on) is paid once per call.  (One MGET and one MSET
+-- would be cheaper still, but Redis refuses a multi-key command across slots
+-- even inside a function.)
 local function close_many(ps, floors, now)
   local base = now or now_us()
   local bases, out = fmt(base), {}
@@ -54,6 +40,8 @@ local function close_many(ps, floors, now)
     local n, ns = base, bases
     local f = floors and floors[i] or 0
     if f > n then n, ns = f, fmt(f) end
+    -- One command where the clock is behind (nearly always): set it and read
+    -- what it was; put back a clock that was ahead (atomic: nobody sees it).
     local old = redis.call('SET', p .. 'c', ns, 'GET')
     if old and tonumber(old) > n then
       redis.call('SET', p .. 'c', old)
@@ -65,6 +53,9 @@ local function close_many(ps, floors, now)
   redis.set_repl(redis.REPL_ALL)
   return out
 end
+
+-- One bucket's close: its clock after, as a number.
+local function close(p, floor, now) return tonumber(close_many({p}, {floor}, now)[1]) end
 
 -- Take the bucket's next position: above every earlier one, now and `floor`.
 local function advance(p, floor)
