@@ -619,20 +619,17 @@ class RedisStore(Store):
             (),
             lambda b: (self._prefixes[b], len(by_bucket[b]), *[i >> 10 for i in by_bucket[b]]),
         )
-        found = {}
+        pairs: list[tuple[int, bytes | None]] = []
         for group, values in answered:
-            for id, value in zip((i for b in group for i in by_bucket[b]), values):
-                if value is not None:
-                    found[id] = self._event_of(id, value)
+            pairs += zip((i for b in group for i in by_bucket[b]), values)
         if refused:
             answers = self._call(
                 [(self._tags[b], ("HMGET", self._key(b, "e"), *[i >> 10 for i in by_bucket[b]])) for b in refused],
                 safe=True,
             )
             for b, values in zip(refused, answers):
-                for id, value in zip(by_bucket[b], values):
-                    if value is not None:
-                        found[id] = self._event_of(id, value)
+                pairs += zip(by_bucket[b], values)
+        found = {id: self._event_of(id, value) for id, value in pairs if value is not None}
         return [found[i] for i in ids if i in found]
 
     # ------------------------------------------------------------------ live
