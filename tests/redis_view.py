@@ -141,3 +141,30 @@ def wipe(cluster, namespace: str) -> None:
 
 
 __all__ = ["RedisView", "wipe", "twittercore"]
+
+
+class WriterKilled(BaseException):
+    """A writer's death, as far as the store can tell: nothing catches it."""
+
+
+def follow_cut_short(store, sink: int, source: int) -> bool:
+    """``store.follow(sink, source)`` with its writer dying after the first of its writes (the
+    sink side), before the source side and any window backfill.  True if it died there; False
+    if the follow had nothing to write (the edge existed)."""
+    writes = 0
+
+    def dying(calls):
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise WriterKilled
+        return type(store)._write(store, calls)
+
+    store._write = dying
+    try:
+        store.follow(sink, source)
+        return False
+    except WriterKilled:
+        return True
+    finally:
+        del store._write

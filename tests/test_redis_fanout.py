@@ -11,8 +11,9 @@ import itertools
 import pytest
 
 import twittercore
+from tests.node_checks import wait
 from tests.redis_cluster import Cluster, missing_reason
-from tests.redis_view import wipe
+from tests.redis_view import follow_cut_short, wipe
 from twittercore.errors import ConfigurationError
 
 _names = itertools.count()
@@ -219,16 +220,6 @@ def test_an_idle_worker_looks_at_every_bucket_only_once_a_second(cluster, namesp
         assert store._windows.polled > start  # the publish's bucket was looked at before the next sweep
 
 
-def _wait_for(condition, seconds, what):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.05)
-
-
 def _split(stores):
     """The lease groups each store's worker holds, if they cover every group exactly once."""
     held = [s._windows.leases.held for s in stores]
@@ -256,19 +247,19 @@ def test_the_workers_of_several_stores_split_the_buckets_by_lease(cluster, names
     with twittercore.open(":memory:") as ref:
         try:
             fair = 6  # ceil(16 / 3): the first worker to start holds all 16 until the others register
-            _wait_for(lambda: _fair(stores, fair), 15, "a fair split of the groups")
+            assert wait(lambda: _fair(stores, fair), 15), "a fair split of the groups"
             _graph([stores[0], ref])
             _publish([stores[1], ref], 40, b"l")
-            _wait_for(lambda: all(_from_window(s, ref) for s in stores), 10, "windows current")
+            assert wait(lambda: all(_from_window(s, ref) for s in stores), 10), "windows current"
             # Each worker fanned out its own buckets only, and every bucket with posts was fanned out.
             fanned = [set(s._windows.fanned) for s in stores]
             for s, buckets in zip(stores, fanned):
                 assert buckets <= set(s._windows.leases.buckets()), (buckets, s._windows.leases.buckets())
             assert set().union(*fanned) == {stores[0]._bucket(1 + n % 8) for n in range(40)}
             stores.pop().close()  # releases its leases: the two left take them over
-            _wait_for(lambda: _fair(stores, 8), 10, "the groups of the closed worker taken over")
+            assert wait(lambda: _fair(stores, 8), 10), "the groups of the closed worker taken over"
             _publish([stores[0], ref], 20, b"m")
-            _wait_for(lambda: all(_from_window(s, ref) for s in stores), 10, "windows current again")
+            assert wait(lambda: all(_from_window(s, ref) for s in stores), 10), "windows current again"
         finally:
             for s in stores:
                 s.close()
@@ -299,23 +290,19 @@ def test_a_killed_worker_groups_are_taken_over_when_its_leases_lapse(cluster, na
         store = _open(cluster, namespace, fanout="write", window=30, buckets=16)
         with store, twittercore.open(":memory:") as ref:
             leases = store._windows.leases
-            _wait_for(lambda: leases.workers == 2 and len(leases.held) == 8, 15, "half the groups each")
+            assert wait(lambda: leases.workers == 2 and len(leases.held) == 8, 15), "half the groups each"
             os.kill(child.pid, signal.SIGKILL)
             child.wait(10)
             # The dead worker's leases lapse (3 s) and it drops out of the registry: all groups are ours.
-            _wait_for(lambda: len(leases.held) == 16, 15, "the dead worker's groups taken over")
+            assert wait(lambda: len(leases.held) == 16, 15), "the dead worker's groups taken over"
             _graph([store, ref])
             _publish([store, ref], 30, b"k")
-            _wait_for(lambda: _from_window(store, ref), 10, "windows current from this worker alone")
+            assert wait(lambda: _from_window(store, ref), 10), "windows current from this worker alone"
     finally:
         if child.poll() is None:
             child.kill()
             child.wait(10)
         child.stdout.close()
-
-
-class _Killed(BaseException):
-    """A writer's death, as far as the store can tell: nothing catches it."""
 
 
 def test_a_follow_cut_short_by_its_writer_dying_reads_right_and_a_worker_completes_it(cluster, namespace, monkeypatch):
@@ -331,18 +318,8 @@ def test_a_follow_cut_short_by_its_writer_dying_reads_right_and_a_worker_complet
         for s in (worker, ref):
             s.follow(1, 2)
         _publish([worker, ref], 25, b"d", source=lambda n: 7 if n % 2 else 2)
-        _wait_for(lambda: _from_window(worker, ref, [1]), 10, "windows current")
-        writes = []
-
-        def die_on_the_second_write(calls):
-            writes.append(calls)
-            if len(writes) == 2:  # the first wrote the sink side; this one is the source side
-                raise _Killed
-            return type(dying)._write(dying, calls)
-
-        monkeypatch.setattr(dying, "_write", die_on_the_second_write)
-        with pytest.raises(_Killed):
-            dying.follow(1, 7)
+        assert wait(lambda: _from_window(worker, ref, [1]), 10), "windows current"
+        assert follow_cut_short(dying, 1, 7)
         ref.follow(1, 7)
         assert worker.is_following(1, 7) and 1 not in worker.sinks(7)
         # Right at once (7's older posts are not in the window yet: they come from its log) ...
@@ -350,7 +327,7 @@ def test_a_follow_cut_short_by_its_writer_dying_reads_right_and_a_worker_complet
             _same(worker, ref, sinks=[1], limit=limit)
         assert worker._windows.counts["mixed"] >= 2
         # ... and complete soon: the worker writes the source side and the backfill.
-        _wait_for(lambda: worker._windows.repaired == 1, 10, "the worker's repair")
+        assert wait(lambda: worker._windows.repaired == 1, 10), "the worker's repair"
         assert 1 in worker.sinks(7)
         assert _from_window(worker, ref, [1])
         worker._check()

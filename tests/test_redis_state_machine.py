@@ -19,7 +19,7 @@ from hypothesis.stateful import initialize, rule
 import twittercore
 from tests import test_state_machine as base
 from tests.redis_cluster import Cluster, missing_reason
-from tests.redis_view import RedisView, wipe
+from tests.redis_view import RedisView, follow_cut_short, wipe
 
 STRATEGIES = ("read", "write", "hybrid")
 STRATEGY_OPTIONS = {
@@ -52,10 +52,6 @@ def cluster():
         if _cluster is not None:
             _cluster.stop()
             _cluster = None
-
-
-class _Killed(BaseException):
-    """A writer's death, as far as the store can tell: nothing catches it."""
 
 
 class RedisComparison(base.StoreComparison):
@@ -124,21 +120,7 @@ class RedisComparison(base.StoreComparison):
         open's) then completes the edge, and ``sinks`` has it."""
         self.reference.follow(sink, source)
         for view in self.views.values():
-            raw, writes = view.raw, []
-
-            def dying(calls, raw=raw, writes=writes):
-                writes.append(calls)
-                if len(writes) == 2:  # the first wrote the sink side
-                    raise _Killed
-                return type(raw)._write(raw, calls)
-
-            raw._write = dying
-            try:
-                raw.follow(sink, source)
-            except _Killed:
-                pass
-            finally:
-                del raw._write
+            follow_cut_short(view.raw, sink, source)
         self.all(lambda s: base._all_pages(s, sink, limit))
         for view in self.views.values():
             view.raw._repair()

@@ -71,8 +71,8 @@ class Leases:
         (alive,) = s._call([self._registry(ttl_ms, True)], safe=False)
         self.workers = max(1, int(alive))
         share = math.ceil(self.groups / self.workers)
-        keep = sorted(self.held)[:share]
-        drop = sorted(self.held)[share:]
+        ordered = sorted(self.held)
+        keep, drop = ordered[:share], ordered[share:]
         # Start the search for free groups at a place of this owner's own, so that workers
         # joining together do not all race for group 0 first.
         start = int(self.owner[:8], 16) % self.groups
