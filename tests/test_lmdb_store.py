@@ -107,6 +107,31 @@ def test_a_map_grown_by_another_process_is_adopted(lmdb_path):
         assert store.timeline(9, limit=1)[0].payload == b"after"
 
 
+def _grow_together(path: str, source: int, start) -> None:
+    start.wait(60)
+    for _round in range(6):  # reopening maps the store again while the others grow it
+        with twittercore.open(path, map_size=1 << 20, durable=False) as store:
+            for _batch in range(4):
+                store.publish_many([(source, b"z" * 3000) for _ in range(150)])
+
+
+def test_processes_growing_one_writemap_store_at_once_never_cut_each_others_map(lmdb_path):
+    # LMDB ftruncates a writemap file to the size it maps: a process adopting a
+    # stale, smaller size would cut pages another is writing (a SIGBUS there).
+    twittercore.open(lmdb_path, map_size=1 << 20, durable=False).close()
+    start = SPAWN.Event()
+    children = [SPAWN.Process(target=_grow_together, args=(lmdb_path, s, start)) for s in range(3)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(240)
+    assert [child.exitcode for child in children] == [0, 0, 0]
+    with twittercore.open(lmdb_path, durable=False) as store:
+        assert [store.timeline_count(s) for s in range(3)] == [6 * 4 * 150] * 3
+        store._check()
+
+
 _CRASHER = """
 import os, signal, sys, twittercore
 store = twittercore.open(sys.argv[1])  # durable by default

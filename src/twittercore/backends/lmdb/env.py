@@ -15,6 +15,11 @@ instead of a signal, a hang or a silent empty store:
   through, and a page the filesystem cannot allocate (disk full) is a SIGBUS
   on write, so the map's whole span is reserved with ``posix_fallocate``
   before the map covers it: a full disk then fails the resize, an error.
+  LMDB also truncates a writemap file to the map size each time it maps
+  it, so a process adopting an older, smaller size would cut off pages
+  another process is writing (SIGBUS there): every writemap map (re)size
+  happens under one ``flock`` on the store's directory and never maps less
+  than the file already holds.
 * **Fork.**  LMDB forbids using an environment after ``fork()``.  In the
   child every inherited handle is marked closed (``ForkedError`` on use), its
   environment is never closed or freed there (closing would clear the
@@ -34,8 +39,10 @@ of the backend reaches it through a few calls (``open_env``, ``Handle.failed``,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import struct
 import threading
@@ -222,17 +229,41 @@ class Handle:
             except lmdb.Error as exc:
                 raise self.translate(exc, "resize") from exc
             return
-        info = env.info()
-        used = (info["last_pgno"] + 1) * env.stat()["psize"]
-        current = info["map_size"]
-        # At least 1 MiB more each time, so a transaction that needs more
-        # reaches a full disk (an error) in a bounded number of steps.
-        least = max(current, used) + (1 << 20)
-        target = self.reserve_between(least, max(size or current, 2 * used, least), "the map grows")
+        with self.resizing():
+            info = env.info()
+            used = (info["last_pgno"] + 1) * env.stat()["psize"]
+            current = max(info["map_size"], self.file_size())
+            # At least 1 MiB more each time, so a transaction that needs more
+            # reaches a full disk (an error) in a bounded number of steps.
+            least = max(current, used) + (1 << 20)
+            target = self.reserve_between(least, max(size or current, 2 * used, least), "the map grows")
+            try:
+                env.set_mapsize(target)
+            except lmdb.Error as exc:
+                raise self.translate(exc, "resize") from exc
+
+    @contextlib.contextmanager
+    def resizing(self) -> Any:
+        """Hold the store-wide lock under which writemap maps are (re)sized (see the module doc)."""
+        if not self.writemap:
+            yield
+            return
         try:
-            env.set_mapsize(target)
-        except lmdb.Error as exc:
-            raise self.translate(exc, "resize") from exc
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot lock the store to resize its map: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def file_size(self) -> int:
+        """The data file's present size (what another process's map may already cover)."""
+        try:
+            return os.path.getsize(os.path.join(self.path, DATA_FILE))
+        except OSError:
+            return 0
 
     def reserve_between(self, least: int, most: int, why: str) -> int:
         """Reserve ``most`` bytes, or on a nearly full disk as much above ``least`` as there is room for."""
@@ -702,75 +733,75 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
             raise StoreError(f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)") from None
         meta = _check_data_file(path, path)
         used = 0 if meta is None else (meta.last_pg + 1) * meta.psize
-        if writemap:
-            size = map_size or WRITEMAP_INITIAL
-            if meta is not None:
-                # The file's present size was reserved when the map last grew (or
-                # is LMDB's sparse file): keep it; double only if it is nearly full.
-                have = os.path.getsize(os.path.join(path, DATA_FILE))
-                size = max(size, have, used)
-                most = size if size >= 2 * used or map_size else 2 * used
-                size = handle.reserve_between(max(used, min(size, have)), most, "opening the store")
-        else:
-            size = map_size or READMAP_INITIAL
-        _prepare_lock_file(path, max_readers)
-        for attempt in range(_RESIZE_RETRIES):
-            try:
-                handle.env = lmdb.open(
-                    path,
-                    map_size=size,
-                    max_dbs=16,
-                    max_readers=max_readers,
-                    sync=durable,
-                    metasync=durable,
-                    readahead=False,
-                    writemap=writemap,
-                    lock=True,
-                )
-                break
-            except lmdb.MapResizedError as exc:
-                # Another process grew the map between LMDB reading the size and
-                # py-lmdb's first transaction: opening again reads the new size.
-                if attempt == _RESIZE_RETRIES - 1:
+        # Under the resize lock: the file's size cannot grow between reading it and mapping it.
+        with handle.resizing():
+            if writemap:
+                # Never less than the file: a store another process created since
+                # the check above may already be mapped larger there.
+                size = max(map_size or WRITEMAP_INITIAL, handle.file_size())
+                if meta is not None:
+                    # The file's present size was reserved when the map last grew (or
+                    # is LMDB's sparse file): keep it; double only if it is nearly full.
+                    have = handle.file_size()
+                    size = max(size, have, used)
+                    most = size if size >= 2 * used or map_size else 2 * used
+                    size = handle.reserve_between(max(used, min(size, have)), most, "opening the store")
+            else:
+                size = map_size or READMAP_INITIAL
+            _prepare_lock_file(path, max_readers)
+            for attempt in range(RESIZE_RETRIES):
+                try:
+                    handle.env = lmdb.open(
+                        path,
+                        map_size=size,
+                        max_dbs=16,
+                        max_readers=max_readers,
+                        sync=durable,
+                        metasync=durable,
+                        readahead=False,
+                        writemap=writemap,
+                        lock=True,
+                    )
+                    break
+                except lmdb.MapResizedError as exc:
+                    # Another process grew the map between LMDB reading the size and
+                    # py-lmdb's first transaction: opening again reads the new size.
+                    if attempt == RESIZE_RETRIES - 1:
+                        raise handle.translate(exc, f"open({path!r})") from None
+                except lmdb.Error as exc:
                     raise handle.translate(exc, f"open({path!r})") from None
-            except lmdb.Error as exc:
-                raise handle.translate(exc, f"open({path!r})") from None
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise DiskFullError(
-                        f"open({path!r}): {exc.strerror} ({_free(path)}; free space and retry)"
-                    ) from None
-                raise StoreError(
-                    f"open({path!r}): {exc.strerror or exc} (check the path and its permissions)"
-                ) from None
-        if writemap and meta is None:
-            handle.reserve(handle.env.info()["map_size"], "creating the store")
-        for attempt in range(_RESIZE_RETRIES):
+                except OSError as exc:
+                    raise _os_failure(exc, f"open({path!r})", path, "check the path and its permissions") from None
+            if writemap and meta is None:
+                handle.reserve(handle.env.info()["map_size"], "creating the store")
+        for attempt in range(RESIZE_RETRIES):
             try:
                 handle.env.reader_check()
                 _check_format(handle)
                 break
             except lmdb.MapResizedError as exc:
-                if attempt == _RESIZE_RETRIES - 1:
+                if attempt == RESIZE_RETRIES - 1:
                     raise handle.translate(exc, f"open({path!r})") from None
-                handle.env.set_mapsize(0)  # adopt the size another process grew the map to
+                handle.set_mapsize(0)  # adopt the size another process grew the map to
             except lmdb.Error as exc:
                 raise handle.translate(exc, f"open({path!r})") from None
             except OSError as exc:  # writing the marker file
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    raise DiskFullError(
-                        f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} ({_free(path)}; free space and retry)"
-                    ) from None
-                raise StoreError(
-                    f"open({path!r}): cannot write {MARKER_FILE}: {exc.strerror} (check the directory's permissions)"
-                ) from None
+                what = f"open({path!r}): cannot write {MARKER_FILE}"
+                raise _os_failure(exc, what, path, "check the directory's permissions") from None
     except BaseException:
         handle.close()
         raise
     return handle
 
 
-_RESIZE_RETRIES = 20  # each retry follows another process's growth: a handful is already rare
+def _os_failure(exc: OSError, what: str, path: str, hint: str) -> Error:
+    """A full disk is a ``DiskFullError`` (free space and retry); any other OS failure a ``StoreError``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFullError(f"{what}: {exc.strerror} ({_free(path)}; free space and retry)")
+    return StoreError(f"{what}: {exc.strerror or exc} ({hint})")
+
+
+RESIZE_RETRIES = 20  # each retry follows another process's growth: a handful is already rare
 
 
 def check_strategy(value: Any, where: str) -> tuple[int, int, str]:

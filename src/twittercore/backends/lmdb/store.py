@@ -107,12 +107,19 @@ class LMDBStore(Store):
         self._env = self._handle.env
         env = self._env
         try:
-            with env.begin(write=True) as txn:
-                tables = self._tables = Tables(env, txn)
-                self._logs = Chunks(tables.logs, codec)
-                self._reader = Reader(tables.events, self._logs, codec, merge, self.path, event_cache)
-                self._fan = Fanout(env, txn, tables, self._logs, self._reader, codec, merge, self.path)
-                self._keyring = Keyring(env, txn, retention)
+            for attempt in range(_env.RESIZE_RETRIES):
+                try:
+                    with env.begin(write=True) as txn:
+                        tables = self._tables = Tables(env, txn)
+                        self._logs = Chunks(tables.logs, codec)
+                        self._reader = Reader(tables.events, self._logs, codec, merge, self.path, event_cache)
+                        self._fan = Fanout(env, txn, tables, self._logs, self._reader, codec, merge, self.path)
+                        self._keyring = Keyring(env, txn, retention)
+                    break
+                except lmdb.MapResizedError:
+                    if attempt == _env.RESIZE_RETRIES - 1:
+                        raise
+                    self._handle.set_mapsize(0)  # another process grew the map since open_env mapped it
         except BaseException as exc:
             self._closed = True
             self._handle.close()
