@@ -132,6 +132,32 @@ def test_processes_growing_one_writemap_store_at_once_never_cut_each_others_map(
         store._check()
 
 
+def _publish_one(path: str) -> None:
+    with twittercore.open(path, durable=False) as store:
+        store.publish(9, b"from another process")
+
+
+def test_an_async_subscriber_wakes_on_another_process_commit(lmdb_path):
+    import asyncio
+
+    with twittercore.open(lmdb_path, durable=False) as store:
+        store.follow(1, 9)
+        start = store.last_id()
+
+        async def main():
+            first = asyncio.create_task(anext(store.subscribe(1, after=start)))
+            while not (store._waker and store._waker._parked):
+                await asyncio.sleep(0.01)
+            child = SPAWN.Process(target=_publish_one, args=(lmdb_path,))
+            child.start()
+            try:
+                return await asyncio.wait_for(first, 60)
+            finally:
+                await asyncio.to_thread(child.join, 60)
+
+        assert asyncio.run(main()).payload == b"from another process"
+
+
 _CRASHER = """
 import os, signal, sys, twittercore
 store = twittercore.open(sys.argv[1])  # durable by default

@@ -96,6 +96,79 @@ def test_async_subscribe_yields_what_tail_yields(store):
     assert all(isinstance(e, Event) for e in got)
 
 
+def test_many_async_subscribers_park_without_polling_and_all_wake(store):
+    sinks = range(100, 160)  # far more than the default executor's threads
+    store.follow_many([(sink, 9) for sink in sinks])
+    start = store.last_id()
+    reads = [0]
+    changes = store._changes
+
+    def counted(*args):
+        reads[0] += 1
+        return changes(*args)
+
+    store._changes = counted
+
+    async def first(sink):
+        async for item in store.subscribe(sink, after=start):
+            return item
+
+    async def main():
+        tasks = [asyncio.create_task(first(sink)) for sink in sinks]
+        while len(store._waker._parked if store._waker else ()) < len(sinks):
+            await asyncio.sleep(0.01)
+        before = reads[0]
+        await asyncio.sleep(0.3)
+        idle = reads[0] - before  # an idle subscriber reads nothing
+        event = store.publish(9, b"x")
+        return idle, event, await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+    idle, event, got = asyncio.run(main())
+    assert idle == 0
+    assert got == [event] * len(sinks)
+    assert not store._waker._parked
+
+
+def test_a_cancelled_subscriber_leaves_nothing_parked(store):
+    async def main():
+        task = asyncio.create_task(anext(store.subscribe(1)))
+        while not (store._waker and store._waker._parked):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert not store._waker._parked
+
+
+def test_closing_the_store_ends_parked_subscribers(store):
+    async def main():
+        async def collect():
+            return [item async for item in store.subscribe(1)]
+
+        task = asyncio.create_task(collect())
+        while not (store._waker and store._waker._parked):
+            await asyncio.sleep(0.01)
+        store.close()
+        return await asyncio.wait_for(task, 10)
+
+    assert asyncio.run(main()) == []
+
+
+def test_subscribe_poll_rereads_and_bad_polls_are_refused(store):
+    from twittercore import InvalidArgumentError
+
+    async def main(poll):
+        return await asyncio.wait_for(anext(store.subscribe(1, poll=poll)), 0.3)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(main(0.01))  # re-reads, finds nothing, keeps waiting
+    for bad in (-1, "1", True):
+        with pytest.raises(InvalidArgumentError):
+            asyncio.run(main(bad))
+
+
 def test_bad_tail_arguments(store):
     from twittercore import InvalidArgumentError
 

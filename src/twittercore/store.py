@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 import time as _time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import _validate as v
 from ._types import MAX_PAYLOAD, Deletion, Event
+from ._waker import Waker
 from .errors import ClosedError, InvalidArgumentError, NotFoundError
 
 __all__ = ["Store", "Change"]
@@ -30,6 +32,7 @@ __all__ = ["Store", "Change"]
 Change = Event | Deletion
 
 _TAIL_BATCH = 1024
+_WAKER_LOCK = threading.Lock()  # one Waker per store, whichever loop subscribes first
 
 
 class Store(abc.ABC):
@@ -40,6 +43,7 @@ class Store(abc.ABC):
     """
 
     _closed = False
+    _waker: Waker | None = None  # made by the first subscribe that has to wait
     #: Optional compiled check that a list holds only exact (int, bytes) items
     #: within limits; when it says yes the per-item Python checks are skipped.
     _fast_items: Callable[[list[Any], int], bool] | None = None
@@ -50,7 +54,11 @@ class Store(abc.ABC):
         """Release the store's resources.  Idempotent; later calls raise :class:`ClosedError`."""
         if not self._closed:
             self._closed = True
-            self._close()
+            try:
+                self._close()
+            finally:
+                if self._waker is not None:
+                    self._waker.wake_all()  # parked subscribers see the store closed and end
 
     @property
     def closed(self) -> bool:
@@ -292,14 +300,19 @@ class Store(abc.ABC):
                 return
             self._wait(cursor, remaining)
 
-    async def subscribe(self, sink: int, after: int | None = None, poll: float = 0.05) -> AsyncIterator[Change]:
-        """``async for`` twin of :meth:`tail` (never ends by itself).
+    async def subscribe(self, sink: int, after: int | None = None, poll: float | None = None) -> AsyncIterator[Change]:
+        """``async for`` twin of :meth:`tail` (ends only when the store closes).
 
-        The blocking wait runs in a worker thread, ``poll`` seconds at a time, so
-        the event loop stays free and cancellation is prompt.
+        A subscriber with nothing new parks a future that one thread per store
+        resolves when a commit (of any process) moves the store past its
+        cursor, so idle subscribers cost nothing and the event loop never
+        blocks.  ``poll``, if given, also re-reads every ``poll`` seconds (a
+        safety net; correctness never needs it).
         """
         self._live()
         sink = v.uint64(sink, "sink")
+        if poll is not None:
+            poll = v.timeout(poll)
         cursor = self._last_seq() if after is None else v.uint64(after, "after")
         while not self._closed:
             items, cursor = self._changes(sink, cursor, _TAIL_BATCH)
@@ -307,7 +320,17 @@ class Store(abc.ABC):
                 for item in items:
                     yield item
                 continue
-            await asyncio.to_thread(self._wait, cursor, poll)
+            with _WAKER_LOCK:
+                if self._waker is None:
+                    self._waker = Waker(self._wait, lambda: self._closed)
+                waker = self._waker
+            woken = waker.park(cursor)
+            try:
+                await asyncio.wait_for(asyncio.shield(woken), poll)
+            except TimeoutError:
+                pass
+            finally:
+                waker.unpark(woken)
 
     # -------------------------------------------------------------- checking
 

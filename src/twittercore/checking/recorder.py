@@ -197,7 +197,7 @@ class Recorder:
         finally:
             batch.flush()
 
-    async def subscribe(self, sink: int, after: int | None = None, poll: float = 0.05) -> AsyncIterator[Change]:
+    async def subscribe(self, sink: int, after: int | None = None, poll: float | None = None) -> AsyncIterator[Change]:
         """As :meth:`Store.subscribe`, recorded like :meth:`tail`."""
         if after is None:
             after = self.store.last_id()

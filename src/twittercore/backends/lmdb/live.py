@@ -24,8 +24,10 @@ from .wakeup import Doorbell
 
 __all__ = ["Live"]
 
-#: Longest doorbell sleep of the watcher: how soon it notices that no one waits any more.
-WATCH_TIMEOUT = 0.05
+#: Longest doorbell sleep of the watcher: how soon it notices that no one waits
+#: any more (closing rings it awake at once).  Each timeout is a wake-up of an
+#: idle process: at 0.05 s they were 0.3% of a core, at 0.5 s 0.03%.
+WATCH_TIMEOUT = 0.5
 
 
 class Live:
