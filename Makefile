@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 # Compile the Cython kernel in place (the editable install imports from src/).
-$(SO): $(STAMP) $(wildcard src/twittercore/*.pyx) setup.py
+$(SO): $(STAMP) $(wildcard src/twittercore/*.pyx src/twittercore/backends/lmdb/*.pyx) setup.py
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
@@ -44,7 +44,7 @@ lint: build
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/python -m mypy
-	$(BIN)/python -m mypy.stubtest twittercore._merge twittercore._codec --allowlist stubtest-allowlist.txt
+	$(BIN)/python -m mypy.stubtest twittercore._merge twittercore._codec twittercore.backends.lmdb._txn --allowlist stubtest-allowlist.txt
 
 test: build redis
 	$(MAKE) --no-print-directory lint

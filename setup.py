@@ -17,8 +17,8 @@ if not NO_EXTENSIONS:
 
     ext_modules = cythonize(
         [
-            Extension(f"twittercore.{name}", [f"src/twittercore/{name}.pyx"], extra_compile_args=["-O3"])
-            for name in ("_merge", "_codec")
+            Extension(f"twittercore.{name}", [f"src/twittercore/{name.replace('.', '/')}.pyx"], extra_compile_args=["-O3"])
+            for name in ("_merge", "_codec", "backends.lmdb._txn")
         ],
         compiler_directives={
             "language_level": "3",

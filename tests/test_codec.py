@@ -49,18 +49,22 @@ def test_events_encode_and_decode_alike(items, first, time):
     assert records == compiled.encode_events(first, items, time)
     ids = list(range(first, first + len(items)))
     assert twin.be_keys(ids) == compiled.be_keys(ids) == [key for key, _ in records]
-    decoded = compiled.decode_pairs(ids, records)
-    assert decoded == twin.decode_pairs(ids, records)
+    values = [value for _, value in records]
+    decoded = compiled.decode_values(ids, values)
+    assert decoded == twin.decode_values(ids, values)
     assert all(type(e) is Event for e in decoded)
     assert [(e.source, e.payload, e.time) for e in decoded] == [(s, p, time) for s, p in items]
     assert twin.group_ids(first, items) == compiled.group_ids(first, items)
 
 
 @needs_compiled
-def test_decode_pairs_reports_a_missing_event():
+def test_decode_values_reports_a_missing_event():
+    (record,) = twin.encode_events(1, [(1, b"x")], 0.0)
     for module in (twin, compiled):
         with pytest.raises(LookupError):
-            module.decode_pairs([1, 2], twin.encode_events(1, [(1, b"x")], 0.0))
+            module.decode_values([1, 2], [record[1], None])
+        with pytest.raises(LookupError):
+            module.decode_values([1, 2], [record[1]])
 
 
 @needs_compiled

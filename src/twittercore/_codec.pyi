@@ -29,8 +29,8 @@ def decode_event(id: int, value: Any) -> Event: ...
 def be_keys(ids: Sequence[int]) -> list[bytes]:
     """Big-endian 8-byte keys of ids (the ``events`` table's keys)."""
 
-def decode_pairs(ids: list[int], pairs: list[tuple[Any, Any]]) -> list[Event]:
-    """Events from ``getmulti``'s pairs; LookupError when one is missing."""
+def decode_values(ids: list[int], values: list[Any]) -> list[Event]:
+    """Events from the values of ids' keys, in order; LookupError where one is None."""
 
 def check_items(items: list[Any], max_payload: int) -> bool:
     """True when every item is an exact ``(int, bytes)`` tuple within limits."""

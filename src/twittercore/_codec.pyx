@@ -239,23 +239,25 @@ def be_keys(list ids):
     return out
 
 
-def decode_pairs(list ids, list pairs):
-    """Events from ``getmulti``'s ``(key, value)`` pairs, in the order of ``ids``."""
+def decode_values(list ids, list values):
+    """Events from the values of ``ids``' keys (``get_many``'s answer), in that order.
+
+    Raises LookupError where a value is None (a log names a missing event).
+    """
     cdef Py_ssize_t i, n = PyList_GET_SIZE(ids)
     cdef list out = [None] * n
     cdef object value
     cdef const char* data
     cdef uint64_t source
     cdef double time
-    if PyList_GET_SIZE(pairs) != n:
+    if PyList_GET_SIZE(values) != n:
         raise LookupError("an event named by a log is missing")
     for i in range(n):
-        value = <object> PyTuple_GET_ITEM(<object> PyList_GET_ITEM(pairs, i), 1)
-        if type(value) is not bytes:
-            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)
-            continue
-        if PyBytes_GET_SIZE(value) < 16:
-            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)  # raises ValueError
+        value = <object> PyList_GET_ITEM(values, i)
+        if type(value) is not bytes or PyBytes_GET_SIZE(value) < 16:
+            if value is None:
+                raise LookupError("an event named by a log is missing")
+            out[i] = decode_event(<object> PyList_GET_ITEM(ids, i), value)  # or raises ValueError
             continue
         data = PyBytes_AS_STRING(value)
         memcpy(&source, data, 8)

@@ -101,8 +101,11 @@ def be_keys(ids: Sequence[int]) -> list[bytes]:
     return [be(id) for id in ids]
 
 
-def decode_pairs(ids: Sequence[int], pairs: Sequence[tuple[Any, Any]]) -> list[Event]:
-    """Events from ``getmulti``'s ``(key, value)`` pairs, in the order of ``ids``."""
-    if len(pairs) != len(ids):
+def decode_values(ids: Sequence[int], values: Sequence[Any]) -> list[Event]:
+    """Events from the values of ``ids``' keys (``get_many``'s answer), in that order.
+
+    Raises LookupError where a value is None (a log names a missing event).
+    """
+    if len(values) != len(ids) or None in values:
         raise LookupError("an event named by a log is missing")
-    return [decode_event(id, value) for id, (_, value) in zip(ids, pairs)]
+    return [decode_event(id, value) for id, value in zip(ids, values)]

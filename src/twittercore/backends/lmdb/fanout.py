@@ -364,7 +364,7 @@ class Fanout:
         if config.mode == "hybrid":
             prefixes += self._pulled(txn, sink_key, self._floor(txn, sink_key))
             logs = self._tables.logs
-            heads += [txn.get(p + head_tag, db=logs) for p in prefixes[1:]]
+            heads += self._reader.get_many(txn, logs, [p + head_tag for p in prefixes[1:]])
         merge = self._merge.newest_floored
         ids, incomplete = merge(heads, limit, lo, hi)
         bottom = None

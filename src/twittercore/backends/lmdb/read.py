@@ -1,20 +1,37 @@
 """The read path of the LMDB store: pages from chunked streams, and events by id.
 
 Pages merge the streams' heads in the compiled kernel and load older chunks
-(see :mod:`.chunks`) only for the streams the kernel reports too short.
+(see :mod:`.chunks`) only for the streams the kernel reports too short.  The
+heads are looked up in one call (:func:`._txn.get_many`, compiled) with the
+compiled kernel, one ``txn.get`` each with the pure-Python twin.
 """
 
 from __future__ import annotations
 
 from itertools import islice
+from typing import Any
 
-from ..._kernel import Merge
+from ..._kernel import Merge, is_python
 from ..._types import Event
 from ...errors import DamagedStoreError
 from .chunks import Chunks
 from .tables import Codec, Table, Txn
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "get_many_py"]
+
+
+def get_many_py(txn: Txn, db: Table, keys: list[bytes]) -> list[Any]:
+    """The pure-Python twin of :func:`._txn.get_many`: each key's value, or None."""
+    get = txn.get
+    return [get(key, db=db) for key in keys]
+
+
+def _get_many_for(merge: Merge) -> Any:
+    if is_python(merge):
+        return get_many_py
+    from . import _txn  # built with the compiled codec
+
+    return _txn.get_many
 
 
 class Reader:
@@ -24,7 +41,17 @@ class Reader:
     the codec and merge kernel, and the store's path for error messages.
     """
 
-    __slots__ = ("_events", "_logs", "_codec", "_merge", "_path", "_head_tag", "_cache", "_cache_size")
+    __slots__ = (
+        "_events",
+        "_logs",
+        "_codec",
+        "_merge",
+        "_path",
+        "_head_tag",
+        "_cache",
+        "_cache_size",
+        "get_many",
+    )
 
     def __init__(self, events: Table, logs: Chunks, codec: Codec, merge: Merge, path: str, cache_size: int) -> None:
         self._events = events
@@ -33,6 +60,7 @@ class Reader:
         self._merge = merge
         self._path = path
         self._head_tag = codec.HEAD
+        self.get_many = _get_many_for(merge)
         # Decoded events by id.  Events never change and ids are never reused,
         # and pages only ask for ids their snapshot's logs list, so a cached
         # event is never stale (a deleted one is simply never asked for again).
@@ -52,8 +80,7 @@ class Reader:
 
     def newest(self, txn: Txn, head_keys: list[bytes], limit: int, lo: int, hi: int) -> list[Event]:
         """The newest page of the logs whose head keys are ``head_keys``."""
-        get = txn.get
-        heads = [get(key) for key in head_keys]
+        heads = self.get_many(txn, self._logs.table, head_keys)
         newest_floored = self._merge.newest_floored
         ids, incomplete = newest_floored(heads, limit, lo, hi)
         while incomplete:
@@ -88,10 +115,10 @@ class Reader:
         return None if value is None else self._codec.decode_event(id, value)
 
     def _load(self, txn: Txn, ids: list[int]) -> list[Event]:
-        pairs = txn.cursor(self._events).getmulti(self._codec.be_keys(ids))
+        values = self.get_many(txn, self._events, self._codec.be_keys(ids))
         try:
-            return self._codec.decode_pairs(ids, pairs)
-        except LookupError:  # getmulti skips missing keys: a log names a lost event
+            return self._codec.decode_values(ids, values)
+        except LookupError:  # a log names a lost event
             raise DamagedStoreError(
                 f"{self._path}: a log lists an event that does not exist (the store is damaged; run _check())"
             ) from None

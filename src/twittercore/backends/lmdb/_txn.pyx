@@ -1,0 +1,150 @@
+# cython: language_level=3
+"""Many LMDB lookups in one Python call, through py-lmdb's own LMDB.
+
+A home read looks up one head per followed source; through py-lmdb each
+``txn.get`` costs about 0.6 us of argument parsing and object bookkeeping,
+far more than LMDB's B-tree descent, and a home read makes a hundred of them.
+:func:`get_many` makes the same lookups in one call: it takes the ``MDB_txn``
+and ``MDB_dbi`` out of py-lmdb's ``Transaction`` and ``_Database`` objects and
+calls ``mdb_get`` through the table of LMDB entry points that py-lmdb 3
+keeps for each environment (``MdbApi``, ``lmdb/mdb_api.h``), so the process
+still has one LMDB and one handle per environment.
+
+That reaches into py-lmdb's object layout, so it is used only where the
+layout is the one declared below: py-lmdb 3, and object sizes that match
+(:data:`LAYOUT_OK`, checked at import).  Anywhere else :func:`get_many`
+falls back to calling ``txn.get`` per key, the same answers at py-lmdb's
+speed.  Values come back as ``bytes`` copies (a head is at most 1.5 KiB),
+valid after the transaction ends.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
+
+import errno
+
+import lmdb
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    typedef unsigned int tc_dbi;
+    typedef struct { size_t mv_size; void *mv_data; } tc_val;
+    /* py-lmdb 3's MdbApi (lmdb/mdb_api.h): the entry points before `get`, in order. */
+    typedef struct {
+        int major, minor, patch;
+        unsigned int data_version;
+        void *env_fns[20];   /* env_create .. reader_list */
+        void *txn_fns[6];    /* txn_begin .. txn_id */
+        void *dbi_fns[4];    /* dbi_open .. drop */
+        int (*get)(void *txn, tc_dbi dbi, tc_val *key, tc_val *data);
+        void *after_get[9];  /* put, del, stat, cursor_open .. cursor_count */
+        char *(*strerror_fn)(int err);
+    } tc_MdbApi;
+    /* py-lmdb 3's TransObject and DbObject (lmdb/cpython.c, built without memsink). */
+    typedef struct {
+        PyObject_HEAD
+        void *siblings[2]; void *children[2]; int valid;
+        PyObject *weaklist; void *env; void *parent; const tc_MdbApi *libv;
+        void *txn; int flags; void *db; int mutations;
+    } tc_TransObject;
+    typedef struct {
+        PyObject_HEAD
+        void *siblings[2]; void *children[2]; int valid;
+        void *env; tc_dbi dbi; unsigned int flags;
+    } tc_DbObject;
+    #define TC_MDB_NOTFOUND (-30798)
+    """
+    ctypedef unsigned int tc_dbi
+    ctypedef struct tc_val:
+        size_t mv_size
+        void* mv_data
+    ctypedef struct tc_MdbApi:
+        int major
+        int minor
+        unsigned int data_version
+        int (*get)(void* txn, tc_dbi dbi, tc_val* key, tc_val* data)
+        char* (*strerror_fn)(int err)
+    ctypedef struct tc_TransObject:
+        int valid
+        const tc_MdbApi* libv
+        void* txn
+    ctypedef struct tc_DbObject:
+        int valid
+        tc_dbi dbi
+    int TC_MDB_NOTFOUND
+
+
+def _layout_ok():
+    try:
+        major = int(lmdb.__version__.split(".")[0])
+    except (AttributeError, ValueError):
+        return False
+    return (
+        major == 3
+        and getattr(lmdb, "Transaction").__basicsize__ == sizeof(tc_TransObject)
+        and getattr(lmdb, "_Database").__basicsize__ == sizeof(tc_DbObject)
+    )
+
+
+#: Whether this py-lmdb's objects have the layout declared here (else :func:`get_many` falls back).
+LAYOUT_OK = _layout_ok()
+cdef object _Transaction = lmdb.Transaction
+cdef object _Database = getattr(lmdb, "_Database")
+
+
+def get_many(txn, db, list keys):
+    """The value of each of ``keys`` (``bytes``) in table ``db`` of ``txn``, or None where absent.
+
+    Runtime complexity: one B-tree descent per key, in one Python call.
+
+    Raises the ``lmdb.Error`` that ``txn.get`` would (a closed transaction, a bad key).
+    """
+    cdef Py_ssize_t i, n = len(keys)
+    cdef tc_TransObject* t
+    cdef tc_DbObject* d
+    cdef tc_val k, v
+    cdef int rc
+    cdef object key
+    cdef list out
+    if not LAYOUT_OK or type(txn) is not _Transaction or type(db) is not _Database:
+        get = txn.get
+        return [get(key, db=db) for key in keys]
+    t = <tc_TransObject*> <PyObject*> txn
+    d = <tc_DbObject*> <PyObject*> db
+    if not t.valid or t.txn == NULL or t.libv == NULL or not d.valid:
+        get = txn.get
+        return [get(key, db=db) for key in keys]  # py-lmdb raises its own error
+    out = [None] * n
+    for i in range(n):
+        key = keys[i]
+        if type(key) is not bytes:
+            raise TypeError(f"keys[{i}]: expected bytes, got {type(key).__name__}")
+        k.mv_size = PyBytes_GET_SIZE(key)
+        k.mv_data = PyBytes_AS_STRING(key)
+        rc = t.libv.get(t.txn, d.dbi, &k, &v)
+        if rc == 0:
+            out[i] = PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
+        elif rc != TC_MDB_NOTFOUND:
+            raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"))
+    return out
+
+
+#: LMDB's codes as py-lmdb names their exceptions (its ``error_map``, lmdb/cpython.c).
+_CODES = {
+    -30799: "KeyExistsError", -30797: "PageNotFoundError", -30796: "CorruptedError", -30795: "PanicError",
+    -30794: "VersionMismatchError", -30793: "InvalidError", -30792: "MapFullError", -30791: "DbsFullError",
+    -30790: "ReadersFullError", -30789: "TlsFullError", -30788: "TxnFullError", -30787: "CursorFullError",
+    -30786: "PageFullError", -30785: "MapResizedError", -30784: "IncompatibleError", -30783: "BadRslotError",
+    -30782: "BadTxnError", -30781: "BadValsizeError", -30780: "BadDbiError",
+    errno.EACCES: "ReadonlyError", errno.EINVAL: "InvalidParameterError", errno.EAGAIN: "LockError",
+    errno.ENOMEM: "MemoryError", errno.ENOSPC: "DiskError",
+}
+
+
+def _error(int rc, str reason):
+    """The exception py-lmdb raises for ``rc`` from ``mdb_get``."""
+    klass = getattr(lmdb, _CODES.get(rc, "Error"), lmdb.Error)
+    exc = klass(f"mdb_get: {reason}")
+    exc.what, exc.code, exc.reason = "mdb_get", rc, reason
+    return exc

@@ -1,0 +1,75 @@
+"""The compiled multi-get (``backends/lmdb/_txn.pyx``) answers as py-lmdb's own ``get`` does."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import lmdb
+import pytest
+from hypothesis import given, settings
+
+from tests.conftest import HAVE_COMPILED
+from twittercore.backends.lmdb.read import get_many_py
+
+pytestmark = pytest.mark.skipif(not HAVE_COMPILED, reason="compiled modules not built")
+
+KEYS = st.binary(min_size=1, max_size=12)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    env = lmdb.open(str(tmp_path_factory.mktemp("txn")), max_dbs=4, map_size=1 << 24)
+    yield env
+    env.close()
+
+
+def test_this_py_lmdb_takes_the_compiled_path():
+    from twittercore.backends.lmdb import _txn
+
+    # A py-lmdb whose objects changed layout silently falls back to txn.get:
+    # this says when that happens (update the declarations in _txn.pyx).
+    assert _txn.LAYOUT_OK == lmdb.__version__.startswith("3.")
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=st.dictionaries(KEYS, st.binary(max_size=2000), max_size=40), asked=st.lists(KEYS, max_size=40))
+def test_get_many_equals_get_in_read_and_write_transactions(env, stored, asked):
+    from twittercore.backends.lmdb import _txn
+
+    db = env.open_db(b"t")
+    with env.begin(write=True) as txn:
+        txn.drop(db, delete=False)
+        for key, value in stored.items():
+            txn.put(key, value, db=db)
+        keys = asked + list(stored)[:5]
+        assert _txn.get_many(txn, db, keys) == get_many_py(txn, db, keys)  # uncommitted writes seen
+    with env.begin(buffers=True) as txn:
+        got = _txn.get_many(txn, db, keys)
+        assert got == [None if v is None else bytes(v) for v in get_many_py(txn, db, keys)]
+        assert all(v is None or type(v) is bytes for v in got)  # copies: valid after the txn
+
+
+def test_get_many_raises_what_get_raises(env):
+    from twittercore.backends.lmdb import _txn
+
+    db = env.open_db(b"t")
+    with env.begin() as txn:
+        with pytest.raises(lmdb.BadValsizeError):
+            txn.get(b"", db=db)
+        with pytest.raises(lmdb.BadValsizeError):
+            _txn.get_many(txn, db, [b"ok", b""])
+        with pytest.raises(TypeError, match=r"keys\[1\]"):
+            _txn.get_many(txn, db, [b"ok", "text"])
+    txn = env.begin()
+    txn.abort()
+    with pytest.raises(lmdb.Error):
+        _txn.get_many(txn, db, [b"a"])
+
+
+def test_get_many_falls_back_for_other_transaction_objects():
+    from twittercore.backends.lmdb import _txn
+
+    class Fake:
+        def get(self, key, db=None):
+            return key * 2 if db == "d" else None
+
+    assert _txn.get_many(Fake(), "d", [b"a", b"b"]) == [b"aa", b"bb"]
