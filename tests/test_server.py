@@ -10,11 +10,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+import twittercore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -440,3 +443,43 @@ def test_serve_fanout_option_sets_the_store_strategy(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "--fanout" in bad.stderr
+
+
+def test_a_remote_store_s_slow_read_stalls_only_its_own_request():
+    # A Redis store's reads wait on the network: the server runs them in its
+    # thread pool, so one stuck read (a partitioned master) leaves the worker
+    # serving others.  (A local store's reads run inline: microseconds.)
+    release, entered = threading.Event(), threading.Event()
+    store = twittercore.open(":memory:")
+    store.remote = True
+    home = store.home
+
+    def slow_home(sink, **page):
+        entered.set()
+        release.wait(30)
+        return home(sink, **page)
+
+    with (
+        running_server(lambda: store, admin_token=ADMIN, heartbeat=5) as url,
+        httpx.Client(base_url=url, timeout=20) as c,
+    ):
+        _, headers = register(c, "alice")
+        status = post(c, headers, "hello")
+        store.home = slow_home
+        answers = []
+
+        def read_home():
+            with httpx.Client(base_url=url, timeout=20) as other:
+                answers.append(other.get("/api/v1/timelines/home", headers=headers).json())
+
+        stuck = threading.Thread(target=read_home)
+        stuck.start()
+        try:
+            assert entered.wait(10)
+            # Served while the home read is stuck (inline, they would wait for it).
+            assert c.get(f"/api/v1/statuses/{status['id']}", timeout=5).json()["id"] == status["id"]
+            assert c.get(f"/api/v1/accounts/{status['account']['id']}/statuses", timeout=5).status_code == 200
+        finally:
+            release.set()
+            stuck.join(10)
+        assert [s["id"] for s in answers[0]] == [status["id"]]

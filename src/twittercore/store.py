@@ -44,6 +44,9 @@ class Store(abc.ABC):
 
     _closed = False
     _waker: Waker | None = None  # made by the first subscribe that has to wait
+    #: True when calls wait on a network (a remote engine): an event loop should
+    #: run them in a thread, not inline (see the server's ``Server.run``).
+    remote = False
     #: Optional compiled check that a list holds only exact (int, bytes) items
     #: within limits; when it says yes the per-item Python checks are skipped.
     _fast_items: Callable[[list[Any], int], bool] | None = None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 import twittercore
@@ -13,6 +14,8 @@ import twittercore
 from .http import ApiError, base_url, not_found
 from .render import PageCache, Renderer
 from .state import Account, AccountState
+
+T = TypeVar("T")
 
 __all__ = ["Server", "server_of"]
 
@@ -56,6 +59,15 @@ class Server:
             self.state.close()
         if self.store is not None:
             self.store.close()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work()``, inline when the store is local (microseconds; a thread hop
+        would cost more), in the thread pool when it waits on a network
+        (``Store.remote``), so a slow or partitioned Redis master stalls only the
+        requests that need it, not every request of this worker."""
+        if self.store.remote:
+            return await run_in_threadpool(work)
+        return work()
 
     def account(self, id: int) -> Account:
         found = self.state.account(id)

@@ -211,15 +211,23 @@ def _paging(params: Any) -> dict[str, Any]:
 
 async def home_timeline(request: Request) -> Response:
     server = server_of(request)
-    me = viewer(request, "read:statuses")
-    return json_response(_tweets(server, server.store.home(me.id, **_paging(request.query_params))))
+
+    def work() -> Response:
+        me = viewer(request, "read:statuses")
+        return json_response(_tweets(server, server.store.home(me.id, **_paging(request.query_params))))
+
+    return await server.run(work)
 
 
 async def user_timeline(request: Request) -> Response:
     server = server_of(request)
-    me = viewer(request, "read:statuses")
-    user = _target(server, request.query_params, me)
-    return json_response(_tweets(server, server.store.timeline(user.id, **_paging(request.query_params))))
+
+    def work() -> Response:
+        me = viewer(request, "read:statuses")
+        user = _target(server, request.query_params, me)
+        return json_response(_tweets(server, server.store.timeline(user.id, **_paging(request.query_params))))
+
+    return await server.run(work)
 
 
 async def _friendship(request: Request, on: bool) -> Response:

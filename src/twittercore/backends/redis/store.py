@@ -73,6 +73,8 @@ class RedisStore(Store):
     read the logs).
     """
 
+    remote = True  # every call is a network round trip (or several)
+
     def __init__(self, target: str, *, clock: Callable[[], float] = _time.time, **options: Any) -> None:
         _options.check("redis", options, _OPTIONS - {"clock"})
         given = _options.strategy(options)

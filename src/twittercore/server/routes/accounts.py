@@ -193,13 +193,17 @@ async def relationships(request: Request) -> Response:
 
 async def account_statuses(request: Request) -> Response:
     server = server_of(request)
-    account = server.account(path_id(request))
-    q = request.query_params
-    if flag(q, "pinned", status=400) or flag(q, "only_media", status=400):
-        return json_response([])  # no pins, no media on this server
-    page = paging(request)
-    events = [] if page is None else server.store.timeline(account.id, **page)
-    return page_of_statuses(request, server.cache, server.renderer(request), events)
+
+    def work() -> Response:
+        account = server.account(path_id(request))
+        q = request.query_params
+        if flag(q, "pinned", status=400) or flag(q, "only_media", status=400):
+            return json_response([])  # no pins, no media on this server
+        page = paging(request)
+        events = [] if page is None else server.store.timeline(account.id, **page)
+        return page_of_statuses(request, server.cache, server.renderer(request), events)
+
+    return await server.run(work)
 
 
 async def follow(request: Request) -> Response:

@@ -83,14 +83,18 @@ async def post_status(request: Request) -> Response:
 
 async def get_status(request: Request) -> Response:
     server = server_of(request)
-    try:
-        event = server.store.event(path_id(request))
-    except twittercore.NotFoundError:
-        raise not_found() from None
-    rendered = server.renderer(request).status(event)
-    if rendered is None:
-        raise not_found()
-    return json_response(rendered)
+
+    def work() -> Response:
+        try:
+            event = server.store.event(path_id(request))
+        except twittercore.NotFoundError:
+            raise not_found() from None
+        rendered = server.renderer(request).status(event)
+        if rendered is None:
+            raise not_found()
+        return json_response(rendered)
+
+    return await server.run(work)
 
 
 async def delete_status(request: Request) -> Response:
@@ -116,10 +120,14 @@ async def delete_status(request: Request) -> Response:
 
 async def home_timeline(request: Request) -> Response:
     server = server_of(request)
-    me = viewer(request, "read:statuses")
-    page = paging(request)
-    events = [] if page is None else server.store.home(me.id, **page)
-    return page_of_statuses(request, server.cache, server.renderer(request), events)
+
+    def work() -> Response:
+        me = viewer(request, "read:statuses")
+        page = paging(request)
+        events = [] if page is None else server.store.home(me.id, **page)
+        return page_of_statuses(request, server.cache, server.renderer(request), events)
+
+    return await server.run(work)
 
 
 ROUTES = [
