@@ -483,3 +483,34 @@ def test_a_remote_store_s_slow_read_stalls_only_its_own_request():
             release.set()
             stuck.join(10)
         assert [s["id"] for s in answers[0]] == [status["id"]]
+
+
+def test_a_remote_store_s_streams_are_pulled_off_the_event_loop():
+    store = twittercore.open(":memory:")
+    store.remote = True  # as a Redis store says
+    pulled_in = set()
+    changes = store.changes
+
+    def recorded(*args, **kwargs):
+        pulled_in.add(threading.current_thread().name)
+        return changes(*args, **kwargs)
+
+    store.changes = recorded
+    with (
+        running_server(lambda: store, admin_token=ADMIN, heartbeat=5) as url,
+        httpx.Client(base_url=url, timeout=10) as c,
+    ):
+        alice, a = register(c, "alice")
+        bob, b = register(c, "bob")
+        c.post(f"/api/v1/accounts/{bob}/follow", headers=a).raise_for_status()
+        early = post(c, b, "before the stream")
+        with c.stream("GET", "/api/v1/streaming/user", headers=a) as stream:
+            lines = stream.iter_lines()
+            status = post(c, b, "streamed")
+            got = read_events(lines, want=1)
+        with c.stream("GET", "/api/v1/streaming/user", headers={**a, "Last-Event-ID": early["id"]}) as stream:
+            resumed = read_events(stream.iter_lines(), want=1)  # the catch-up pull of a resuming client
+    for events in (got, resumed):
+        (update,) = [g for g in events if g[0] != "comment"]
+        assert update[0] == "update" and f'"id":"{status["id"]}"' in update[1]
+    assert pulled_in and all(name.startswith("twittercore-pump") for name in pulled_in), pulled_in

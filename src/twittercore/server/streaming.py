@@ -8,6 +8,11 @@ from that subscriber's own cursor.  So an idle server does no work at all
 (no polling: the thread sleeps in ``wait``), there is no thread per
 connection, and since nothing can appear behind a cursor later, no event
 is missed or repeated (G3).
+
+A store that waits on a network (``Store.remote``: Redis) is not read on the
+event loop: one *pump* thread runs every pull instead (one, so cursors move
+in order) and hands the loop the rendered batches, so a slow or partitioned
+master delays streams, never the worker's other requests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.requests import Request
@@ -41,9 +47,9 @@ class Subscriber:
 
     __slots__ = ("sink", "cursor", "queue", "base", "frame")
 
-    def __init__(self, sink: int, cursor: int, base: str, frame: Any) -> None:
+    def __init__(self, sink: int, cursor: int | None, base: str, frame: Any) -> None:
         self.sink = sink
-        self.cursor = cursor
+        self.cursor = cursor  # None until the first pump reads the store's last id
         self.base = base  # for the URLs in rendered statuses
         self.frame = frame
         self.queue: asyncio.Queue[list[Any] | None] = asyncio.Queue()
@@ -66,13 +72,17 @@ class Hub:
         self._lock = threading.Lock()
         self._wanted = False  # any subscribers: read by the waiter thread
         self._pumps = 0  # _pump_all runs begun: the waiter reads it (see _wait_loop)
+        self._pumper: ThreadPoolExecutor | None = None  # remote stores: the one pump thread
 
     def join(self, sink: int, after: int | None, base: str, frame: Any) -> Subscriber:
-        store = self.server.store
-        sub = Subscriber(sink, store.last_id() if after is None else after, base, frame)
+        sub = Subscriber(sink, after, base, frame)
         self.subscribers.add(sub)
-        self._pump(sub)  # a resuming client may be behind: catch it up at once
         self._loop = asyncio.get_running_loop()
+        # A resuming client may be behind: catch it up at once.
+        if self.server.store.remote:
+            self._schedule(lambda: self._pump(sub))
+        else:
+            self._pump(sub)
         with self._lock:
             self._wanted = True
             if self._thread is None and not self._stopped.is_set():
@@ -91,8 +101,11 @@ class Hub:
         self._stopped.set()
         with self._lock:
             thread = self._thread
+            pumper, self._pumper = self._pumper, None
         if thread is not None:
             thread.join(timeout=self.WAIT_SLICE + 1)
+        if pumper is not None:
+            pumper.shutdown(wait=True, cancel_futures=True)  # a pull in flight ends within the store's timeout
 
     def _wait_loop(self) -> None:
         store = self.server.store
@@ -100,8 +113,7 @@ class Hub:
             seen = store.last_id()
             # A commit between a join's cursor and this read would wake no
             # one: pump once from here so every subscriber starts level.
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._pump_all)
+            self._schedule(self._pump_all)
             while not self._stopped.is_set():
                 with self._lock:
                     if not self._wanted:
@@ -135,9 +147,40 @@ class Hub:
             self._thread = None
 
     def _schedule(self, work: Any) -> None:
+        """Run a pull: on the event loop, or for a remote store in the pump thread."""
         loop = self._loop
-        if loop is not None and not self._stopped.is_set():
+        if loop is None or self._stopped.is_set():
+            return
+        if not self.server.store.remote:
             loop.call_soon_threadsafe(work)
+            return
+        with self._lock:
+            if self._pumper is None:
+                self._pumper = ThreadPoolExecutor(1, thread_name_prefix="twittercore-pump")
+            pumper = self._pumper
+        try:
+            pumper.submit(self._logged, work)
+        except RuntimeError:  # shut down meanwhile
+            pass
+
+    @staticmethod
+    def _logged(work: Any) -> None:
+        try:
+            work()
+        except Exception:  # an executor would keep it in a future nobody reads
+            logger.exception("streaming hub: a pull failed")
+
+    def _on_loop(self, work: Any, *args: Any) -> None:
+        """``work(*args)`` on the event loop (called from the pump thread or the loop itself)."""
+        if not self.server.store.remote:
+            work(*args)
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(work, *args)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
     def _end_all(self) -> None:
         for sub in list(self.subscribers):
@@ -151,19 +194,21 @@ class Hub:
                 self._pump(sub)
         except twittercore.Error as exc:
             logger.warning("streaming hub: %s", exc)
-            self._end_all()
+            self._on_loop(self._end_all)
 
     def _pump(self, sub: Subscriber) -> None:
         store = self.server.store
+        if sub.cursor is None:
+            sub.cursor = store.last_id()
         while True:
             items, sub.cursor = store.changes(sub.sink, sub.cursor)
             if items:
                 if sub.queue.qsize() > self.MAX_BACKLOG:
-                    sub.queue.put_nowait(None)  # too slow: end the stream, the client resumes
+                    self._on_loop(sub.queue.put_nowait, None)  # too slow: end the stream, the client resumes
                     self.subscribers.discard(sub)
                     return
                 renderer = Renderer(store, self.server.state, sub.base)  # fresh counts per batch
-                sub.queue.put_nowait([sub.frame(item, renderer, self.server) for item in items])
+                self._on_loop(sub.queue.put_nowait, [sub.frame(item, renderer, self.server) for item in items])
             if len(items) < 1024:
                 return
 
