@@ -253,7 +253,13 @@ class Handle:
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot lock the store to resize its map: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                # A filesystem without flock (some network mounts): go on unlocked,
+                # which is safe while one process at a time grows the map.
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise StoreError(f"{self.path}: cannot lock the store to resize its map: {exc.strerror}") from None
             yield
         finally:
             os.close(fd)  # releases the flock
