@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SO     := src/twittercore/_merge.stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes bench-group-commit redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes lab-partition clean
+.PHONY: all install build lint test test-fast test-pure test-long test-redis-faults demo bench bench-quick bench-redis bench-nodes bench-scale bench-group-commit redis lab lab-smoke lab-smoke-cluster lab-smoke-nodes lab-partition clean
 
 all: build
 
@@ -77,6 +77,10 @@ bench-quick: build redis
 # operation, the ordering step alone per master (about a minute; skipped without redis-server).
 bench-redis: build redis
 	$(BIN)/python benchmarks/bench_redis.py --out reports/bench-redis
+
+# Home-read cost against store size at fixed k: 10k, 100k, 1M users (1M: 100M follows, ~35 min).
+bench-scale: build
+	$(BIN)/python benchmarks/bench_scale.py --out reports/bench-scale
 
 # Durable publishes with group commit on and off (threads and 2 processes; ~1 min).
 bench-group-commit: build

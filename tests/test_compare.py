@@ -286,3 +286,23 @@ def test_cold_workload_reads_each_sink_once_and_never_before_timing() -> None:
     wide = build(WorkloadSpec(users=400, posts=10, mean_followees=20, degree_sigma=1.5), Samples(reads=10))
     degrees = lambda f: sorted(Counter(f.graph_sinks).values())  # noqa: E731
     assert degrees(wide)[-1] > degrees(fixture)[-1]
+
+
+def test_bench_scale_builds_each_size_and_reports_growth(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "scale.json").read_text())
+    rows = report["rows"]
+    assert [r["users"] for r in rows] == [1_000, 10_000]
+    for r in rows:
+        # Random followees may repeat: at most k per user, nearly all distinct.
+        assert 0.95 * r["users"] * 20 <= r["follows"] <= r["users"] * 20
+        assert r["posts"] == r["users"] * 10 and r["reads"] == 300
+        assert 0 < r["home_p50_us"] <= r["home_p99_us"] and r["disk_bytes"] > 0 and r["peak_rss_bytes"] > 0
+    assert (tmp_path / "scale.png").stat().st_size > 0 and "| 10,000 |" in (tmp_path / "scale.md").read_text()
