@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from typing import Any
 
 from . import _validate as v
-from ._types import MAX_PAYLOAD, Deletion, Event
+from ._types import MAX_NODE, MAX_PAYLOAD, Deletion, Event
 from ._waker import Waker
 from .errors import ClosedError, InvalidArgumentError, NotFoundError
 
@@ -345,8 +345,21 @@ class Store(abc.ABC):
 
     @staticmethod
     def _pairs(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        listed = v.items(pairs, "pairs")
+        top = MAX_NODE
+        # The common case in one pass of C-level checks (a bulk load sends
+        # millions); anything else gets the per-item checks and their messages.
+        if all(
+            type(p) is tuple
+            and len(p) == 2
+            and type(p[0]) is int
+            and type(p[1]) is int
+            and 0 <= p[0] <= top >= p[1] >= 0
+            for p in listed
+        ):
+            return list(listed)
         checked = []
-        for n, pair in enumerate(v.items(pairs, "pairs")):
+        for n, pair in enumerate(listed):
             sink, source = v.pair(pair, f"pairs[{n}] (sink, source)")
             checked.append((v.uint64(sink, f"pairs[{n}] sink"), v.uint64(source, f"pairs[{n}] source")))
         return checked
