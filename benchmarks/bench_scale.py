@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     spawn = multiprocessing.get_context("spawn")
     rows = []
     load = os.getloadavg()[0]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for users in sizes:
         _say(f"{users:,} users, k = {args.followees}, {args.posts_per_user} posts each ...")
         out = spawn.Queue()
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     table = _table(rows, args.fanout, args.followees)
     header = f"`python benchmarks/bench_scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-    header += f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load:.2f} at the start)\n\n"
+    header += f" (started {started}, load average {load:.2f} at the start)\n\n"
     with open(os.path.join(args.out, "scale.md"), "w") as f:
         f.write(header + table)
     with open(os.path.join(args.out, "scale.json"), "w") as f:
