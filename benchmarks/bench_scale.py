@@ -14,8 +14,8 @@ random authors (``publish_many`` in batches of 10k), then reads the home page
 so the generator never holds the graph.
 
 Reports build time (follows, posts), disk (blocks allocated under the store),
-peak RSS of the building process, home p50/p99, and the p50 ratio to the
-smallest store; writes ``scale.json``, ``scale.md`` and a log-log plot
+peak RSS of the building process, home p50/p99, the p50 ratio to the
+smallest store and the major page faults (pages read from disk) per read; writes ``scale.json``, ``scale.md`` and a log-log plot
 ``scale.png`` of home p50 against users.  At 1M users and k = 100 the store
 holds 100M follows and 10M posts (about 10 GB of disk with both edge
 directions); only ``fanout="read"`` is practical there on a small machine
@@ -91,11 +91,13 @@ def run_one(users: int, followees: int, per_user: int, reads: int, fanout: str, 
             posts_s = time.perf_counter() - began
             sinks = rng.choice(users, size=min(reads, users), replace=False).tolist()
             took = []
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
             for sink in sinks:
                 t0 = time.perf_counter()
                 page = store.home(sink, PAGE)
                 took.append(time.perf_counter() - t0)
                 assert len(page) <= PAGE
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
             took.sort()
         out.put(
             {
@@ -110,6 +112,7 @@ def run_one(users: int, followees: int, per_user: int, reads: int, fanout: str, 
                 "home_p50_us": percentile(took, 50, presorted=True) * 1e6,
                 "home_p99_us": percentile(took, 99, presorted=True) * 1e6,
                 "reads": len(took),
+                "major_faults_per_read": faults / max(1, len(took)),
             }
         )
     finally:
@@ -121,15 +124,16 @@ def _table(rows: list[dict[str, Any]], fanout: str, followees: int) -> str:
     lines = [
         f"fanout={fanout!r}, k = {followees}, newest {PAGE} with payloads, each sink read once, event cache off",
         "",
-        "| users | follows | posts | build (follows + posts) | disk | peak RSS | home p50 | home p99 | p50 vs smallest |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| users | follows | posts | build (follows + posts) | disk | peak RSS | home p50 | home p99 | p50 vs smallest "
+        "| page faults from disk per read |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['users']:,} | {r['follows']:,} | {r['posts']:,} | {r['build_s']:.0f} s "
             f"({r['follows_s']:.0f} + {r['posts_s']:.0f}) | {r['disk_bytes'] / 2**30:.2f} GiB | "
             f"{r['peak_rss_bytes'] / 2**30:.2f} GiB | {r['home_p50_us']:.0f} µs | {r['home_p99_us']:.0f} µs | "
-            f"{r['home_p50_us'] / base:.2f}× |"
+            f"{r['home_p50_us'] / base:.2f}× | {r['major_faults_per_read']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
