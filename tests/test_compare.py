@@ -248,6 +248,19 @@ def test_price_of_order_divides_by_redis_zsets_of_the_same_run() -> None:
     )
 
 
+def _quick_bench(script: str, out: Path, report: str) -> dict:
+    """Run ``benchmarks/<script> --quick`` into ``out``; its JSON ``report``."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / report).read_text())  # type: ignore[no-any-return]
+
+
 @pytest.mark.slow
 def test_bench_redis_counts_commands_round_trips_and_projects(tmp_path: Path) -> None:
     from harness import redis_cluster
@@ -255,15 +268,7 @@ def test_bench_redis_counts_commands_round_trips_and_projects(tmp_path: Path) ->
     reason = redis_cluster.missing_reason()
     if reason:
         pytest.skip(reason)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_redis.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "redis.json").read_text())
+    report = _quick_bench("bench_redis.py", tmp_path, "redis.json")
     tc, zs = report["twittercore"], report["redis_zsets"]
     assert tc["publish"]["steps_per_op"] == 1 and tc["publish"]["by_command"]["fcall"]["calls_per_op"] == 1
     # A home read: the followees, one range per followed bucket, the page's bodies.
@@ -289,15 +294,7 @@ def test_cold_workload_reads_each_sink_once_and_never_before_timing() -> None:
 
 
 def test_bench_scale_builds_each_size_and_reports_growth(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "scale.json").read_text())
+    report = _quick_bench("bench_scale.py", tmp_path, "scale.json")
     rows = report["rows"]
     assert [r["users"] for r in rows] == [1_000, 10_000]
     for r in rows:
