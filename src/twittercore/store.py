@@ -314,8 +314,7 @@ class Store(abc.ABC):
         """
         self._live()
         sink = v.uint64(sink, "sink")
-        if poll is not None:
-            poll = v.timeout(poll)
+        poll = v.timeout(poll)
         cursor = self._last_seq() if after is None else v.uint64(after, "after")
         while not self._closed:
             items, cursor = self._changes(sink, cursor, _TAIL_BATCH)
