@@ -90,6 +90,25 @@ def test_the_map_grows_by_itself(lmdb_path):
         store._check()
 
 
+def test_a_bulk_follow_grows_the_map_first_and_runs_its_transaction_once(lmdb_path, monkeypatch):
+    # writemap starts at a 1 MiB map: 50k follows need ~7 MiB, so without the
+    # estimate the transaction would abort and rerun at every doubling.
+    with twittercore.open(lmdb_path, durable=False, writemap=True) as store:
+        assert store._env.info()["map_size"] == 1 << 20
+        runs = []
+        apply = store._apply_edges
+        monkeypatch.setattr(store, "_apply_edges", lambda txn, *rows: (runs.append(1), apply(txn, *rows)))
+        pairs = [(sink, 10_000 + (sink * 7 + n) % 5_000) for sink in range(1_000) for n in range(50)]
+        assert store.follow_many(pairs + pairs[:10]) == 50_000
+        assert len(runs) == 1
+        assert store._env.info()["map_size"] > 1 << 20
+        assert store.source_count(3) == 50
+        assert store.sink_count(10_000) == sum(1 for _, source in pairs if source == 10_000) > 1
+        assert store.unfollow_many(pairs[:10] + [(1, 2)] + pairs[:10]) == 10
+        assert store.source_count(0) == 40
+        store._check()
+
+
 def _grow_in_other_process(path: str) -> None:
     with twittercore.open(path, map_size=1 << 20, durable=False) as store:
         store.publish_many([(9, b"y" * 4000) for _ in range(2000)])

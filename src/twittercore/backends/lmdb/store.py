@@ -23,6 +23,7 @@ import os
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
+from itertools import compress
 from typing import TypeVar
 
 import lmdb
@@ -45,6 +46,13 @@ from .wakeup import open_doorbell
 __all__ = ["LMDBStore"]
 
 T = TypeVar("T")
+
+#: What one follow adds to the map, about (four tables; measured ~150 B in
+#: bulk loads), for growing it ahead of large writes; too low only costs a
+#: map-full retry.
+EDGE_BYTES = 192
+#: Writes estimated smaller than this never check the map's free room.
+ROOM_CHECK = 1 << 20
 
 
 class LMDBStore(Store):
@@ -105,6 +113,7 @@ class LMDBStore(Store):
         )
         # The hot paths use the environment directly; a fork replaces it (env.Handle.attach).
         self._env = self._handle.env
+        self._psize: int = self._env.stat()["psize"]
         env = self._env
         try:
             for attempt in range(_env.RESIZE_RETRIES):
@@ -230,13 +239,20 @@ class LMDBStore(Store):
                 self._leave()
             self._resize(0)
 
-    def _write(self, work: Callable[[Txn], T]) -> T:
+    def _write(self, work: Callable[[Txn], T], room: int = 0) -> T:
         """Run ``work(txn)`` in one write transaction, growing the map as needed.
 
         ``work`` must derive everything from the transaction: after a map-full
-        abort it runs again from scratch.
+        abort it runs again from scratch.  ``room`` estimates the bytes it will
+        add; when the map has less free, it grows first, so a bulk load does
+        not run a million-row transaction once per doubling of the map.
         """
         with self._write_lock:
+            if room >= ROOM_CHECK:
+                info = self._env.info()
+                used = (info["last_pgno"] + 1) * self._psize
+                if info["map_size"] - used < room:
+                    self._resize(max(used + 2 * room, 2 * used))
             while True:
                 self._enter()
                 grow = 0  # adopt another process's map size (after a failure that returned)
@@ -298,45 +314,49 @@ class LMDBStore(Store):
     def _change_edges(self, pairs: list[tuple[int, int]], op: bytes) -> int:
         """Follow (or unfollow) the pairs that change the graph; each takes a position."""
         adding = op == FOLLOW
-        tables = self._tables
+        tables, be_keys = self._tables, self._codec.be_keys
+        # Bulk loads send millions of pairs a call: the keys are made, checked
+        # and written by C-level loops (map, zip, putmulti), not per pair in Python.
+        unique = list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs  # first occurrences, in order
+        sinks = be_keys([pair[0] for pair in unique])
+        sources = be_keys([pair[1] for pair in unique])
 
         def work(txn: Txn) -> int:
+            found = list(map(txn.cursor(tables.following).set_key_dup, sinks, sources))
+            # A pair changes the graph unless it is already followed (or already not followed).
+            if adding:
+                keep = None if True not in found else [not f for f in found]
+            else:
+                keep = None if False not in found else found
+            ks, ss = (sinks, sources) if keep is None else (list(compress(sinks, keep)), list(compress(sources, keep)))
+            if not ks:
+                return 0
             seq = tables.seq(txn)
-            cursor = txn.cursor(tables.following)
-            done: set[tuple[int, int]] = set()
-            rows = []
-            for pair in pairs:
-                if pair in done:
-                    continue
-                sink_key, source_key = be(pair[0]), be(pair[1])
-                if cursor.set_key_dup(sink_key, source_key) == adding:
-                    continue  # already followed (or not followed): no change, no position
-                done.add(pair)
-                seq += 1
-                rows.append((sink_key, source_key, be(seq)))
-            if rows:
-                self._apply_edges(txn, rows, op)
-                (self._fan.on_follow if adding else self._fan.on_unfollow)(txn, rows)
-                tables.set_seq(txn, seq)
-            return len(rows)
+            qs = be_keys(list(range(seq + 1, seq + 1 + len(ks))))
+            self._apply_edges(txn, ks, ss, qs, op)
+            (self._fan.on_follow if adding else self._fan.on_unfollow)(txn, list(zip(ks, ss, qs)))
+            tables.set_seq(txn, seq + len(ks))
+            return len(ks)
 
-        changed = self._write(work)
+        changed = self._write(work, room=EDGE_BYTES * len(unique))
         if changed:
             self._notify()
         return changed
 
-    def _apply_edges(self, txn: Txn, rows: list[tuple[bytes, bytes, bytes]], op: bytes) -> None:
-        """Add or remove edges and log them; ``rows`` are (sink, source, seq) keys."""
+    def _apply_edges(self, txn: Txn, sinks: list[bytes], sources: list[bytes], seqs: list[bytes], op: bytes) -> None:
+        """Add or remove the edges ``sinks[i] -> sources[i]`` and log them at positions ``seqs[i]``."""
         tables = self._tables
         if op == FOLLOW:
-            txn.cursor(tables.following).putmulti([(k, s) for k, s, _ in rows], dupdata=True)
-            txn.cursor(tables.followers).putmulti([(s, k) for k, s, _ in rows], dupdata=True)
+            txn.cursor(tables.following).putmulti(zip(sinks, sources), dupdata=True)
+            txn.cursor(tables.followers).putmulti(zip(sources, sinks), dupdata=True)
         else:
-            for sink_key, source_key, _ in rows:
-                txn.delete(sink_key, source_key, db=tables.following)
-                txn.delete(source_key, sink_key, db=tables.followers)
-        txn.cursor(tables.edgelog).putmulti([(k + q, s + op) for k, s, q in rows])
-        txn.cursor(tables.edgehist).putmulti([(k + s + q, op) for k, s, q in rows])
+            delete = txn.delete
+            for sink_key, source_key in zip(sinks, sources):
+                delete(sink_key, source_key, db=tables.following)
+                delete(source_key, sink_key, db=tables.followers)
+        ops = [op] * len(sinks)
+        txn.cursor(tables.edgelog).putmulti(zip(map(bytes.__add__, sinks, seqs), map(bytes.__add__, sources, ops)))
+        txn.cursor(tables.edgehist).putmulti(zip(map(bytes.__add__, map(bytes.__add__, sinks, sources), seqs), ops))
 
     def _is_following(self, sink: int, source: int) -> bool:
         following = self._tables.following
