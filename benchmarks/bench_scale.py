@@ -10,12 +10,15 @@ follows ``--followees`` uniformly random others (``follow_many`` in batches
 of 1M edges) and ``--posts-per-user`` x users posts of 140 B by uniformly
 random authors (``publish_many`` in batches of 10k), then reads the home page
 (newest 50 with payloads) of ``--reads`` distinct random sinks, each once
-(cold: no sink read before).  The edges are generated batch by batch (numpy),
+(cold: no sink read before): half in the building process, half after
+closing and reopening the store (a restarted service).  The edges are generated batch by batch (numpy),
 so the generator never holds the graph.
 
 Reports build time (follows, posts), disk (blocks allocated under the store),
-peak RSS of the building process, home p50/p99, the p50 ratio to the
-smallest store and the major page faults (pages read from disk) per read; writes ``scale.json``, ``scale.md`` and a log-log plot
+peak RSS of the building process (and its anonymous part: RSS also counts
+the store's pages the process has mapped), home p50/p99, the p50 ratio to the
+smallest store and the page faults per read (major: read from disk; minor:
+in the page cache, mapped on first touch); writes ``scale.json``, ``scale.md`` and a log-log plot
 ``scale.png`` of home p50 against users.  At 1M users and k = 100 the store
 holds 100M follows and 10M posts (about 10 GB of disk with both edge
 directions); only ``fanout="read"`` is practical there on a small machine
@@ -58,6 +61,39 @@ def _disk(path: str) -> int:
     return total
 
 
+def _anon() -> int:
+    """This process's resident anonymous memory (heap, not the store's mapped pages); 0 off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reads(store: Any, sinks: list[int]) -> dict[str, float]:
+    """Home reads of ``sinks``, each once: p50/p99 and page faults per read."""
+    took = []
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for sink in sinks:
+        t0 = time.perf_counter()
+        page = store.home(sink, PAGE)
+        took.append(time.perf_counter() - t0)
+        assert len(page) <= PAGE
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    took.sort()
+    n = max(1, len(took))
+    return {
+        "home_p50_us": percentile(took, 50, presorted=True) * 1e6,
+        "home_p99_us": percentile(took, 99, presorted=True) * 1e6,
+        "reads": len(took),
+        "major_faults_per_read": (after.ru_majflt - before.ru_majflt) / n,
+        "minor_faults_per_read": (after.ru_minflt - before.ru_minflt) / n,
+    }
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -71,11 +107,13 @@ def run_one(users: int, followees: int, per_user: int, reads: int, fanout: str, 
         with twittercore.open(path, durable=False, event_cache=0, fanout=fanout) as store:
             began = time.perf_counter()
             per_batch = max(1, EDGE_BATCH // followees)
+            anon = 0
             edges = 0
             for first in range(0, users, per_batch):
                 sinks = np.repeat(np.arange(first, min(users, first + per_batch), dtype=np.int64), followees)
                 sources = rng.integers(0, users, size=len(sinks), dtype=np.int64)
                 edges += store.follow_many(list(zip(sinks.tolist(), sources.tolist())))
+                anon = max(anon, _anon())
                 if first // per_batch % 20 == 0:
                     _say(
                         f"  {users:,} users: {first + per_batch:,} sinks' follows in {time.perf_counter() - began:.0f} s"
@@ -86,19 +124,18 @@ def run_one(users: int, followees: int, per_user: int, reads: int, fanout: str, 
             for first in range(0, posts, POST_BATCH):
                 authors = rng.integers(0, users, size=min(POST_BATCH, posts - first), dtype=np.int64).tolist()
                 store.publish_many([(a, PAYLOAD) for a in authors])
+                if first // POST_BATCH % 10 == 0:
+                    anon = max(anon, _anon())
                 if first // POST_BATCH % 100 == 0:
                     _say(f"  {users:,} users: {first + POST_BATCH:,} posts in {time.perf_counter() - began:.0f} s")
             posts_s = time.perf_counter() - began
+            anon = max(anon, _anon())
             sinks = rng.choice(users, size=min(reads, users), replace=False).tolist()
-            took = []
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
-            for sink in sinks:
-                t0 = time.perf_counter()
-                page = store.home(sink, PAGE)
-                took.append(time.perf_counter() - t0)
-                assert len(page) <= PAGE
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
-            took.sort()
+            built = _reads(store, sinks[: len(sinks) // 2])
+        # The other half after a reopen: a restarted service maps nothing yet.
+        with twittercore.open(path, durable=False, event_cache=0, fanout=fanout) as store:
+            reopened = _reads(store, sinks[len(sinks) // 2 :])
+            anon = max(anon, _anon())
         out.put(
             {
                 "users": users,
@@ -109,10 +146,9 @@ def run_one(users: int, followees: int, per_user: int, reads: int, fanout: str, 
                 "build_s": follows_s + posts_s,
                 "disk_bytes": _disk(path),
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "home_p50_us": percentile(took, 50, presorted=True) * 1e6,
-                "home_p99_us": percentile(took, 99, presorted=True) * 1e6,
-                "reads": len(took),
-                "major_faults_per_read": faults / max(1, len(took)),
+                "peak_anon_bytes": anon,
+                **{key: value for key, value in built.items()},
+                **{f"reopened_{key}": value for key, value in reopened.items()},
             }
         )
     finally:
@@ -124,16 +160,19 @@ def _table(rows: list[dict[str, Any]], fanout: str, followees: int) -> str:
     lines = [
         f"fanout={fanout!r}, k = {followees}, newest {PAGE} with payloads, each sink read once, event cache off",
         "",
-        "| users | follows | posts | build (follows + posts) | disk | peak RSS | home p50 | home p99 | p50 vs smallest "
-        "| page faults from disk per read |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| users | follows | posts | build (follows + posts) | disk | peak RSS (anon) | home p50 / p99 "
+        "| p50 vs smallest | faults per read (disk / minor) | reopened: p50 / p99 | faults (disk / minor) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['users']:,} | {r['follows']:,} | {r['posts']:,} | {r['build_s']:.0f} s "
             f"({r['follows_s']:.0f} + {r['posts_s']:.0f}) | {r['disk_bytes'] / 2**30:.2f} GiB | "
-            f"{r['peak_rss_bytes'] / 2**30:.2f} GiB | {r['home_p50_us']:.0f} µs | {r['home_p99_us']:.0f} µs | "
-            f"{r['home_p50_us'] / base:.2f}× | {r['major_faults_per_read']:.2f} |"
+            f"{r['peak_rss_bytes'] / 2**30:.2f} GiB ({r['peak_anon_bytes'] / 2**30:.2f}) | "
+            f"{r['home_p50_us']:.0f} / {r['home_p99_us']:.0f} µs | {r['home_p50_us'] / base:.2f}× | "
+            f"{r['major_faults_per_read']:.2f} / {r['minor_faults_per_read']:.1f} | "
+            f"{r['reopened_home_p50_us']:.0f} / {r['reopened_home_p99_us']:.0f} µs | "
+            f"{r['reopened_major_faults_per_read']:.2f} / {r['reopened_minor_faults_per_read']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -148,6 +187,7 @@ def _plot(rows: list[dict[str, Any]], path: str, fanout: str, followees: int) ->
     users = [r["users"] for r in rows]
     ax.loglog(users, [r["home_p50_us"] for r in rows], "o-", label="home p50")
     ax.loglog(users, [r["home_p99_us"] for r in rows], "s--", label="home p99")
+    ax.loglog(users, [r["reopened_home_p50_us"] for r in rows], "^:", label="home p50, store reopened")
     ax.set_xlabel("users (store size; k fixed)")
     ax.set_ylabel("µs per home read")
     ax.set_title(f"LMDB fanout={fanout}, k = {followees}: read cost vs store size")
