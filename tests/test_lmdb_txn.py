@@ -40,12 +40,24 @@ def test_get_many_equals_get_in_read_and_write_transactions(env, stored, asked):
         txn.drop(db, delete=False)
         for key, value in stored.items():
             txn.put(key, value, db=db)
-        keys = asked + list(stored)[:5]
+        keys = asked + list(stored)[:5] + sorted(stored)  # the cursor also walks sorted keys
         assert _txn.get_many(txn, db, keys) == get_many_py(txn, db, keys)  # uncommitted writes seen
     with env.begin(buffers=True) as txn:
         got = _txn.get_many(txn, db, keys)
         assert got == [None if v is None else bytes(v) for v in get_many_py(txn, db, keys)]
         assert all(v is None or type(v) is bytes for v in got)  # copies: valid after the txn
+
+
+def test_get_many_of_a_dupsort_table_answers_each_keys_first_value(env):
+    from twittercore.backends.lmdb import _txn
+
+    db = env.open_db(b"d", dupsort=True)
+    with env.begin(write=True) as txn:
+        for key in (b"a", b"c"):
+            for value in (b"3", b"1", b"2"):
+                txn.put(key, key + value, db=db)
+        keys = [b"c", b"b", b"a", b"c"]
+        assert _txn.get_many(txn, db, keys) == get_many_py(txn, db, keys) == [b"c1", None, b"a1", b"c1"]
 
 
 def test_get_many_raises_what_get_raises(env):

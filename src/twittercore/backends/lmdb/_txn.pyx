@@ -6,7 +6,7 @@ A home read looks up one head per followed source; through py-lmdb each
 far more than LMDB's B-tree descent, and a home read makes a hundred of them.
 :func:`get_many` makes the same lookups in one call: it takes the ``MDB_txn``
 and ``MDB_dbi`` out of py-lmdb's ``Transaction`` and ``_Database`` objects and
-calls ``mdb_get`` through the table of LMDB entry points that py-lmdb 3
+positions one cursor on each key (``mdb_cursor_get``) through the table of LMDB entry points that py-lmdb 3
 keeps for each environment (``MdbApi``, ``lmdb/mdb_api.h``), so the process
 still has one LMDB and one handle per environment.
 
@@ -38,7 +38,11 @@ cdef extern from *:
         void *txn_fns[6];    /* txn_begin .. txn_id */
         void *dbi_fns[4];    /* dbi_open .. drop */
         int (*get)(void *txn, tc_dbi dbi, tc_val *key, tc_val *data);
-        void *after_get[9];  /* put, del, stat, cursor_open .. cursor_count */
+        void *put_del_stat[3];
+        int (*cursor_open)(void *txn, tc_dbi dbi, void **cursor);
+        void (*cursor_close)(void *cursor);
+        int (*cursor_get)(void *cursor, tc_val *key, tc_val *data, int op);
+        void *cursor_put_del_count[3];
         char *(*strerror_fn)(int err);
     } tc_MdbApi;
     /* py-lmdb 3's TransObject and DbObject (lmdb/cpython.c, built without memsink). */
@@ -54,6 +58,7 @@ cdef extern from *:
         void *env; tc_dbi dbi; unsigned int flags;
     } tc_DbObject;
     #define TC_MDB_NOTFOUND (-30798)
+    #define TC_MDB_SET 15  /* MDB_cursor_op: the same in LMDB 0.9 and 1.0 */
     """
     ctypedef unsigned int tc_dbi
     ctypedef struct tc_val:
@@ -64,6 +69,9 @@ cdef extern from *:
         int minor
         unsigned int data_version
         int (*get)(void* txn, tc_dbi dbi, tc_val* key, tc_val* data)
+        int (*cursor_open)(void* txn, tc_dbi dbi, void** cursor)
+        void (*cursor_close)(void* cursor)
+        int (*cursor_get)(void* cursor, tc_val* key, tc_val* data, int op)
         char* (*strerror_fn)(int err)
     ctypedef struct tc_TransObject:
         int valid
@@ -73,6 +81,7 @@ cdef extern from *:
         int valid
         tc_dbi dbi
     int TC_MDB_NOTFOUND
+    int TC_MDB_SET
 
 
 def _layout_ok():
@@ -96,7 +105,7 @@ cdef object _Database = getattr(lmdb, "_Database")
 def get_many(txn, db, list keys):
     """The value of each of ``keys`` (``bytes``) in table ``db`` of ``txn``, or None where absent.
 
-    Runtime complexity: one B-tree descent per key, in one Python call.
+    Runtime complexity: at most one B-tree descent per key, in one Python call.
 
     Raises the ``lmdb.Error`` that ``txn.get`` would (a closed transaction, a bad key).
     """
@@ -105,6 +114,7 @@ def get_many(txn, db, list keys):
     cdef tc_DbObject* d
     cdef tc_val k, v
     cdef int rc
+    cdef void* cursor = NULL
     cdef object key
     cdef list out
     if not LAYOUT_OK or type(txn) is not _Transaction or type(db) is not _Database:
@@ -115,18 +125,28 @@ def get_many(txn, db, list keys):
     if not t.valid or t.txn == NULL or t.libv == NULL or not d.valid:
         get = txn.get
         return [get(key, db=db) for key in keys]  # py-lmdb raises its own error
-    out = [None] * n
-    for i in range(n):
-        key = keys[i]
-        if type(key) is not bytes:
-            raise TypeError(f"keys[{i}]: expected bytes, got {type(key).__name__}")
-        k.mv_size = PyBytes_GET_SIZE(key)
-        k.mv_data = PyBytes_AS_STRING(key)
-        rc = t.libv.get(t.txn, d.dbi, &k, &v)
-        if rc == 0:
-            out[i] = PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
-        elif rc != TC_MDB_NOTFOUND:
-            raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"))
+    # One cursor for all the keys: LMDB then skips the descent from the root
+    # when a key lies on the leaf page the previous one was found on (keys
+    # come sorted, and the newest events and a sink's heads cluster), and
+    # mdb_get's per-call cursor set-up is paid once.
+    rc = t.libv.cursor_open(t.txn, d.dbi, &cursor)
+    if rc != 0:
+        raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_open")
+    try:
+        out = [None] * n
+        for i in range(n):
+            key = keys[i]
+            if type(key) is not bytes:
+                raise TypeError(f"keys[{i}]: expected bytes, got {type(key).__name__}")
+            k.mv_size = PyBytes_GET_SIZE(key)
+            k.mv_data = PyBytes_AS_STRING(key)
+            rc = t.libv.cursor_get(cursor, &k, &v, TC_MDB_SET)
+            if rc == 0:
+                out[i] = PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
+            elif rc != TC_MDB_NOTFOUND:
+                raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_get")
+    finally:
+        t.libv.cursor_close(cursor)
     return out
 
 
@@ -142,9 +162,9 @@ _CODES = {
 }
 
 
-def _error(int rc, str reason):
-    """The exception py-lmdb raises for ``rc`` from ``mdb_get``."""
+def _error(int rc, str reason, str what):
+    """The exception py-lmdb raises for ``rc`` from LMDB's ``what``."""
     klass = getattr(lmdb, _CODES.get(rc, "Error"), lmdb.Error)
-    exc = klass(f"mdb_get: {reason}")
-    exc.what, exc.code, exc.reason = "mdb_get", rc, reason
+    exc = klass(f"{what}: {reason}")
+    exc.what, exc.code, exc.reason = what, rc, reason
     return exc
