@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 # Compile the Cython kernel in place (the editable install imports from src/).
-$(SO): $(STAMP) $(wildcard src/twittercore/*.pyx src/twittercore/backends/lmdb/*.pyx) setup.py
+$(SO): $(STAMP) $(wildcard src/twittercore/*.pyx src/twittercore/*.pxd src/twittercore/backends/lmdb/*.pyx) setup.py
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 

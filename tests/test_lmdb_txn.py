@@ -85,3 +85,45 @@ def test_get_many_falls_back_for_other_transaction_objects():
             return key * 2 if db == "d" else None
 
     assert _txn.get_many(Fake(), "d", [b"a", b"b"]) == [b"aa", b"bb"]
+
+
+EVENTS = st.dictionaries(
+    st.integers(0, 2**64 - 1), st.tuples(st.integers(0, 2**64 - 1), st.binary(max_size=300)), max_size=30
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=EVENTS, extra=st.lists(st.integers(0, 2**64 - 1), max_size=5))
+def test_get_events_equals_decoding_get_many(env, stored, extra):
+    from twittercore import _codec_py
+    from twittercore.backends.lmdb import _txn
+
+    db = env.open_db(b"e")
+    with env.begin(write=True) as txn:
+        txn.drop(db, delete=False)
+        for id, (source, payload) in stored.items():
+            ((_, value),) = _codec_py.encode_events(0, [(source, payload)], 1.5)
+            txn.put(_codec_py.be_keys([id])[0], value, db=db)
+        ids = list(stored)
+        want = [(id, *stored[id], 1.5) for id in ids]
+        assert _txn.get_events(txn, db, ids) == want  # uncommitted writes seen
+        assert _codec_py.decode_values(ids, get_many_py(txn, db, _codec_py.be_keys(ids))) == want
+    missing = [id for id in extra if id not in stored]
+    with env.begin(buffers=True) as txn:
+        got = _txn.get_events(txn, db, ids)
+        assert got == want and all(type(event).__name__ == "Event" for event in got)
+        if missing:
+            with pytest.raises(LookupError):
+                _txn.get_events(txn, db, ids + missing[:1])
+
+
+def test_get_events_reports_a_damaged_record_and_a_bad_id(env):
+    from twittercore.backends.lmdb import _txn
+
+    db = env.open_db(b"e2")
+    with env.begin(write=True) as txn:
+        txn.put((7).to_bytes(8, "big"), b"short", db=db)
+        with pytest.raises(ValueError, match="event 7: the record is 5 bytes"):
+            _txn.get_events(txn, db, [7])
+        with pytest.raises(OverflowError):
+            _txn.get_events(txn, db, [-1])

@@ -11,6 +11,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
+from ._records cimport PyTypeObject, new_event, put_be as _put_be
 from ._types import Event
 
 HEAD = b"\xff" * 8
@@ -18,13 +19,6 @@ SEAL = 96
 cdef Py_ssize_t _SEAL = 96
 
 cdef object _new_tuple = tuple.__new__
-
-
-cdef inline void _put_be(char* out, uint64_t value) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        out[7 - i] = <char> (value & 0xFF)
-        value >>= 8
 
 
 cdef inline uint64_t _get_be(const unsigned char* data) noexcept nogil:
@@ -207,27 +201,7 @@ def check_items(list items, Py_ssize_t max_payload):
     return True
 
 
-cdef extern from "Python.h":
-    ctypedef struct PyTypeObject:
-        # Declared as returning `object`: Cython owns the new reference.
-        object (*tp_alloc)(PyTypeObject*, Py_ssize_t)
-    void PyTuple_SET_ITEM(object, Py_ssize_t, object)  # steals a reference
-    void Py_INCREF(object)
-
 cdef PyTypeObject* _EVENT_TYPE = <PyTypeObject*> Event
-
-
-cdef inline object _event(object id, uint64_t source, const char* payload, Py_ssize_t size, double time):
-    # An Event is a tuple subclass with no extra fields: allocate it as
-    # tuple.__new__ would, without the temporary tuple.
-    cdef object out = _EVENT_TYPE.tp_alloc(_EVENT_TYPE, 4)
-    cdef object src = source, body = PyBytes_FromStringAndSize(payload, size), when = time
-    Py_INCREF(id); Py_INCREF(src); Py_INCREF(body); Py_INCREF(when)
-    PyTuple_SET_ITEM(out, 0, id)
-    PyTuple_SET_ITEM(out, 1, src)
-    PyTuple_SET_ITEM(out, 2, body)
-    PyTuple_SET_ITEM(out, 3, when)
-    return out
 
 
 def be_keys(list ids):
@@ -262,5 +236,7 @@ def decode_values(list ids, list values):
         data = PyBytes_AS_STRING(value)
         memcpy(&source, data, 8)
         memcpy(&time, data + 8, 8)
-        out[i] = _event(<object> PyList_GET_ITEM(ids, i), source, data + 16, PyBytes_GET_SIZE(value) - 16, time)
+        out[i] = new_event(
+            _EVENT_TYPE, <object> PyList_GET_ITEM(ids, i), source, data + 16, PyBytes_GET_SIZE(value) - 16, time
+        )
     return out

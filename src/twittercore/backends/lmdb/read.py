@@ -3,7 +3,8 @@
 Pages merge the streams' heads in the compiled kernel and load older chunks
 (see :mod:`.chunks`) only for the streams the kernel reports too short.  The
 heads are looked up in one call (:func:`._txn.get_many`, compiled) with the
-compiled kernel, one ``txn.get`` each with the pure-Python twin.
+compiled kernel, one ``txn.get`` each with the pure-Python twin; a page's
+events likewise (:func:`._txn.get_events`, decoded as they are found).
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ def get_many_py(txn: Txn, db: Table, keys: list[bytes]) -> list[Any]:
     return [get(key, db=db) for key in keys]
 
 
-def _get_many_for(merge: Merge) -> Any:
+def _lookups_for(merge: Merge, codec: Codec) -> tuple[Any, Any]:
+    """``(get_many, get_events)``: compiled with the compiled kernel, else their pure-Python twins."""
     if is_python(merge):
-        return get_many_py
+
+        def get_events_py(txn: Txn, db: Table, ids: list[int]) -> list[Event]:
+            return codec.decode_values(ids, get_many_py(txn, db, codec.be_keys(ids)))
+
+        return get_many_py, get_events_py
     from . import _txn  # built with the compiled codec
 
-    return _txn.get_many
+    return _txn.get_many, _txn.get_events
 
 
 class Reader:
@@ -51,6 +57,7 @@ class Reader:
         "_cache",
         "_cache_size",
         "get_many",
+        "_get_events",
     )
 
     def __init__(self, events: Table, logs: Chunks, codec: Codec, merge: Merge, path: str, cache_size: int) -> None:
@@ -60,7 +67,7 @@ class Reader:
         self._merge = merge
         self._path = path
         self._head_tag = codec.HEAD
-        self.get_many = _get_many_for(merge)
+        self.get_many, self._get_events = _lookups_for(merge, codec)
         # Decoded events by id.  Events never change and ids are never reused,
         # and pages only ask for ids their snapshot's logs list, so a cached
         # event is never stale (a deleted one is simply never asked for again).
@@ -115,9 +122,8 @@ class Reader:
         return None if value is None else self._codec.decode_event(id, value)
 
     def _load(self, txn: Txn, ids: list[int]) -> list[Event]:
-        values = self.get_many(txn, self._events, self._codec.be_keys(ids))
         try:
-            return self._codec.decode_values(ids, values)
+            return self._get_events(txn, self._events, ids)  # type: ignore[no-any-return]
         except LookupError:  # a log names a lost event
             raise DamagedStoreError(
                 f"{self._path}: a log lists an event that does not exist (the store is damaged; run _check())"
