@@ -110,6 +110,27 @@ cdef object _Database = getattr(lmdb, "_Database")
 cdef PyTypeObject* _EVENT_TYPE = <PyTypeObject*> Event
 
 
+cdef bint _direct(txn, db):
+    """Whether ``txn`` and ``db`` are live py-lmdb objects of the declared layout."""
+    cdef tc_TransObject* t
+    if not LAYOUT_OK or type(txn) is not _Transaction or type(db) is not _Database:
+        return False
+    t = <tc_TransObject*> <PyObject*> txn
+    return t.valid and t.txn != NULL and t.libv != NULL and (<tc_DbObject*> <PyObject*> db).valid
+
+
+cdef void* _cursor(tc_TransObject* t, tc_DbObject* d) except NULL:
+    # One cursor for all the keys of a call: LMDB then skips the descent from
+    # the root when a key lies on the leaf page the previous one was found on
+    # (a sink's head keys come sorted; the newest events cluster), and
+    # mdb_get's per-call cursor set-up is paid once.
+    cdef void* cursor = NULL
+    cdef int rc = t.libv.cursor_open(t.txn, d.dbi, &cursor)
+    if rc != 0:
+        raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_open")
+    return cursor
+
+
 def get_many(txn, db, list keys):
     """The value of each of ``keys`` (``bytes``) in table ``db`` of ``txn``, or None where absent.
 
@@ -125,21 +146,12 @@ def get_many(txn, db, list keys):
     cdef void* cursor = NULL
     cdef object key
     cdef list out
-    if not LAYOUT_OK or type(txn) is not _Transaction or type(db) is not _Database:
+    if not _direct(txn, db):
         get = txn.get
-        return [get(key, db=db) for key in keys]
+        return [get(key, db=db) for key in keys]  # where the objects are dead, py-lmdb raises its own error
     t = <tc_TransObject*> <PyObject*> txn
     d = <tc_DbObject*> <PyObject*> db
-    if not t.valid or t.txn == NULL or t.libv == NULL or not d.valid:
-        get = txn.get
-        return [get(key, db=db) for key in keys]  # py-lmdb raises its own error
-    # One cursor for all the keys: LMDB then skips the descent from the root
-    # when a key lies on the leaf page the previous one was found on (keys
-    # come sorted, and the newest events and a sink's heads cluster), and
-    # mdb_get's per-call cursor set-up is paid once.
-    rc = t.libv.cursor_open(t.txn, d.dbi, &cursor)
-    if rc != 0:
-        raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_open")
+    cursor = _cursor(t, d)
     try:
         out = [None] * n
         for i in range(n):
@@ -181,23 +193,13 @@ def get_events(txn, db, list ids):
     cdef double time
     cdef object id
     cdef list out
-    if (
-        not LAYOUT_OK
-        or type(txn) is not _Transaction
-        or type(db) is not _Database
-        or not (<tc_TransObject*> <PyObject*> txn).valid
-        or (<tc_TransObject*> <PyObject*> txn).txn == NULL
-        or (<tc_TransObject*> <PyObject*> txn).libv == NULL
-        or not (<tc_DbObject*> <PyObject*> db).valid
-    ):
+    if not _direct(txn, db):
         return _codec.decode_values(ids, get_many(txn, db, _codec.be_keys(ids)))
     t = <tc_TransObject*> <PyObject*> txn
     d = <tc_DbObject*> <PyObject*> db
     k.mv_size = 8
     k.mv_data = key
-    rc = t.libv.cursor_open(t.txn, d.dbi, &cursor)
-    if rc != 0:
-        raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_open")
+    cursor = _cursor(t, d)
     try:
         out = [None] * n
         for i in range(n):
