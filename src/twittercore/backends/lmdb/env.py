@@ -77,10 +77,24 @@ MARKER_FILE = "twittercore.format"
 DATA_FILE, LOCK_FILE = "data.mdb", "lock.mdb"
 
 #: Initial map of a writemap store: the map is reserved on disk, so it starts
-#: small and doubles (the store grows it on MDB_MAP_FULL).
+#: small and grows (see :func:`grown`; on MDB_MAP_FULL, or ahead of a bulk write).
 WRITEMAP_INITIAL = 1 << 20
 READMAP_INITIAL = 1 << 34  # a read-only map costs address space only
 MIN_MAP, MAX_MAP = 1 << 20, 1 << 46
+#: Under writemap the whole map is reserved on disk, so past this size it
+#: grows by a quarter instead of doubling (a 15 GiB store reserves 19 GiB, not 30).
+GROW_SLOWER_FROM = 1 << 30
+
+
+def grown(size: int) -> int:
+    """The map size after ``size`` bytes: twice as much below 1 GiB, a quarter more above.
+
+    >>> grown(1 << 20) >> 20, grown(1 << 30) >> 20, grown(16 << 30) >> 30
+    (2, 1280, 20)
+    """
+    return 2 * size if size < GROW_SLOWER_FROM else size + size // 4
+
+
 MAX_READERS = 1 << 16
 #: The options ``open()`` accepts for an LMDB store.
 OPTIONS = _options.COMMON | {"map_size", "max_readers", "writemap", "event_cache", "group_commit"}
@@ -236,7 +250,7 @@ class Handle:
             # At least 1 MiB more each time, so a transaction that needs more
             # reaches a full disk (an error) in a bounded number of steps.
             least = max(current, used) + (1 << 20)
-            target = self.reserve_between(least, max(size or current, 2 * used, least), "the map grows")
+            target = self.reserve_between(least, max(size or current, grown(used), least), "the map grows")
             try:
                 env.set_mapsize(target)
             except lmdb.Error as exc:
@@ -747,10 +761,10 @@ def open_env(path: str, *, durable: bool, writemap: bool, map_size: int | None, 
                 size = max(map_size or WRITEMAP_INITIAL, handle.file_size())
                 if meta is not None:
                     # The file's present size was reserved when the map last grew (or
-                    # is LMDB's sparse file): keep it; double only if it is nearly full.
+                    # is LMDB's sparse file): keep it; grow only if it is nearly full.
                     have = handle.file_size()
                     size = max(size, have, used)
-                    most = size if size >= 2 * used or map_size else 2 * used
+                    most = size if size >= grown(used) or map_size else grown(used)
                     size = handle.reserve_between(max(used, min(size, have)), most, "opening the store")
             else:
                 size = map_size or READMAP_INITIAL

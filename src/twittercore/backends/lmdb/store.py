@@ -252,7 +252,7 @@ class LMDBStore(Store):
                 info = self._env.info()
                 used = (info["last_pgno"] + 1) * self._psize
                 if info["map_size"] - used < room:
-                    self._resize(max(used + 2 * room, 2 * used))
+                    self._resize(max(used + 2 * room, _env.grown(used)))
             while True:
                 self._enter()
                 grow = 0  # adopt another process's map size (after a failure that returned)
@@ -260,7 +260,7 @@ class LMDBStore(Store):
                     with self._env.begin(write=True) as txn:
                         return work(txn)
                 except lmdb.MapFullError:
-                    grow = self._env.info()["map_size"] * 2
+                    grow = _env.grown(self._env.info()["map_size"])
                 except lmdb.MapResizedError:
                     grow = 0
                 except Exception:
