@@ -17,7 +17,7 @@ KEYS = st.binary(min_size=1, max_size=12)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = lmdb.open(str(tmp_path_factory.mktemp("txn")), max_dbs=4, map_size=1 << 24)
+    env = lmdb.open(str(tmp_path_factory.mktemp("txn")), max_dbs=8, map_size=1 << 26)
     yield env
     env.close()
 
@@ -127,3 +127,59 @@ def test_get_events_reports_a_damaged_record_and_a_bad_id(env):
             _txn.get_events(txn, db, [7])
         with pytest.raises(OverflowError):
             _txn.get_events(txn, db, [-1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    following=st.dictionaries(st.integers(0, 40), st.sets(st.integers(0, 2**64 - 1), max_size=1200), max_size=4),
+    heads=st.dictionaries(st.integers(0, 2**64 - 1), st.binary(max_size=100), max_size=50),
+    sink=st.integers(0, 45),
+)
+def test_get_heads_equals_its_twin(env, following, heads, sink):
+    from twittercore.backends.lmdb import _txn
+    from twittercore.backends.lmdb.read import get_heads_py
+
+    # Up to 1,200 sources a sink: past one page of dupfixed values, so the
+    # compiled walk crosses pages (MDB_NEXT_MULTIPLE) and a sub-database.
+    f = env.open_db(b"f", dupsort=True, dupfixed=True)
+    logs = env.open_db(b"l")
+    tag = b"\xff" * 8
+    with env.begin(write=True) as txn:
+        txn.drop(f, delete=False)
+        txn.drop(logs, delete=False)
+        for s, sources in following.items():
+            for source in sources:
+                txn.put(s.to_bytes(8, "big"), source.to_bytes(8, "big"), db=f, dupdata=True)
+        some = sorted(following.get(sink, ()))[:20]
+        for source, head in list(heads.items()) + [(x, b"h%d" % x) for x in some]:
+            txn.put(source.to_bytes(8, "big") + tag, head, db=logs)
+        key = sink.to_bytes(8, "big")
+        want = get_heads_py(txn, f, logs, key, tag)
+        assert _txn.get_heads(txn, f, logs, key, tag) == want
+        expected = sorted(following.get(sink, ()))
+        assert want[0] == b"".join(x.to_bytes(8, "big") for x in expected)
+    with env.begin(buffers=True) as txn:
+        sources, got = _txn.get_heads(txn, f, logs, key, tag)
+        assert (sources, got) == (want[0], [None if h is None else bytes(h) for h in want[1]])
+
+
+def test_get_heads_reads_a_sink_of_many_pages_of_sources(env):
+    from twittercore.backends.lmdb import _txn
+    from twittercore.backends.lmdb.read import get_heads_py
+
+    f = env.open_db(b"f", dupsort=True, dupfixed=True)
+    logs = env.open_db(b"l")
+    tag = b"\xff" * 8
+    with env.begin(write=True) as txn:
+        txn.drop(f, delete=False)
+        txn.drop(logs, delete=False)
+        sources = [n * 7919 for n in range(5_000)]  # ~10 pages of 8-byte values
+        for source in sources:
+            txn.put((3).to_bytes(8, "big"), source.to_bytes(8, "big"), db=f, dupdata=True)
+            if source % 3 == 0:
+                txn.put(source.to_bytes(8, "big") + tag, b"%d" % source, db=logs)
+        packed, heads = _txn.get_heads(txn, f, logs, (3).to_bytes(8, "big"), tag)
+        assert (packed, heads) == get_heads_py(txn, f, logs, (3).to_bytes(8, "big"), tag)
+        assert packed == b"".join(s.to_bytes(8, "big") for s in sources)
+        assert heads == [b"%d" % s if s % 3 == 0 else None for s in sources]
+        assert _txn.get_heads(txn, f, logs, (4).to_bytes(8, "big"), tag) == (b"", [])

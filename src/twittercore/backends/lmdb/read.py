@@ -16,9 +16,9 @@ from ..._kernel import Merge, is_python
 from ..._types import Event
 from ...errors import DamagedStoreError
 from .chunks import Chunks
-from .tables import Codec, Table, Txn
+from .tables import Codec, Table, Txn, dups
 
-__all__ = ["Reader", "get_many_py"]
+__all__ = ["Reader", "get_heads_py", "get_many_py"]
 
 
 def get_many_py(txn: Txn, db: Table, keys: list[bytes]) -> list[Any]:
@@ -27,17 +27,24 @@ def get_many_py(txn: Txn, db: Table, keys: list[bytes]) -> list[Any]:
     return [get(key, db=db) for key in keys]
 
 
-def _lookups_for(merge: Merge, codec: Codec) -> tuple[Any, Any]:
-    """``(get_many, get_events)``: compiled with the compiled kernel, else their pure-Python twins."""
+def get_heads_py(txn: Txn, following: Table, logs: Table, sink_key: bytes, tag: bytes) -> tuple[bytes, list[Any]]:
+    """The pure-Python twin of :func:`._txn.get_heads`: the sink's packed sources and their heads."""
+    records = dups(txn, following, sink_key)  # 16-byte (sink, source) records
+    sources = b"".join(bytes(records[i + 8 : i + 16]) for i in range(0, len(records), 16))
+    return sources, get_many_py(txn, logs, [sources[i : i + 8] + tag for i in range(0, len(sources), 8)])
+
+
+def _lookups_for(merge: Merge, codec: Codec) -> tuple[Any, Any, Any]:
+    """``(get_many, get_heads, get_events)``: compiled with the compiled kernel, else their twins."""
     if is_python(merge):
 
         def get_events_py(txn: Txn, db: Table, ids: list[int]) -> list[Event]:
             return codec.decode_values(ids, get_many_py(txn, db, codec.be_keys(ids)))
 
-        return get_many_py, get_events_py
+        return get_many_py, get_heads_py, get_events_py
     from . import _txn  # built with the compiled codec
 
-    return _txn.get_many, _txn.get_events
+    return _txn.get_many, _txn.get_heads, _txn.get_events
 
 
 class Reader:
@@ -57,6 +64,7 @@ class Reader:
         "_cache",
         "_cache_size",
         "get_many",
+        "_get_heads",
         "_get_events",
     )
 
@@ -67,7 +75,7 @@ class Reader:
         self._merge = merge
         self._path = path
         self._head_tag = codec.HEAD
-        self.get_many, self._get_events = _lookups_for(merge, codec)
+        self.get_many, self._get_heads, self._get_events = _lookups_for(merge, codec)
         # Decoded events by id.  Events never change and ids are never reused,
         # and pages only ask for ids their snapshot's logs list, so a cached
         # event is never stale (a deleted one is simply never asked for again).
@@ -88,12 +96,22 @@ class Reader:
     def newest(self, txn: Txn, head_keys: list[bytes], limit: int, lo: int, hi: int) -> list[Event]:
         """The newest page of the logs whose head keys are ``head_keys``."""
         heads = self.get_many(txn, self._logs.table, head_keys)
+        return self._newest(txn, heads, [key[:8] for key in head_keys], limit, lo, hi)
+
+    def home(self, txn: Txn, following: Table, sink_key: bytes, limit: int, lo: int, hi: int) -> list[Event]:
+        """The newest page of the logs of the sources ``sink_key`` follows (in ``following``)."""
+        sources, heads = self._get_heads(txn, following, self._logs.table, sink_key, self._head_tag)
+        return self._newest(txn, heads, sources, limit, lo, hi)
+
+    def _newest(self, txn: Txn, heads: list[Any], prefixes: Any, limit: int, lo: int, hi: int) -> list[Event]:
+        # ``prefixes``: a list of 8-byte prefixes, or them packed in one bytes (read only when a head is short).
         newest_floored = self._merge.newest_floored
         ids, incomplete = newest_floored(heads, limit, lo, hi)
         while incomplete:
             # Rare: a head is too short for this page (deep max_id, or deletes).
             for index in incomplete:
-                heads[index] = self._logs.extend(txn, head_keys[index][:8], heads[index], hi, limit)
+                prefix = prefixes[index] if isinstance(prefixes, list) else prefixes[8 * index : 8 * index + 8]
+                heads[index] = self._logs.extend(txn, prefix, heads[index], hi, limit)
             ids, incomplete = newest_floored(heads, limit, lo, hi)
         return self.fetch(txn, ids)
 

@@ -524,9 +524,9 @@ class LMDBStore(Store):
                 page = fan.home(txn, sink, limit, lo, hi)
                 if page is not None:
                     return page
-            keys = head_keys(dups(txn, following, be(sink)))
             if not oldest:
-                return reader.newest(txn, keys, limit, lo, hi)
+                return reader.home(txn, following, be(sink), limit, lo, hi)
+            keys = head_keys(dups(txn, following, be(sink)))
             return reader.page(txn, [key[:8] for key in keys], limit, lo, hi, oldest)
 
         return self._read(work)
