@@ -138,6 +138,17 @@ cdef void* _cursor(tc_TransObject* t, tc_DbObject* d) except NULL:
     return cursor
 
 
+cdef object _find(tc_TransObject* t, void* cursor, tc_val* k):
+    """The value at key ``k`` (a bytes copy), or None."""
+    cdef tc_val v
+    cdef int rc = t.libv.cursor_get(cursor, k, &v, TC_MDB_SET)
+    if rc == 0:
+        return PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
+    if rc == TC_MDB_NOTFOUND:
+        return None
+    raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_get")
+
+
 def get_many(txn, db, list keys):
     """The value of each of ``keys`` (``bytes``) in table ``db`` of ``txn``, or None where absent.
 
@@ -167,11 +178,7 @@ def get_many(txn, db, list keys):
                 raise TypeError(f"keys[{i}]: expected bytes, got {type(key).__name__}")
             k.mv_size = PyBytes_GET_SIZE(key)
             k.mv_data = PyBytes_AS_STRING(key)
-            rc = t.libv.cursor_get(cursor, &k, &v, TC_MDB_SET)
-            if rc == 0:
-                out[i] = PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
-            elif rc != TC_MDB_NOTFOUND:
-                raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_get")
+            out[i] = _find(t, cursor, &k)
     finally:
         t.libv.cursor_close(cursor)
     return out
@@ -242,11 +249,7 @@ def get_heads(txn, following, logs, bytes sink_key, bytes tag):
     try:
         for i in range(n):
             memcpy(key, packed + 8 * i, 8)
-            rc = t.libv.cursor_get(cursor, &k, &v, TC_MDB_SET)
-            if rc == 0:
-                heads[i] = PyBytes_FromStringAndSize(<char*> v.mv_data, v.mv_size)
-            elif rc != TC_MDB_NOTFOUND:
-                raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_get")
+            heads[i] = _find(t, cursor, &k)
     finally:
         t.libv.cursor_close(cursor)
     return sources, heads
