@@ -183,3 +183,7 @@ def test_get_heads_reads_a_sink_of_many_pages_of_sources(env):
         assert packed == b"".join(s.to_bytes(8, "big") for s in sources)
         assert heads == [b"%d" % s if s % 3 == 0 else None for s in sources]
         assert _txn.get_heads(txn, f, logs, (4).to_bytes(8, "big"), tag) == (b"", [])
+        txn.put((5).to_bytes(8, "big"), (3).to_bytes(8, "big"), db=f, dupdata=True)  # one source: no dup page
+        assert _txn.get_heads(txn, f, logs, (5).to_bytes(8, "big"), tag) == ((3).to_bytes(8, "big"), [None])
+        txn.put((3).to_bytes(8, "big") + tag, b"h", db=logs)
+        assert _txn.get_heads(txn, f, logs, (5).to_bytes(8, "big"), tag) == ((3).to_bytes(8, "big"), [b"h"])

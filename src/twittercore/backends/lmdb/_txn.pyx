@@ -227,7 +227,14 @@ def get_heads(txn, following, logs, bytes sink_key, bytes tag):
             raise _error(rc, t.libv.strerror_fn(rc).decode("utf-8", "replace"), "mdb_cursor_get")
         sources = PyBytes_FromStringAndSize(NULL, count * 8)
         packed = PyBytes_AS_STRING(sources)
-        rc = t.libv.cursor_get(cursor, &k, &v, TC_MDB_GET_MULTIPLE)
+        # A key with one value has no duplicate page: MDB_GET_MULTIPLE would
+        # answer with the value MDB_SET left in v; say so instead of relying on it.
+        rc = TC_MDB_NOTFOUND if count == 1 else t.libv.cursor_get(cursor, &k, &v, TC_MDB_GET_MULTIPLE)
+        if count == 1:
+            if v.mv_size != 8:
+                raise ValueError(f"{sink_key.hex()}: the sink's sources are not 8-byte records (damaged store)")
+            memcpy(packed, v.mv_data, 8)
+            have = 8
         while rc == 0:
             if v.mv_size % 8 or have + v.mv_size > count * 8:
                 raise ValueError(f"{sink_key.hex()}: the sink's sources are not 8-byte records (damaged store)")
