@@ -96,21 +96,21 @@ class Reader:
     def newest(self, txn: Txn, head_keys: list[bytes], limit: int, lo: int, hi: int) -> list[Event]:
         """The newest page of the logs whose head keys are ``head_keys``."""
         heads = self.get_many(txn, self._logs.table, head_keys)
-        return self._newest(txn, heads, [key[:8] for key in head_keys], limit, lo, hi)
+        return self._newest(txn, heads, b"".join([key[:8] for key in head_keys]), limit, lo, hi)
 
     def home(self, txn: Txn, following: Table, sink_key: bytes, limit: int, lo: int, hi: int) -> list[Event]:
         """The newest page of the logs of the sources ``sink_key`` follows (in ``following``)."""
         sources, heads = self._get_heads(txn, following, self._logs.table, sink_key, self._head_tag)
         return self._newest(txn, heads, sources, limit, lo, hi)
 
-    def _newest(self, txn: Txn, heads: list[Any], prefixes: Any, limit: int, lo: int, hi: int) -> list[Event]:
-        # ``prefixes``: a list of 8-byte prefixes, or them packed in one bytes (read only when a head is short).
+    def _newest(self, txn: Txn, heads: list[Any], prefixes: bytes, limit: int, lo: int, hi: int) -> list[Event]:
+        # ``prefixes``: the heads' 8-byte stream prefixes, packed (read only when a head is short).
         newest_floored = self._merge.newest_floored
         ids, incomplete = newest_floored(heads, limit, lo, hi)
         while incomplete:
             # Rare: a head is too short for this page (deep max_id, or deletes).
             for index in incomplete:
-                prefix = prefixes[index] if isinstance(prefixes, list) else prefixes[8 * index : 8 * index + 8]
+                prefix = prefixes[8 * index : 8 * index + 8]
                 heads[index] = self._logs.extend(txn, prefix, heads[index], hi, limit)
             ids, incomplete = newest_floored(heads, limit, lo, hi)
         return self.fetch(txn, ids)
