@@ -299,6 +299,7 @@ def test_home_pages_reach_below_the_heads_into_sealed_chunks(lmdb_path):
             s.follow_many([(9, 1), (9, 2), (9, 3)])
             s.publish_many([(1 + n % 3 if n < 600 else 2, b"%d" % n) for n in range(900)])
             s.delete(s.timeline(2, limit=1)[0].id)
+
         def view(events):
             return [(e.id, e.source, e.payload) for e in events]  # times are each store's own clock
 
