@@ -69,6 +69,10 @@ def _watch_interrupt(lab: Lab) -> Any:
         os._exit(130)
 
     def on_sigint(signum: int, frame: Any) -> None:
+        # Python 3.11's asyncio.wait_for can lose the cancel this sends (it raced
+        # an inner future that completed): the flag makes the run end as
+        # interrupted even when the load then finishes normally.
+        lab.interrupted = True
         threading.Thread(target=watchdog, name="lab-interrupt-watchdog", daemon=True).start()
         previous(signum, frame)
 
@@ -235,6 +239,8 @@ async def _drive(
             await asyncio.gather(fault_task, return_exceptions=True)
         await load.stop_streams()
         load.history.close()
+    if lab.interrupted:
+        raise KeyboardInterrupt  # the deployment comes down in run_deployment's finally
     facts = report.history_facts(Path(args.out) / "history.jsonl")
     posts = await _visible(load, facts)
     return {

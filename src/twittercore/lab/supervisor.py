@@ -132,6 +132,7 @@ class Lab:
         # Set when a run is being torn down: health waits in worker threads stop at once
         # (the event loop's shutdown would otherwise wait for them).
         self.aborting = False
+        self.interrupted = False  # a Ctrl-C arrived (see run._watch_interrupt)
 
     # ---------------------------------------------------------- templates
 
