@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -335,13 +336,20 @@ def test_a_broken_deployment_is_caught_and_named(bug, guarantee, tmp_path):
 def test_ctrl_c_mid_run_stops_everything(tmp_path):
     """SIGINT while the load runs: the lab tears the deployment down before it exits."""
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twittercore", "lab", "run", "smoke", "--out", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # A suite started in the background by a shell without job control has
+    # SIGINT ignored, and a child inherits an ignored signal: start the lab with
+    # Python's own handler, as from a terminal, or the Ctrl-C below never arrives.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "twittercore", "lab", "run", "smoke", "--out", str(out)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     state_file = out / "lmdb-1" / "deploy" / STATE_FILE
     try:
         deadline = time.monotonic() + 60
