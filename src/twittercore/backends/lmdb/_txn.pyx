@@ -159,8 +159,7 @@ def get_many(txn, db, list keys):
     cdef Py_ssize_t i, n = len(keys)
     cdef tc_TransObject* t
     cdef tc_DbObject* d
-    cdef tc_val k, v
-    cdef int rc
+    cdef tc_val k
     cdef void* cursor = NULL
     cdef object key
     cdef list out
