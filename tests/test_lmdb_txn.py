@@ -129,6 +129,16 @@ def test_get_events_reports_a_damaged_record_and_a_bad_id(env):
             _txn.get_events(txn, db, [-1])
 
 
+def _heads_tables(env):
+    """Empty ``following`` (dupfixed) and ``logs`` tables for the get_heads tests."""
+    f = env.open_db(b"f", dupsort=True, dupfixed=True)
+    logs = env.open_db(b"l")
+    with env.begin(write=True) as txn:
+        txn.drop(f, delete=False)
+        txn.drop(logs, delete=False)
+    return f, logs
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     following=st.dictionaries(st.integers(0, 40), st.sets(st.integers(0, 2**64 - 1), max_size=1200), max_size=4),
@@ -141,12 +151,9 @@ def test_get_heads_equals_its_twin(env, following, heads, sink):
 
     # Up to 1,200 sources a sink: past one page of dupfixed values, so the
     # compiled walk crosses pages (MDB_NEXT_MULTIPLE) and a sub-database.
-    f = env.open_db(b"f", dupsort=True, dupfixed=True)
-    logs = env.open_db(b"l")
+    f, logs = _heads_tables(env)
     tag = b"\xff" * 8
     with env.begin(write=True) as txn:
-        txn.drop(f, delete=False)
-        txn.drop(logs, delete=False)
         for s, sources in following.items():
             for source in sources:
                 txn.put(s.to_bytes(8, "big"), source.to_bytes(8, "big"), db=f, dupdata=True)
@@ -167,12 +174,9 @@ def test_get_heads_reads_a_sink_of_many_pages_of_sources(env):
     from twittercore.backends.lmdb import _txn
     from twittercore.backends.lmdb.read import get_heads_py
 
-    f = env.open_db(b"f", dupsort=True, dupfixed=True)
-    logs = env.open_db(b"l")
+    f, logs = _heads_tables(env)
     tag = b"\xff" * 8
     with env.begin(write=True) as txn:
-        txn.drop(f, delete=False)
-        txn.drop(logs, delete=False)
         sources = [n * 7919 for n in range(5_000)]  # ~10 pages of 8-byte values
         for source in sources:
             txn.put((3).to_bytes(8, "big"), source.to_bytes(8, "big"), db=f, dupdata=True)
